@@ -1,0 +1,37 @@
+# Sluice — build, run and test targets. `make test` is what CI runs.
+GO ?= go
+PKGS := ./...
+# Packages with concurrency that must pass the race detector.
+RACE_PKGS := ./wal/... ./queue/... ./checkpoint/... ./channel/...
+
+.PHONY: all build run test test-short race vet fmt bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o bin/sluice ./cmd/sluice
+
+run: build
+	./bin/sluice serve
+
+vet:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+test: vet
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+	$(GO) test -count=1 -race -short -timeout 20m $(RACE_PKGS)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2s $(PKGS)
+
+FUZZTIME ?= 30s
+fuzz:
+	@for p in $$($(GO) list ./... ); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$p 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf bin sluice-data

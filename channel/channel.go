@@ -1,0 +1,125 @@
+// Package channel defines the one interface that sources, sinks, the gRPC
+// server and the client share, and the channel kinds built on it: the durable
+// file channel (wal + queue + checkpoint) and the volatile memory channel.
+//
+// A Channel is a set of named channels (queues) that share one store. A put
+// transaction may put events into several of its channels and commits on all
+// or none; a take transaction takes from one channel's head.
+package channel
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Event is the unit of data: string headers and an opaque body.
+type Event struct {
+	Headers map[string]string
+	Body    []byte
+}
+
+// Size is the number of bytes an event counts for against byte limits and
+// the maximum event size: the body plus every header key and value.
+func (e Event) Size() int {
+	n := len(e.Body)
+	for k, v := range e.Headers {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// Sentinel errors callers branch on. Implementations wrap them with context.
+var (
+	// ErrChannelFull: the put does not fit the channel's capacity (events or
+	// bytes). Retry later; nothing of the transaction was stored.
+	ErrChannelFull = errors.New("channel full")
+	// ErrTxnFull: more events in one transaction than transactionCapacity.
+	ErrTxnFull = errors.New("transaction capacity exceeded")
+	// ErrEventTooLarge: an event exceeds the maximum event size.
+	ErrEventTooLarge = errors.New("event too large")
+	// ErrUnknownChannel: no channel of that name in this store.
+	ErrUnknownChannel = errors.New("unknown channel")
+	// ErrClosed: the store or transaction is closed.
+	ErrClosed = errors.New("closed")
+	// ErrTxnDone: Put/Take/Commit after the transaction committed or rolled back.
+	ErrTxnDone = errors.New("transaction already finished")
+	// ErrDiskSpace: a data directory is below its minimum required free space.
+	ErrDiskSpace = errors.New("insufficient disk space")
+	// ErrDuplicate is never returned to callers of Commit: a put whose
+	// (producer, sequence) was already committed commits as a no-op and
+	// PutTxn.Commit returns nil. It is exported so remote layers can report it.
+	ErrDuplicate = errors.New("duplicate producer sequence")
+)
+
+// PutOptions tune one put transaction.
+type PutOptions struct {
+	// ProducerID and Sequence, when ProducerID is non-empty, make the put
+	// idempotent: the store durably remembers the highest committed sequence
+	// per producer, and a put whose Sequence is not above it commits as a
+	// no-op (Commit returns nil, Deduplicated reports true).
+	ProducerID string
+	Sequence   uint64
+}
+
+// PutTxn is an open put transaction. Not safe for concurrent use.
+type PutTxn interface {
+	// Put adds events destined for one channel. Nothing is visible to takers
+	// before Commit returns nil.
+	Put(channel string, events ...Event) error
+	// Commit makes every event of the transaction durable and visible in
+	// all its channels at once, or none of them. When ErrChannelFull is
+	// returned nothing was stored.
+	Commit(ctx context.Context) error
+	// Rollback discards the transaction. Safe to call after Commit (no-op).
+	Rollback() error
+	// Deduplicated reports, after a nil Commit, whether the put was a retry
+	// of an already committed (producer, sequence) and so stored nothing.
+	Deduplicated() bool
+}
+
+// TakeTxn is an open take transaction on one channel. Not safe for concurrent use.
+type TakeTxn interface {
+	// Take removes up to max events from the channel head into the
+	// transaction. When events are queued it returns them at once (even if
+	// ctx is done); otherwise it waits until some arrive or ctx is done, in
+	// which case it returns no events and ctx.Err(). The total taken by one
+	// transaction is bounded by transactionCapacity (ErrTxnFull beyond).
+	Take(ctx context.Context, max int) ([]Event, error)
+	// Commit makes the removal durable: committed events are never
+	// delivered again.
+	Commit(ctx context.Context) error
+	// Rollback puts every taken event back at the head, in original order.
+	// Safe to call after Commit (no-op).
+	Rollback() error
+}
+
+// Stats is a point-in-time view of one channel.
+type Stats struct {
+	Name                 string
+	Size                 int64 // queued events, excluding ones held by open take txns
+	InFlightTakes        int64 // events held by open take transactions
+	Bytes                int64 // bytes of queued events (Event.Size)
+	Capacity             int64
+	MaxBytes             int64 // 0 = unbounded
+	PutAttempts          int64 // EventPutAttemptCount
+	PutSuccesses         int64 // EventPutSuccessCount
+	TakeAttempts         int64 // EventTakeAttemptCount
+	TakeSuccesses        int64 // EventTakeSuccessCount
+	OldestEventAge       time.Duration
+	CorruptEventsSkipped int64
+}
+
+// Channel is a store of one or more named channels.
+type Channel interface {
+	// Channels lists the channel names, sorted.
+	Channels() []string
+	// BeginPut opens a put transaction.
+	BeginPut(ctx context.Context, opts PutOptions) (PutTxn, error)
+	// BeginTake opens a take transaction on one channel.
+	BeginTake(ctx context.Context, channel string) (TakeTxn, error)
+	// Stats reports one channel.
+	Stats(channel string) (Stats, error)
+	// Close rolls back open transactions and releases the store.
+	Close() error
+}
