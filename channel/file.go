@@ -1,0 +1,438 @@
+package channel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/sluicehq/sluice/queue"
+	"github.com/sluicehq/sluice/wal"
+)
+
+// FileOptions configure the durable file channel store. Zero values take the
+// documented defaults (EnsureDefaults).
+type FileOptions struct {
+	// FS is where every file except the mmap'd queues lives (default
+	// vfs.Default). Tests pass a crashable memory FS or errorfs; with a
+	// non-default FS the queues are kept in memory images of FS files too.
+	FS vfs.FS
+	// DataDirs hold the WAL segments; written in parallel. Required.
+	DataDirs []string
+	// CheckpointDir holds checkpoint generation A and the queue files. Required.
+	CheckpointDir string
+	// BackupCheckpointDir, when set, holds generation B (the backup).
+	BackupCheckpointDir string
+	// Channels of the store. Required.
+	Channels []ChannelConfig
+	// MaxEventSize bounds Event.Size (default 1 MiB).
+	MaxEventSize int
+	// SegmentSize is the WAL segment size (default 1 GiB).
+	SegmentSize int64
+	// CheckpointInterval triggers a checkpoint by time (default 30 s;
+	// negative disables the background checkpointer).
+	CheckpointInterval time.Duration
+	// CheckpointBytes triggers a checkpoint after this many WAL bytes since
+	// the last one (default 256 MiB).
+	CheckpointBytes int64
+	// MinFreeBytes: puts fail with ErrDiskSpace while any data directory
+	// has less free space (default 500 MiB as Flume; 0 keeps the default, a
+	// negative value disables the check).
+	MinFreeBytes int64
+	// Logger for recovery reports and errors (default slog.Default()).
+	Logger *slog.Logger
+}
+
+const (
+	defaultCheckpointInterval = 30 * time.Second
+	defaultCheckpointBytes    = 256 << 20
+	defaultMinFreeBytes       = 500 << 20
+	// putFlushBytes: a put txn writes its records to the WAL once this many
+	// are buffered, so RAM per txn stays bounded.
+	putFlushBytes = 256 << 10
+)
+
+// EnsureDefaults fills zero fields.
+func (o *FileOptions) EnsureDefaults() {
+	if o.FS == nil {
+		o.FS = vfs.Default
+	}
+	if o.MaxEventSize == 0 {
+		o.MaxEventSize = DefaultMaxEventSize
+	}
+	if o.CheckpointInterval == 0 {
+		o.CheckpointInterval = defaultCheckpointInterval
+	}
+	if o.CheckpointBytes == 0 {
+		o.CheckpointBytes = defaultCheckpointBytes
+	}
+	if o.MinFreeBytes == 0 {
+		o.MinFreeBytes = defaultMinFreeBytes
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+func (o *FileOptions) validate() error {
+	switch {
+	case len(o.DataDirs) == 0:
+		return errors.New("file channel: dataDirs: at least one directory is required")
+	case o.CheckpointDir == "":
+		return errors.New("file channel: checkpointDir is required")
+	case o.MaxEventSize < 1:
+		return fmt.Errorf("file channel: maxEventSize %d must be positive", o.MaxEventSize)
+	case o.CheckpointBytes < 1:
+		return fmt.Errorf("file channel: checkpointBytes %d must be positive", o.CheckpointBytes)
+	}
+	seen := map[string]bool{o.CheckpointDir: true}
+	if o.BackupCheckpointDir != "" {
+		if seen[o.BackupCheckpointDir] {
+			return errors.New("file channel: backupCheckpointDir must differ from checkpointDir")
+		}
+		seen[o.BackupCheckpointDir] = true
+	}
+	for _, d := range o.DataDirs {
+		if seen[d] {
+			return fmt.Errorf("file channel: directory %q is used twice", d)
+		}
+		seen[d] = true
+	}
+	return nil
+}
+
+// fileChan is one channel of a file store. Guarded by File.mu.
+type fileChan struct {
+	cfg      ChannelConfig
+	q        *queue.Queue
+	bytes    int64 // queued bytes (excluding in-flight takes)
+	reserved int64 // events reserved by committing put txns
+	resBytes int64
+	inTakes  int64 // events held by open take txns
+	inTakeB  int64
+	notify   chan struct{} // closed and replaced when events arrive
+	space    chan struct{} // closed and replaced when space frees up
+	frozen   *queue.Frozen
+
+	putAttempts, putSuccesses, takeAttempts, takeSuccesses atomic.Int64
+	corrupt                                                atomic.Int64
+}
+
+func (c *fileChan) wakeTakers() {
+	close(c.notify)
+	c.notify = make(chan struct{})
+}
+
+func (c *fileChan) wakePutters() {
+	close(c.space)
+	c.space = make(chan struct{})
+}
+
+// File is the durable file channel store: a WAL over one or more data
+// directories, one mmap'd queue per channel and a periodic checkpoint.
+type File struct {
+	opts FileOptions
+	log  *slog.Logger
+	fs   vfs.FS
+	wal  *wal.WAL
+
+	// cpMu is the checkpoint lock: every WAL append, queue mutation and
+	// commit apply holds it shared; a checkpoint holds it exclusively only to
+	// freeze the queues and copy the in-flight state.
+	cpMu sync.RWMutex
+	// mu guards everything below and the fileChan fields.
+	mu        sync.Mutex
+	closed    bool
+	chans     map[string]*fileChan
+	names     []string
+	live      map[uint32]int64 // segment id -> live pointers
+	puts      map[uint64]*filePut
+	takes     map[uint64]*fileTake
+	producers map[string]uint64
+	prodBusy  map[string]chan struct{}
+	nextTxn   atomic.Uint64
+	nextDir   atomic.Uint64
+
+	commits  sync.WaitGroup // commits in progress; Close waits for them
+	isClosed atomic.Bool    // set (before cpMu is taken) when Close starts
+	// walMu guards the WAL's lifetime for readers outside cpMu.
+	walMu     sync.RWMutex
+	walClosed bool
+
+	cpRun       sync.Mutex // one checkpoint at a time
+	generation  uint64
+	lastW       uint64 // W of the newest checkpoint
+	prevW       uint64 // W of the one before (the backup)
+	walBytes    atomic.Int64
+	cpKick      chan struct{}
+	cpDone      chan struct{}
+	stop        chan struct{}
+	lockClosers []io.Closer
+
+	diskMu      sync.Mutex
+	diskChecked time.Time
+	diskErr     error
+
+	damaged         atomic.Int64 // damaged WAL ranges found by recovery
+	damagedRecords  atomic.Int64 // estimated records lost in them
+	lastCheckpoint  atomic.Int64 // duration ns
+	lastReplay      atomic.Int64 // duration ns
+	checkpointCount atomic.Int64
+}
+
+// OpenFile opens (creating if needed) a file channel store and recovers its
+// state: newest valid checkpoint, else the backup, else a full WAL replay,
+// then the WAL records written after it.
+func OpenFile(opts FileOptions) (*File, error) {
+	opts.EnsureDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	cfgs, err := validateChannels(opts.Channels)
+	if err != nil {
+		return nil, fmt.Errorf("file channel: %w", err)
+	}
+	s := &File{
+		opts:      opts,
+		log:       opts.Logger,
+		fs:        opts.FS,
+		chans:     make(map[string]*fileChan, len(cfgs)),
+		live:      make(map[uint32]int64),
+		puts:      make(map[uint64]*filePut),
+		takes:     make(map[uint64]*fileTake),
+		producers: make(map[string]uint64),
+		prodBusy:  make(map[string]chan struct{}),
+		cpKick:    make(chan struct{}, 1),
+		cpDone:    make(chan struct{}),
+		stop:      make(chan struct{}),
+	}
+	for name, c := range cfgs {
+		s.chans[name] = &fileChan{cfg: c, notify: make(chan struct{}), space: make(chan struct{})}
+		s.names = append(s.names, name)
+	}
+	sort.Strings(s.names)
+	if err := s.lockCheckpointDirs(); err != nil {
+		return nil, err
+	}
+	s.wal, err = wal.Open(wal.Options{
+		FS:           opts.FS,
+		Dirs:         opts.DataDirs,
+		SegmentSize:  opts.SegmentSize,
+		MinFreeBytes: max(opts.MinFreeBytes, 0),
+		Logger:       opts.Logger,
+	})
+	if err != nil {
+		s.unlockDirs()
+		return nil, fmt.Errorf("file channel: %w", err)
+	}
+	if err := s.recover(); err != nil {
+		s.closeQueues()
+		s.wal.Close()
+		s.unlockDirs()
+		return nil, err
+	}
+	if opts.CheckpointInterval > 0 {
+		go s.checkpointLoop()
+	} else {
+		close(s.cpDone)
+	}
+	return s, nil
+}
+
+func (s *File) lockCheckpointDirs() error {
+	for _, d := range []string{s.opts.CheckpointDir, s.opts.BackupCheckpointDir} {
+		if d == "" {
+			continue
+		}
+		if err := s.fs.MkdirAll(d, 0o755); err != nil {
+			s.unlockDirs()
+			return fmt.Errorf("file channel: create checkpoint dir %s: %w", d, err)
+		}
+		c, err := s.fs.Lock(s.fs.PathJoin(d, "LOCK"))
+		if err != nil {
+			s.unlockDirs()
+			return fmt.Errorf("file channel: checkpoint dir %s is in use by another process (lock %s): %w", d, s.fs.PathJoin(d, "LOCK"), err)
+		}
+		s.lockClosers = append(s.lockClosers, c)
+	}
+	return nil
+}
+
+func (s *File) unlockDirs() {
+	for _, c := range s.lockClosers {
+		c.Close()
+	}
+	s.lockClosers = nil
+}
+
+func (s *File) closeQueues() {
+	for _, c := range s.chans {
+		if c.q != nil {
+			c.q.Close()
+			c.q = nil
+		}
+	}
+}
+
+func (s *File) queueOptions(name string, capacity uint64) queue.Options {
+	return queue.Options{
+		Dir:       s.opts.CheckpointDir,
+		BackupDir: s.opts.BackupCheckpointDir,
+		Name:      name,
+		Capacity:  capacity,
+		FS:        s.fs,
+		Logger:    s.log,
+	}
+}
+
+func (s *File) channel(name string) (*fileChan, error) {
+	c, ok := s.chans[name]
+	if !ok {
+		if name == "" {
+			return nil, fmt.Errorf("%w: empty channel name", ErrUnknownChannel)
+		}
+		return nil, fmt.Errorf("%w %q", ErrUnknownChannel, name)
+	}
+	return c, nil
+}
+
+// Channels implements Channel.
+func (s *File) Channels() []string { return append([]string(nil), s.names...) }
+
+// Stats implements Channel.
+func (s *File) Stats(name string) (Stats, error) {
+	c, err := s.channel(name)
+	if err != nil {
+		return Stats{}, err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return Stats{}, ErrClosed
+	}
+	st := Stats{
+		Name:          name,
+		Size:          int64(c.q.Len()),
+		InFlightTakes: c.inTakes,
+		Bytes:         c.bytes,
+		Capacity:      c.cfg.Capacity,
+		MaxBytes:      c.cfg.MaxBytes,
+	}
+	var head uint64
+	hasHead := c.q.Len() > 0
+	if hasHead {
+		head = c.q.At(0)
+	}
+	s.mu.Unlock()
+	st.PutAttempts = c.putAttempts.Load()
+	st.PutSuccesses = c.putSuccesses.Load()
+	st.TakeAttempts = c.takeAttempts.Load()
+	st.TakeSuccesses = c.takeSuccesses.Load()
+	st.CorruptEventsSkipped = c.corrupt.Load()
+	if hasHead {
+		// The head's put time is in its record; a read of the page cache.
+		// The segment cannot vanish: GC only removes segments with no live
+		// pointers and a concurrent take holds the pointer as in-flight.
+		s.walMu.RLock()
+		if !s.walClosed {
+			if rec, err := s.wal.ReadRecord(wal.Pointer(head), nil); err == nil {
+				if h, _, err := decodePutHeader(rec.Payload); err == nil {
+					st.OldestEventAge = max(time.Since(time.Unix(0, h.putTime)), 0)
+				}
+			}
+		}
+		s.walMu.RUnlock()
+	}
+	return st, nil
+}
+
+// StoreStats are store-wide figures for metrics.
+type StoreStats struct {
+	Checkpoints            int64
+	LastCheckpoint         time.Duration
+	LastReplay             time.Duration
+	DamagedRanges          int64
+	DamagedRecordsEstimate int64
+	DiskUsage              []int64 // WAL bytes per data directory
+}
+
+// StoreStats reports store-wide figures.
+func (s *File) StoreStats() StoreStats {
+	return StoreStats{
+		Checkpoints:            s.checkpointCount.Load(),
+		LastCheckpoint:         time.Duration(s.lastCheckpoint.Load()),
+		LastReplay:             time.Duration(s.lastReplay.Load()),
+		DamagedRanges:          s.damaged.Load(),
+		DamagedRecordsEstimate: s.damagedRecords.Load(),
+		DiskUsage:              s.wal.DiskUsage(),
+	}
+}
+
+// checkDiskSpace fails when a data directory is below MinFreeBytes. The
+// answer is cached for a second so the hot path does not stat the disk.
+func (s *File) checkDiskSpace() error {
+	if s.opts.MinFreeBytes < 0 {
+		return nil
+	}
+	s.diskMu.Lock()
+	defer s.diskMu.Unlock()
+	if time.Since(s.diskChecked) < time.Second {
+		return s.diskErr
+	}
+	s.diskChecked = time.Now()
+	s.diskErr = nil
+	for _, d := range s.opts.DataDirs {
+		u, err := s.fs.GetDiskUsage(d)
+		if err != nil {
+			continue // not supported by this FS
+		}
+		if int64(u.AvailBytes) < s.opts.MinFreeBytes {
+			s.diskErr = fmt.Errorf("%w: data directory %s has %d bytes free, minimum required is %d", ErrDiskSpace, d, u.AvailBytes, s.opts.MinFreeBytes)
+			break
+		}
+	}
+	return s.diskErr
+}
+
+// Close writes a final clean checkpoint and releases the store. Commits in
+// progress finish first; open transactions are saved in the checkpoint as
+// in-flight, so open takes are redelivered and open puts dropped at the next
+// open. Later calls on the store or its transactions return ErrClosed.
+func (s *File) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.isClosed.Store(true)
+	for _, c := range s.chans {
+		c.wakeTakers()
+		c.wakePutters()
+	}
+	s.mu.Unlock()
+	close(s.stop)
+	<-s.cpDone
+	s.commits.Wait()
+	err := s.checkpoint(true)
+	if err != nil {
+		err = fmt.Errorf("file channel: final checkpoint: %w", err)
+	}
+	s.cpMu.Lock()
+	s.walMu.Lock()
+	s.walClosed = true
+	s.closeQueues()
+	if cerr := s.wal.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("file channel: %w", cerr)
+	}
+	s.walMu.Unlock()
+	s.cpMu.Unlock()
+	s.unlockDirs()
+	return err
+}

@@ -1,0 +1,165 @@
+package channel
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/sluicehq/sluice/checkpoint"
+	"github.com/sluicehq/sluice/queue"
+)
+
+// checkpointLoop writes a checkpoint every CheckpointInterval, or sooner once
+// CheckpointBytes of WAL were written since the last one.
+func (s *File) checkpointLoop() {
+	defer close(s.cpDone)
+	t := time.NewTicker(s.opts.CheckpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		case <-s.cpKick:
+		}
+		if err := s.checkpoint(false); err != nil {
+			s.log.Error("file channel: checkpoint failed; will retry", "err", err)
+		}
+	}
+}
+
+func (s *File) maybeKickCheckpoint() {
+	if s.walBytes.Load() < s.opts.CheckpointBytes {
+		return
+	}
+	select {
+	case s.cpKick <- struct{}{}:
+	default:
+	}
+}
+
+// Checkpoint writes a checkpoint now (tests and tools; the store also
+// checkpoints by itself).
+func (s *File) Checkpoint() error {
+	if s.isClosed.Load() {
+		return ErrClosed
+	}
+	return s.checkpoint(false)
+}
+
+// checkpoint makes the current state durable so that recovery replays only
+// the WAL written after it:
+//
+//  1. under cpMu (exclusive, microseconds): read the WAL frontier and last
+//     WOID, freeze every queue, copy the in-flight transactions and the
+//     producer table;
+//  2. fdatasync every WAL directory (queued pointers and committing txns must
+//     refer to durable records);
+//  3. write each queue's other generation file and msync it;
+//  4. write the checkpoint meta atomically (tmp, fsync, rename, fsync dir);
+//  5. install the new queue generations, then remove WAL segments nobody
+//     needs any more.
+//
+// A failure at any step leaves the previous checkpoint and its queue files
+// untouched; the frozen overlays are merged back.
+func (s *File) checkpoint(clean bool) error {
+	s.cpRun.Lock()
+	defer s.cpRun.Unlock()
+	start := time.Now()
+
+	s.cpMu.Lock()
+	frontier, w := s.wal.Frontier()
+	puts, takes := s.inflight()
+	s.mu.Lock()
+	cp := &checkpoint.Checkpoint{
+		Generation:   s.generation + 1,
+		WOID:         w,
+		Clean:        clean,
+		NextTxnID:    s.nextTxn.Load() + 1,
+		TimeUnixNano: start.UnixNano(),
+		PutTxns:      puts,
+		TakeTxns:     takes,
+	}
+	for _, p := range frontier {
+		cp.Frontier = append(cp.Frontier, checkpoint.Position{Segment: p.Segment, Offset: p.Offset})
+	}
+	for id, seq := range s.producers {
+		cp.Producers = append(cp.Producers, checkpoint.Producer{ID: id, Sequence: seq})
+	}
+	bytes := make(map[string]int64, len(s.chans))
+	for _, name := range s.names {
+		c := s.chans[name]
+		c.frozen = c.q.Freeze()
+		bytes[name] = c.bytes
+	}
+	s.mu.Unlock()
+	s.walBytes.Store(0)
+	s.cpMu.Unlock()
+
+	abort := func(err error) error {
+		s.mu.Lock()
+		for _, c := range s.chans {
+			if c.frozen != nil {
+				c.q.Abort(c.frozen)
+				c.frozen = nil
+			}
+		}
+		s.mu.Unlock()
+		return err
+	}
+	if err := s.wal.SyncAll(context.Background()); err != nil {
+		return abort(fmt.Errorf("sync WAL before checkpoint: %w", err))
+	}
+	states := make(map[string]queue.State, len(s.names))
+	for _, name := range s.names {
+		c := s.chans[name]
+		st, err := c.q.WriteSnapshot(c.frozen)
+		if err != nil {
+			return abort(fmt.Errorf("write queue of channel %q: %w", name, err))
+		}
+		states[name] = st
+		cp.Channels = append(cp.Channels, checkpoint.Channel{
+			Name: name, Capacity: st.Capacity, Head: st.Head, Size: st.Size,
+			Bytes: uint64(max(bytes[name], 0)), Gen: st.Gen, Digest: st.Digest,
+		})
+	}
+	dir, name := checkpoint.FileFor(s.opts.CheckpointDir, s.opts.BackupCheckpointDir, cp.Generation)
+	if err := checkpoint.Write(s.fs, dir, name, cp, nil); err != nil {
+		return abort(err)
+	}
+
+	s.mu.Lock()
+	for _, name := range s.names {
+		c := s.chans[name]
+		c.q.Install(c.frozen, states[name])
+		c.frozen = nil
+	}
+	s.generation = cp.Generation
+	s.prevW, s.lastW = s.lastW, w
+	s.mu.Unlock()
+	s.checkpointCount.Add(1)
+	s.lastCheckpoint.Store(int64(time.Since(start)))
+	s.gc()
+	return nil
+}
+
+// gc removes WAL segments that hold no live pointer (queued or in-flight)
+// and no record either checkpoint still needs for replay (max WOID ≤ the W
+// of the older of the two checkpoints).
+func (s *File) gc() {
+	s.mu.Lock()
+	limit := s.prevW
+	var victims []uint32
+	for _, seg := range s.wal.Segments() {
+		if seg.Active || seg.MaxWOID > limit || s.live[seg.ID] > 0 {
+			continue
+		}
+		victims = append(victims, seg.ID)
+	}
+	s.mu.Unlock()
+	for _, id := range victims {
+		if err := s.wal.Remove(id); err != nil {
+			s.log.Warn("file channel: could not remove WAL segment", "segment", id, "err", err)
+		}
+	}
+}

@@ -1,0 +1,624 @@
+package channel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sluicehq/sluice/checkpoint"
+	"github.com/sluicehq/sluice/wal"
+)
+
+// putEntry is one event of a put transaction once its record is in the WAL.
+type putEntry struct {
+	ch   *fileChan
+	ptr  wal.Pointer
+	size uint32
+}
+
+type filePut struct {
+	s          *File
+	id         uint64
+	dir        int
+	opts       PutOptions
+	batch      wal.Batch
+	pending    []putEntry // encoded in batch, pointer not yet known
+	flushed    []putEntry // written to the WAL
+	perChan    map[*fileChan]int64
+	perChanB   map[*fileChan]int64
+	scratch    []byte
+	registered bool // in s.puts (has flushed records)
+	committing bool
+	done       bool
+	dedup      bool
+	lastTok    wal.SyncToken
+}
+
+// BeginPut implements Channel.
+func (s *File) BeginPut(ctx context.Context, opts PutOptions) (PutTxn, error) {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	return &filePut{
+		s:        s,
+		id:       s.nextTxn.Add(1),
+		dir:      int(s.nextDir.Add(1) % uint64(s.wal.NumDirs())),
+		opts:     opts,
+		perChan:  make(map[*fileChan]int64, 1),
+		perChanB: make(map[*fileChan]int64, 1),
+	}, nil
+}
+
+func (p *filePut) Put(name string, events ...Event) error {
+	if p.done {
+		return ErrTxnDone
+	}
+	if p.committing {
+		return fmt.Errorf("put after commit started: %w", ErrTxnDone)
+	}
+	c, err := p.s.channel(name)
+	if err != nil {
+		return err
+	}
+	c.putAttempts.Add(int64(len(events)))
+	if n := p.perChan[c] + int64(len(events)); n > int64(c.cfg.TransactionCapacity) {
+		return fmt.Errorf("%w: %d events for channel %q, transactionCapacity is %d", ErrTxnFull, n, name, c.cfg.TransactionCapacity)
+	}
+	for i, ev := range events {
+		if sz := ev.Size(); sz > p.s.opts.MaxEventSize {
+			return fmt.Errorf("%w: event %d is %d bytes, maximum is %d", ErrEventTooLarge, i, sz, p.s.opts.MaxEventSize)
+		}
+	}
+	now := time.Now().UnixNano()
+	for _, ev := range events {
+		p.scratch = appendPutPayload(p.scratch[:0], name, ev, now)
+		p.batch.Add(wal.RecordPut, p.id, p.scratch)
+		sz := uint32(ev.Size())
+		p.pending = append(p.pending, putEntry{ch: c, size: sz})
+		p.perChan[c]++
+		p.perChanB[c] += int64(sz)
+	}
+	if p.batch.Len() >= putFlushBytes {
+		return p.flush(false)
+	}
+	return nil
+}
+
+// flush writes the buffered records (and, when commit is set, the commit
+// record) to the WAL and registers the pointers as in-flight, atomically with
+// respect to checkpoints.
+func (p *filePut) flush(commit bool) error {
+	s := p.s
+	if commit {
+		info := commitInfo{producer: p.opts.ProducerID, sequence: p.opts.Sequence,
+			events: uint64(len(p.flushed) + len(p.pending))}
+		p.scratch = appendCommitPayload(p.scratch[:0], info)
+		p.batch.Add(wal.RecordCommit, p.id, p.scratch)
+	}
+	if p.batch.Count() == 0 {
+		return nil
+	}
+	s.cpMu.RLock()
+	if s.isClosed.Load() {
+		s.cpMu.RUnlock()
+		return ErrClosed
+	}
+	ptrs, tok, err := s.wal.Write(p.dir, &p.batch, nil)
+	if err != nil {
+		s.cpMu.RUnlock()
+		return fmt.Errorf("file channel: txn %d: %w", p.id, err)
+	}
+	s.walBytes.Add(int64(p.batch.Len()))
+	s.mu.Lock()
+	for i := range p.pending {
+		p.pending[i].ptr = ptrs[i]
+		s.live[ptrs[i].Segment()]++
+	}
+	p.flushed = append(p.flushed, p.pending...)
+	p.pending = p.pending[:0]
+	if !p.registered {
+		s.puts[p.id] = p
+		p.registered = true
+	}
+	if commit {
+		p.committing = true
+	}
+	s.mu.Unlock()
+	s.cpMu.RUnlock()
+	p.batch.Reset()
+	p.lastTok = tok
+	s.maybeKickCheckpoint()
+	return nil
+}
+
+func (p *filePut) Deduplicated() bool { return p.dedup }
+
+func (p *filePut) Commit(ctx context.Context) error {
+	if p.done {
+		return ErrTxnDone
+	}
+	s := p.s
+	if !s.commitStart() {
+		p.rollback(true)
+		return ErrClosed
+	}
+	defer s.commits.Done()
+	if len(p.flushed)+len(p.pending) == 0 && p.opts.ProducerID == "" {
+		p.done = true
+		return nil
+	}
+	if err := s.checkDiskSpace(); err != nil {
+		p.rollback(false)
+		return err
+	}
+	if p.opts.ProducerID != "" {
+		release, dup, err := s.claimProducer(ctx, p.opts.ProducerID, p.opts.Sequence)
+		if err != nil {
+			p.rollback(false)
+			return err
+		}
+		defer release()
+		if dup {
+			p.rollback(false)
+			p.dedup = true
+			return nil
+		}
+	}
+	if err := s.reserve(ctx, p.perChan, p.perChanB); err != nil {
+		p.rollback(false)
+		return err
+	}
+	if err := p.flush(true); err != nil {
+		s.unreserve(p.perChan, p.perChanB)
+		p.rollback(false)
+		return err
+	}
+	// The commit record is written: from here the outcome is decided by the
+	// fdatasync alone. A cancelled ctx does not abandon it (the txn would be
+	// in limbo); the sync is bounded by the disk.
+	if err := s.wal.Sync(context.Background(), p.lastTok); err != nil {
+		s.unreserve(p.perChan, p.perChanB)
+		p.committing = false
+		p.rollback(false)
+		return fmt.Errorf("file channel: commit txn %d: %w", p.id, err)
+	}
+	s.cpMu.RLock()
+	s.mu.Lock()
+	for _, e := range p.flushed {
+		if err := e.ch.q.PushBack(uint64(e.ptr)); err != nil {
+			// Cannot happen: capacity was reserved. Report loudly.
+			s.log.Error("file channel: queue push after reservation failed", "channel", e.ch.cfg.Name, "err", err)
+			continue
+		}
+	}
+	for c, n := range p.perChan {
+		c.reserved -= n
+		c.resBytes -= p.perChanB[c]
+		c.bytes += p.perChanB[c]
+		c.putSuccesses.Add(n)
+		c.wakeTakers()
+	}
+	if p.opts.ProducerID != "" {
+		s.producers[p.opts.ProducerID] = p.opts.Sequence
+	}
+	delete(s.puts, p.id)
+	s.mu.Unlock()
+	s.cpMu.RUnlock()
+	p.done = true
+	return nil
+}
+
+func (p *filePut) Rollback() error {
+	if p.done {
+		return nil
+	}
+	p.rollback(false)
+	return nil
+}
+
+// rollback discards the txn. Flushed records stay in the WAL (replay ignores
+// uncommitted txns); a rollback record lets replay forget them early.
+func (p *filePut) rollback(closing bool) {
+	if p.done {
+		return
+	}
+	p.done = true
+	s := p.s
+	s.cpMu.RLock()
+	defer s.cpMu.RUnlock()
+	if s.isClosed.Load() {
+		return // the final checkpoint saved it as in-flight; replay drops it
+	}
+	if len(p.flushed) > 0 && !closing {
+		p.batch.Reset()
+		p.batch.Add(wal.RecordRollback, p.id, nil)
+		_, _, _ = s.wal.Write(p.dir, &p.batch, nil) // best effort: replay drops it anyway
+	}
+	s.mu.Lock()
+	for _, e := range p.flushed {
+		s.unpin(e.ptr)
+	}
+	delete(s.puts, p.id)
+	s.mu.Unlock()
+}
+
+// unpin drops one live pointer of a segment. Called with s.mu held.
+func (s *File) unpin(ptr wal.Pointer) {
+	seg := ptr.Segment()
+	if n := s.live[seg] - 1; n > 0 {
+		s.live[seg] = n
+	} else {
+		delete(s.live, seg)
+	}
+}
+
+// commitStart registers an in-progress commit so Close waits for it.
+func (s *File) commitStart() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.commits.Add(1)
+	return true
+}
+
+// claimProducer serialises commits of one producer and reports whether seq
+// was already committed. release must be called when the commit is done.
+func (s *File) claimProducer(ctx context.Context, id string, seq uint64) (release func(), dup bool, err error) {
+	for {
+		s.mu.Lock()
+		busy, ok := s.prodBusy[id]
+		if !ok {
+			if last, seen := s.producers[id]; seen && seq <= last {
+				s.mu.Unlock()
+				return func() {}, true, nil
+			}
+			ch := make(chan struct{})
+			s.prodBusy[id] = ch
+			s.mu.Unlock()
+			return func() {
+				s.mu.Lock()
+				delete(s.prodBusy, id)
+				s.mu.Unlock()
+				close(ch)
+			}, false, nil
+		}
+		s.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		}
+	}
+}
+
+// reserve claims room for a put in every channel at once, waiting up to the
+// longest keep-alive of the channels that are full.
+func (s *File) reserve(ctx context.Context, n, b map[*fileChan]int64) error {
+	var deadline time.Time
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return ErrClosed
+		}
+		var full *fileChan
+		for c, k := range n {
+			used := int64(c.q.Len()) + c.inTakes + c.reserved
+			usedB := c.bytes + c.inTakeB + c.resBytes
+			if used+k > c.cfg.Capacity || (c.cfg.MaxBytes > 0 && usedB+b[c] > c.cfg.MaxBytes) {
+				full = c
+				break
+			}
+		}
+		if full == nil {
+			for c, k := range n {
+				c.reserved += k
+				c.resBytes += b[c]
+			}
+			s.mu.Unlock()
+			return nil
+		}
+		wait := full.space
+		s.mu.Unlock()
+		if deadline.IsZero() {
+			deadline = time.Now().Add(full.cfg.KeepAlive)
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return fmt.Errorf("%w: channel %q (capacity %d events, %d bytes max)", ErrChannelFull, full.cfg.Name, full.cfg.Capacity, full.cfg.MaxBytes)
+		}
+		timer := time.NewTimer(left)
+		select {
+		case <-wait:
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return fmt.Errorf("%w: channel %q: %w", ErrChannelFull, full.cfg.Name, ctx.Err())
+		}
+		timer.Stop()
+	}
+}
+
+func (s *File) unreserve(n, b map[*fileChan]int64) {
+	s.mu.Lock()
+	for c, k := range n {
+		c.reserved -= k
+		c.resBytes -= b[c]
+		c.wakePutters()
+	}
+	s.mu.Unlock()
+}
+
+// takeEntry is one event held by a take transaction.
+type takeEntry struct {
+	ptr  wal.Pointer
+	pos  uint64 // logical queue position it was taken from
+	size uint32
+}
+
+type fileTake struct {
+	s          *File
+	id         uint64
+	dir        int
+	ch         *fileChan
+	entries    []takeEntry
+	buf        []byte
+	committing bool
+	done       bool
+}
+
+// BeginTake implements Channel.
+func (s *File) BeginTake(ctx context.Context, name string) (TakeTxn, error) {
+	c, err := s.channel(name)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	return &fileTake{
+		s:   s,
+		id:  s.nextTxn.Add(1),
+		dir: int(s.nextDir.Add(1) % uint64(s.wal.NumDirs())),
+		ch:  c,
+	}, nil
+}
+
+func (t *fileTake) Take(ctx context.Context, max int) ([]Event, error) {
+	if t.done || t.committing {
+		return nil, ErrTxnDone
+	}
+	if max <= 0 {
+		return nil, nil
+	}
+	s, c := t.s, t.ch
+	room := c.cfg.TransactionCapacity - len(t.entries)
+	if room <= 0 {
+		return nil, fmt.Errorf("%w: take txn holds %d events, transactionCapacity is %d", ErrTxnFull, len(t.entries), c.cfg.TransactionCapacity)
+	}
+	max = min(max, room)
+	c.takeAttempts.Add(int64(max))
+	for {
+		s.cpMu.RLock()
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			s.cpMu.RUnlock()
+			return nil, ErrClosed
+		}
+		first := len(t.entries)
+		for len(t.entries)-first < max {
+			pos := c.q.Head()
+			ptr, ok := c.q.PopFront()
+			if !ok {
+				break
+			}
+			t.entries = append(t.entries, takeEntry{ptr: wal.Pointer(ptr), pos: pos})
+		}
+		got := t.entries[first:]
+		if len(got) > 0 {
+			c.inTakes += int64(len(got))
+			s.takes[t.id] = t
+		}
+		wait := c.notify
+		s.mu.Unlock()
+		s.cpMu.RUnlock()
+		if len(got) > 0 {
+			return t.read(first)
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// read decodes the bodies of entries[first:] from the WAL (page cache). A
+// damaged record is reported and skipped: it stays in the txn so a commit
+// removes it, but no garbage is ever returned.
+func (t *fileTake) read(first int) ([]Event, error) {
+	s, c := t.s, t.ch
+	out := make([]Event, 0, len(t.entries)-first)
+	sizes := make([]uint32, len(t.entries)-first)
+	var bytes int64
+	s.walMu.RLock()
+	defer s.walMu.RUnlock()
+	if s.walClosed {
+		return nil, ErrClosed
+	}
+	for i := first; i < len(t.entries); i++ {
+		e := t.entries[i]
+		rec, err := s.wal.ReadRecord(e.ptr, t.buf)
+		var ev Event
+		var h putHeader
+		if err == nil {
+			t.buf = rec.Payload[:0]
+			if rec.Type != wal.RecordPut {
+				err = fmt.Errorf("record at %v is type %d, not a put", e.ptr, rec.Type)
+			} else {
+				h, ev, err = decodePut(rec.Payload)
+			}
+		}
+		if err != nil {
+			c.corrupt.Add(1)
+			s.log.Error("file channel: skipping unreadable event", "channel", c.cfg.Name,
+				"segment", e.ptr.Segment(), "offset", e.ptr.Offset(), "err", err)
+			continue
+		}
+		sizes[i-first] = h.size
+		bytes += int64(h.size)
+		out = append(out, ev)
+	}
+	s.mu.Lock()
+	for i, sz := range sizes {
+		t.entries[first+i].size = sz
+	}
+	c.bytes -= bytes
+	c.inTakeB += bytes
+	s.mu.Unlock()
+	return out, nil
+}
+
+func (t *fileTake) Commit(ctx context.Context) error {
+	if t.done {
+		return ErrTxnDone
+	}
+	if len(t.entries) == 0 {
+		t.done = true
+		return nil
+	}
+	s, c := t.s, t.ch
+	if !s.commitStart() {
+		t.rollback(true)
+		return ErrClosed
+	}
+	defer s.commits.Done()
+	recs := make([]takeEntryRec, len(t.entries))
+	for i, e := range t.entries {
+		recs[i] = takeEntryRec{ptr: uint64(e.ptr), size: e.size}
+	}
+	var b wal.Batch
+	b.Add(wal.RecordTake, t.id, appendTakePayload(nil, c.cfg.Name, recs))
+	b.Add(wal.RecordCommit, t.id, appendCommitPayload(nil, commitInfo{events: uint64(len(recs))}))
+	s.cpMu.RLock()
+	_, tok, err := s.wal.Write(t.dir, &b, nil)
+	if err == nil && s.isClosed.Load() {
+		err = ErrClosed
+	}
+	if err == nil {
+		s.mu.Lock()
+		t.committing = true
+		s.mu.Unlock()
+		s.walBytes.Add(int64(b.Len()))
+	}
+	s.cpMu.RUnlock()
+	if err == nil {
+		err = s.wal.Sync(context.Background(), tok)
+	}
+	if err != nil {
+		t.committing = false
+		t.rollback(false)
+		return fmt.Errorf("file channel: commit take txn %d: %w", t.id, err)
+	}
+	var bytes int64
+	for _, e := range t.entries {
+		bytes += int64(e.size)
+	}
+	s.cpMu.RLock()
+	s.mu.Lock()
+	for _, e := range t.entries {
+		s.unpin(e.ptr)
+	}
+	c.inTakes -= int64(len(t.entries))
+	c.inTakeB -= bytes
+	c.takeSuccesses.Add(int64(len(t.entries)))
+	delete(s.takes, t.id)
+	c.wakePutters()
+	s.mu.Unlock()
+	s.cpMu.RUnlock()
+	t.done = true
+	s.maybeKickCheckpoint()
+	return nil
+}
+
+func (t *fileTake) Rollback() error {
+	if t.done {
+		return nil
+	}
+	t.rollback(false)
+	return nil
+}
+
+// rollback puts the taken events back at the head in their original order.
+func (t *fileTake) rollback(closing bool) {
+	if t.done {
+		return
+	}
+	t.done = true
+	if len(t.entries) == 0 {
+		return
+	}
+	s, c := t.s, t.ch
+	ptrs := make([]uint64, len(t.entries))
+	var bytes int64
+	for i, e := range t.entries {
+		ptrs[i] = uint64(e.ptr)
+		bytes += int64(e.size)
+	}
+	s.cpMu.RLock()
+	defer s.cpMu.RUnlock()
+	if s.isClosed.Load() {
+		return // the final checkpoint saved it as in-flight: redelivered at reopen
+	}
+	s.mu.Lock()
+	if err := c.q.PushFront(ptrs); err != nil {
+		// Cannot happen: in-flight takes count against capacity.
+		s.log.Error("file channel: rollback could not requeue events", "channel", c.cfg.Name, "events", len(ptrs), "err", err)
+	}
+	c.inTakes -= int64(len(ptrs))
+	c.inTakeB -= bytes
+	c.bytes += bytes
+	delete(s.takes, t.id)
+	if !closing {
+		c.wakeTakers()
+	}
+	s.mu.Unlock()
+}
+
+// inflight snapshots the open transactions for a checkpoint. Called with
+// cpMu held exclusively.
+func (s *File) inflight() ([]checkpoint.PutTxn, []checkpoint.TakeTxn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	puts := make([]checkpoint.PutTxn, 0, len(s.puts))
+	for _, p := range s.puts {
+		ct := checkpoint.PutTxn{TxnID: p.id, Committing: p.committing, ProducerID: p.opts.ProducerID, Sequence: p.opts.Sequence}
+		ct.Entries = make([]checkpoint.PutEntry, len(p.flushed))
+		for i, e := range p.flushed {
+			ct.Entries[i] = checkpoint.PutEntry{Channel: e.ch.cfg.Name, Pointer: uint64(e.ptr), Size: e.size}
+		}
+		puts = append(puts, ct)
+	}
+	takes := make([]checkpoint.TakeTxn, 0, len(s.takes))
+	for _, t := range s.takes {
+		ct := checkpoint.TakeTxn{TxnID: t.id, Channel: t.ch.cfg.Name, Committing: t.committing}
+		ct.Entries = make([]checkpoint.TakeEntry, len(t.entries))
+		for i, e := range t.entries {
+			ct.Entries[i] = checkpoint.TakeEntry{Pointer: uint64(e.ptr), Position: e.pos, Size: e.size}
+		}
+		takes = append(takes, ct)
+	}
+	return puts, takes
+}
+
+var errNoCheckpoint = errors.New("no usable checkpoint")
