@@ -83,11 +83,25 @@ func (s storage) remove(path string) error {
 	return syncVFSDir(s.fs, s.fs.PathDir(path))
 }
 
+// mkdirAll creates dir if needed; when it did not exist, its parent is
+// synced so that the new directory entry is durable.
 func (s storage) mkdirAll(dir string) error {
 	if s.fs == nil {
-		return os.MkdirAll(dir, 0o755)
+		if _, err := os.Stat(dir); err == nil {
+			return nil
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		return syncDir(filepath.Dir(filepath.Clean(dir)))
 	}
-	return s.fs.MkdirAll(dir, 0o755)
+	if _, err := s.fs.Stat(dir); err == nil {
+		return nil
+	}
+	if err := s.fs.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return syncVFSDir(s.fs, s.fs.PathDir(dir))
 }
 
 // ---- mmap backing ----
@@ -119,7 +133,14 @@ func createMmap(path string, c uint64, gen uint8) (backing, error) {
 		// Reserve the blocks now so that a full disk is an error here and
 		// never a SIGBUS when a page of the mapping is first written.
 		if err := unix.Fallocate(int(f.Fd()), 0, 0, size); err != nil {
-			return nil, fmt.Errorf("reserve %d bytes: %w", size, err)
+			if !errors.Is(err, unix.EOPNOTSUPP) {
+				return nil, fmt.Errorf("reserve %d bytes: %w", size, err)
+			}
+			// No fallocate on this file system: writing zeros allocates
+			// the blocks just as well.
+			if err := writeZeros(f, size); err != nil {
+				return nil, fmt.Errorf("reserve %d bytes: %w", size, err)
+			}
 		}
 		hdr := make([]byte, headerSize)
 		encodeHeader(hdr, c, gen)
@@ -145,6 +166,17 @@ func createMmap(path string, c uint64, gen uint8) (backing, error) {
 	return b, nil
 }
 
+func writeZeros(f *os.File, size int64) error {
+	zeros := make([]byte, 1<<20)
+	for off := int64(0); off < size; off += int64(len(zeros)) {
+		n := min(int64(len(zeros)), size-off)
+		if _, err := f.WriteAt(zeros[:n], off); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func openMmap(path string) (backing, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
@@ -157,7 +189,7 @@ func openMmap(path string) (backing, error) {
 	}
 	if fi.Size() < headerSize {
 		_ = f.Close()
-		return nil, fmt.Errorf("file too short: %d bytes", fi.Size())
+		return nil, fmt.Errorf("%w: file too short: %d bytes", ErrDigest, fi.Size())
 	}
 	m, err := mmap.Map(f, mmap.RDWR, 0)
 	if err != nil {
@@ -167,9 +199,9 @@ func openMmap(path string) (backing, error) {
 	return &mmapBacking{f: f, m: m}, nil
 }
 
-func (b *mmapBacking) bytes() []byte    { return b.m }
+func (b *mmapBacking) bytes() []byte      { return b.m }
 func (b *mmapBacking) markDirty(int, int) {}
-func (b *mmapBacking) sync() error      { return b.m.Flush() }
+func (b *mmapBacking) sync() error        { return b.m.Flush() }
 
 func (b *mmapBacking) close() error {
 	err := b.m.Unmap()
@@ -229,6 +261,11 @@ func createMem(fs vfs.FS, path string, c uint64, gen uint8) (backing, error) {
 }
 
 func openMem(fs vfs.FS, path string) (backing, error) {
+	// OpenReadWrite creates missing files; a missing file must stay an
+	// os.ErrNotExist error.
+	if _, err := fs.Stat(path); err != nil {
+		return nil, err
+	}
 	f, err := fs.OpenReadWrite(path, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return nil, err
@@ -245,7 +282,7 @@ func openMem(fs vfs.FS, path string) (backing, error) {
 	}
 	if len(img) < headerSize {
 		_ = f.Close()
-		return nil, fmt.Errorf("file too short: %d bytes", len(img))
+		return nil, fmt.Errorf("%w: file too short: %d bytes", ErrDigest, len(img))
 	}
 	return &memBacking{f: f, img: img}, nil
 }
