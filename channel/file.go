@@ -1,7 +1,6 @@
 package channel
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -54,8 +53,9 @@ const (
 	defaultCheckpointBytes    = 256 << 20
 	defaultMinFreeBytes       = 500 << 20
 	// putFlushBytes: a put txn writes its records to the WAL once this many
-	// are buffered, so RAM per txn stays bounded.
-	putFlushBytes = 256 << 10
+	// are buffered, so RAM per txn stays bounded (at most a quarter segment).
+	putFlushBytes      = 256 << 10
+	defaultSegmentSize = 1 << 30
 )
 
 // EnsureDefaults fills zero fields.
@@ -78,6 +78,9 @@ func (o *FileOptions) EnsureDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.SegmentSize == 0 {
+		o.SegmentSize = defaultSegmentSize
+	}
 }
 
 func (o *FileOptions) validate() error {
@@ -88,6 +91,8 @@ func (o *FileOptions) validate() error {
 		return errors.New("file channel: checkpointDir is required")
 	case o.MaxEventSize < 1:
 		return fmt.Errorf("file channel: maxEventSize %d must be positive", o.MaxEventSize)
+	case int64(o.MaxEventSize) > o.SegmentSize/4:
+		return fmt.Errorf("file channel: maxEventSize %d must be at most a quarter of segmentSize %d", o.MaxEventSize, o.SegmentSize)
 	case o.CheckpointBytes < 1:
 		return fmt.Errorf("file channel: checkpointBytes %d must be positive", o.CheckpointBytes)
 	}
@@ -174,6 +179,7 @@ type File struct {
 	cpDone      chan struct{}
 	stop        chan struct{}
 	lockClosers []io.Closer
+	flushBytes  int
 
 	diskMu      sync.Mutex
 	diskChecked time.Time
@@ -199,18 +205,19 @@ func OpenFile(opts FileOptions) (*File, error) {
 		return nil, fmt.Errorf("file channel: %w", err)
 	}
 	s := &File{
-		opts:      opts,
-		log:       opts.Logger,
-		fs:        opts.FS,
-		chans:     make(map[string]*fileChan, len(cfgs)),
-		live:      make(map[uint32]int64),
-		puts:      make(map[uint64]*filePut),
-		takes:     make(map[uint64]*fileTake),
-		producers: make(map[string]uint64),
-		prodBusy:  make(map[string]chan struct{}),
-		cpKick:    make(chan struct{}, 1),
-		cpDone:    make(chan struct{}),
-		stop:      make(chan struct{}),
+		opts:       opts,
+		log:        opts.Logger,
+		fs:         opts.FS,
+		chans:      make(map[string]*fileChan, len(cfgs)),
+		live:       make(map[uint32]int64),
+		puts:       make(map[uint64]*filePut),
+		takes:      make(map[uint64]*fileTake),
+		producers:  make(map[string]uint64),
+		prodBusy:   make(map[string]chan struct{}),
+		cpKick:     make(chan struct{}, 1),
+		cpDone:     make(chan struct{}),
+		stop:       make(chan struct{}),
+		flushBytes: int(min(putFlushBytes, opts.SegmentSize/4)),
 	}
 	for name, c := range cfgs {
 		s.chans[name] = &fileChan{cfg: c, notify: make(chan struct{}), space: make(chan struct{})}

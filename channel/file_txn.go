@@ -75,15 +75,17 @@ func (p *filePut) Put(name string, events ...Event) error {
 	}
 	now := time.Now().UnixNano()
 	for _, ev := range events {
+		if p.batch.Len() > 0 && p.batch.Len()+ev.Size()+len(name)+64 > p.s.flushBytes {
+			if err := p.flush(false); err != nil {
+				return err
+			}
+		}
 		p.scratch = appendPutPayload(p.scratch[:0], name, ev, now)
 		p.batch.Add(wal.RecordPut, p.id, p.scratch)
 		sz := uint32(ev.Size())
 		p.pending = append(p.pending, putEntry{ch: c, size: sz})
 		p.perChan[c]++
 		p.perChanB[c] += int64(sz)
-	}
-	if p.batch.Len() >= putFlushBytes {
-		return p.flush(false)
 	}
 	return nil
 }

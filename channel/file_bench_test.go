@@ -1,0 +1,173 @@
+package channel
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// Benchmarks run on the real disk (SLUICE_BENCH_DIR, default a temp dir).
+// BenchmarkRawDiskLimit measures write+fdatasync into a preallocated, zeroed
+// file with the same bytes per commit as BenchmarkFilePut, so the ratio
+// FilePut MB/s ÷ RawDiskLimit MB/s is read from one run.
+
+func benchDir(b *testing.B) string {
+	if d := os.Getenv("SLUICE_BENCH_DIR"); d != "" {
+		dir, err := os.MkdirTemp(d, "bench")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { os.RemoveAll(dir) })
+		return dir
+	}
+	return b.TempDir()
+}
+
+// recordOverhead approximates the WAL bytes one event costs beyond its size.
+const recordOverhead = 28 + 24
+
+func BenchmarkRawDiskLimit(b *testing.B) {
+	for _, size := range []int{100, 1024} {
+		for _, batch := range []int{1, 100, 1000} {
+			b.Run(fmt.Sprintf("size=%d/batch=%d", size, batch), func(b *testing.B) {
+				dir := benchDir(b)
+				const fileSize = 256 << 20
+				f, err := os.Create(filepath.Join(dir, "raw"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer f.Close()
+				zero := make([]byte, 1<<20)
+				for off := 0; off < fileSize; off += len(zero) {
+					f.Write(zero)
+				}
+				f.Sync()
+				buf := make([]byte, batch*(size+recordOverhead))
+				b.SetBytes(int64(batch * size))
+				b.ResetTimer()
+				var off int64
+				for range b.N {
+					if off+int64(len(buf)) > fileSize {
+						off = 0
+					}
+					if _, err := f.WriteAt(buf, off); err != nil {
+						b.Fatal(err)
+					}
+					if err := fdatasync(f); err != nil {
+						b.Fatal(err)
+					}
+					off += int64(len(buf))
+				}
+				b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
+			})
+		}
+	}
+}
+
+func benchStore(b *testing.B, dirs int) *File {
+	root := benchDir(b)
+	o := FileOptions{
+		FS:            vfs.Default,
+		CheckpointDir: filepath.Join(root, "ckpt"),
+		Channels:      []ChannelConfig{{Name: "c", Capacity: 50_000_000, TransactionCapacity: 10_000}},
+		SegmentSize:   256 << 20,
+		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		MinFreeBytes:  -1,
+	}
+	for i := range dirs {
+		o.DataDirs = append(o.DataDirs, filepath.Join(root, fmt.Sprintf("data%d", i)))
+	}
+	s, err := OpenFile(o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+func BenchmarkFilePut(b *testing.B) {
+	for _, size := range []int{100, 1024} {
+		for _, batch := range []int{1, 100, 1000} {
+			for _, producers := range []int{1, 16, 64} {
+				if batch == 1000 && producers == 64 {
+					continue // 64k events in flight per round: not a useful point
+				}
+				b.Run(fmt.Sprintf("size=%d/batch=%d/producers=%d", size, batch, producers), func(b *testing.B) {
+					s := benchStore(b, 1)
+					body := make([]byte, size)
+					b.SetBytes(int64(batch * size))
+					var next atomic.Int64
+					b.ResetTimer()
+					var wg sync.WaitGroup
+					for range producers {
+						wg.Add(1)
+						go func() {
+							defer wg.Done()
+							ctx := context.Background()
+							events := make([]Event, batch)
+							for i := range events {
+								events[i] = Event{Body: body}
+							}
+							for next.Add(1) <= int64(b.N) {
+								tx, _ := s.BeginPut(ctx, PutOptions{})
+								if err := tx.Put("c", events...); err != nil {
+									b.Error(err)
+									return
+								}
+								if err := tx.Commit(ctx); err != nil {
+									b.Error(err)
+									return
+								}
+							}
+						}()
+					}
+					wg.Wait()
+					b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
+				})
+			}
+		}
+	}
+}
+
+func BenchmarkFileTake(b *testing.B) {
+	for _, size := range []int{100, 1024} {
+		for _, batch := range []int{1, 100, 1000} {
+			b.Run(fmt.Sprintf("size=%d/batch=%d", size, batch), func(b *testing.B) {
+				s := benchStore(b, 1)
+				body := make([]byte, size)
+				ctx := context.Background()
+				total := b.N * batch
+				for i := 0; i < total; i += 1000 {
+					tx, _ := s.BeginPut(ctx, PutOptions{})
+					for j := i; j < min(i+1000, total); j++ {
+						tx.Put("c", Event{Body: body})
+					}
+					if err := tx.Commit(ctx); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.SetBytes(int64(batch * size))
+				b.ResetTimer()
+				for range b.N {
+					tx, _ := s.BeginTake(ctx, "c")
+					evs, err := tx.Take(ctx, batch)
+					if err != nil || len(evs) != batch {
+						b.Fatalf("take: %d %v", len(evs), err)
+					}
+					if err := tx.Commit(ctx); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
+			})
+		}
+	}
+}

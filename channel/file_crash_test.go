@@ -1,0 +1,258 @@
+package channel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// crashModel records, from the point of view of clients, what happened to
+// every event. Its mutex is held while the crash clone is taken, so whatever
+// the model says at that moment happened-before the simulated power loss.
+type crashModel struct {
+	mu      sync.Mutex
+	state   map[int]evState
+	nextID  int
+	crashed bool
+}
+
+type evState uint8
+
+const (
+	evOpen           evState = iota // in a put txn not yet committing: must not survive
+	evCommitting                    // put commit in progress: may or may not survive
+	evAcked                         // put committed: must survive unless its take was committed
+	evHeld                          // in an open take txn: must be redelivered
+	evTakeCommitting                // take commit in progress: either
+	evTaken                         // take committed: must never come back
+	evRolledBack                    // put rolled back: must not survive
+)
+
+func (m *crashModel) set(ids []int, st evState) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.crashed {
+		return false
+	}
+	for _, id := range ids {
+		m.state[id] = st
+	}
+	return true
+}
+
+func (m *crashModel) newIDs(n int) []int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ids := make([]int, n)
+	for i := range ids {
+		ids[i] = m.nextID
+		m.state[m.nextID] = evOpen
+		m.nextID++
+	}
+	return ids
+}
+
+// crashSeeds: a few hundred in the normal suite; SLUICE_CRASH_SEEDS overrides.
+func crashSeeds(t *testing.T) int {
+	if v := os.Getenv("SLUICE_CRASH_SEEDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			t.Fatalf("SLUICE_CRASH_SEEDS: %v", err)
+		}
+		return n
+	}
+	if testing.Short() {
+		return 40
+	}
+	return 300
+}
+
+func TestFileCrashSimulation(t *testing.T) {
+	n := crashSeeds(t)
+	for seed := range n {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			t.Parallel()
+			runCrashSeed(t, uint64(seed))
+		})
+	}
+}
+
+func runCrashSeed(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 0x5105e))
+	fs := vfs.NewCrashableMem()
+	o := testFileOptions(fs, 1+rng.IntN(3), ChannelConfig{Name: "c1", Capacity: 5000, TransactionCapacity: 200})
+	o.CheckpointBytes = int64(16<<10 + rng.IntN(64<<10))
+	queued := map[int]bool{} // ids the store must hold at the start of a round
+	for round := range 3 {
+		s, err := OpenFile(o)
+		if err != nil {
+			t.Fatalf("round %d: open: %v", round, err)
+		}
+		// Verify the previous round's outcome is what the store holds now
+		// (checked by the drain at the end of the previous round).
+		m := &crashModel{state: map[int]evState{}, nextID: (round + 1) * 1_000_000}
+		for id := range queued {
+			m.state[id] = evAcked
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		workers := 1 + rng.IntN(4)
+		for w := range workers {
+			wg.Add(1)
+			wseed := rng.Uint64()
+			go func() {
+				defer wg.Done()
+				crashWorker(ctx, s, m, rand.New(rand.NewPCG(wseed, uint64(w))), w%2 == 1)
+			}()
+		}
+		if rng.IntN(2) == 0 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					time.Sleep(time.Duration(rng.IntN(3)+1) * time.Millisecond)
+					s.Checkpoint()
+				}
+			}()
+		}
+		time.Sleep(time.Duration(5+rng.IntN(40)) * time.Millisecond)
+		m.mu.Lock()
+		m.crashed = true
+		clone := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rand.New(rand.NewPCG(seed, uint64(round)))})
+		snapshot := m.state
+		m.mu.Unlock()
+		cancel()
+		wg.Wait()
+		s.Close() // the old process's store; the clone is what survived
+		fs = clone
+		o.FS = fs
+
+		s2, err := OpenFile(o)
+		if err != nil {
+			t.Fatalf("round %d: reopen after crash: %v", round, err)
+		}
+		got := drainAll(t, s2, "c1")
+		seen := map[int]bool{}
+		for _, id := range got {
+			if seen[id] {
+				t.Fatalf("round %d: event %d delivered twice after recovery", round, id)
+			}
+			seen[id] = true
+			st, known := snapshot[id]
+			switch {
+			case !known:
+				t.Fatalf("round %d: event %d was never put", round, id)
+			case st == evOpen || st == evRolledBack:
+				t.Fatalf("round %d: uncommitted put of event %d is visible", round, id)
+			case st == evTaken:
+				t.Fatalf("round %d: committed take of event %d delivered again", round, id)
+			}
+		}
+		for id, st := range snapshot {
+			if (st == evAcked || st == evHeld) && !seen[id] {
+				t.Fatalf("round %d: acknowledged event %d (state %d) lost", round, id, st)
+			}
+		}
+		// Put the survivors back (as new ids) for the next round.
+		queued = map[int]bool{}
+		rb, _ := s2.BeginPut(context.Background(), PutOptions{})
+		next := (round + 1) * 1_000_000
+		_ = next
+		for i, id := range got {
+			if i >= 150 {
+				break
+			}
+			rb.Put("c1", ev(id))
+			queued[id] = true
+		}
+		if err := rb.Commit(context.Background()); err != nil {
+			t.Fatalf("round %d: requeue: %v", round, err)
+		}
+		if err := s2.Close(); err != nil {
+			t.Fatalf("round %d: close: %v", round, err)
+		}
+	}
+}
+
+// drainAll takes everything with take txns of random size, committing.
+func drainAll(t *testing.T, s Channel, ch string) []int { return drain(t, s, ch) }
+
+func crashWorker(ctx context.Context, s *File, m *crashModel, rng *rand.Rand, taker bool) {
+	for ctx.Err() == nil {
+		if !taker || rng.IntN(3) == 0 {
+			n := 1 + rng.IntN(40)
+			ids := m.newIDs(n)
+			tx, err := s.BeginPut(ctx, PutOptions{})
+			if err != nil {
+				return
+			}
+			for _, id := range ids {
+				e := ev(id)
+				if rng.IntN(8) == 0 {
+					e.Headers["pad"] = string(make([]byte, rng.IntN(4000)))
+				}
+				if err := tx.Put("c1", e); err != nil {
+					tx.Rollback()
+					m.set(ids, evRolledBack)
+					break
+				}
+			}
+			if rng.IntN(6) == 0 {
+				tx.Rollback()
+				m.set(ids, evRolledBack)
+				continue
+			}
+			if !m.set(ids, evCommitting) {
+				return
+			}
+			if err := tx.Commit(context.Background()); err != nil {
+				if errors.Is(err, ErrChannelFull) || errors.Is(err, ErrClosed) {
+					m.set(ids, evRolledBack)
+				}
+				continue
+			}
+			m.set(ids, evAcked)
+			continue
+		}
+		tx, err := s.BeginTake(ctx, "c1")
+		if err != nil {
+			return
+		}
+		tctx, cancel := context.WithTimeout(ctx, time.Millisecond)
+		evs, _ := tx.Take(tctx, 1+rng.IntN(60))
+		cancel()
+		ids := make([]int, len(evs))
+		for i, e := range evs {
+			ids[i], _ = strconv.Atoi(string(e.Body[len("event-"):]))
+		}
+		if !m.set(ids, evHeld) {
+			return
+		}
+		switch rng.IntN(4) {
+		case 0:
+			tx.Rollback()
+			m.set(ids, evAcked)
+		case 1:
+			// Leave it open for a while (it may be held at the crash).
+			time.Sleep(time.Duration(rng.IntN(5)) * time.Millisecond)
+			fallthrough
+		default:
+			if !m.set(ids, evTakeCommitting) {
+				return
+			}
+			if err := tx.Commit(context.Background()); err == nil {
+				m.set(ids, evTaken)
+			} else {
+				m.set(ids, evAcked)
+			}
+		}
+	}
+}

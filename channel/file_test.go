@@ -1,0 +1,280 @@
+package channel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// testFileOptions are small-segment options on fs for tests.
+func testFileOptions(fs vfs.FS, dirs int, cfgs ...ChannelConfig) FileOptions {
+	if len(cfgs) == 0 {
+		cfgs = []ChannelConfig{{Name: "c1", Capacity: 10_000, TransactionCapacity: 1000}}
+	}
+	o := FileOptions{
+		FS:                  fs,
+		CheckpointDir:       "/ckpt",
+		BackupCheckpointDir: "/ckpt-backup",
+		Channels:            cfgs,
+		SegmentSize:         64 << 10,
+		MaxEventSize:        16 << 10,
+		CheckpointInterval:  -1,
+		MinFreeBytes:        -1,
+		Logger:              slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	for i := range dirs {
+		o.DataDirs = append(o.DataDirs, fmt.Sprintf("/data%d", i))
+	}
+	return o
+}
+
+func mustOpen(t testing.TB, o FileOptions) *File {
+	t.Helper()
+	s, err := OpenFile(o)
+	if err != nil {
+		t.Fatalf("OpenFile: %v", err)
+	}
+	return s
+}
+
+func ev(id int) Event {
+	return Event{Headers: map[string]string{"id": strconv.Itoa(id)}, Body: []byte("event-" + strconv.Itoa(id))}
+}
+
+func evID(t testing.TB, e Event) int {
+	t.Helper()
+	id, err := strconv.Atoi(strings.TrimPrefix(string(e.Body), "event-"))
+	if err != nil || e.Headers["id"] != strconv.Itoa(id) {
+		t.Fatalf("unexpected event %q %v", e.Body, e.Headers)
+	}
+	return id
+}
+
+// putRange commits events [from, to) to ch in batches.
+func putRange(t testing.TB, s Channel, ch string, from, to, batch int) {
+	t.Helper()
+	ctx := context.Background()
+	for i := from; i < to; i += batch {
+		tx, err := s.BeginPut(ctx, PutOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := i; j < min(i+batch, to); j++ {
+			if err := tx.Put(ch, ev(j)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatalf("commit [%d,%d): %v", i, min(i+batch, to), err)
+		}
+	}
+}
+
+// drain takes and commits everything queued in ch, returning event ids in order.
+func drain(t testing.TB, s Channel, ch string) []int {
+	t.Helper()
+	var ids []int
+	for {
+		tx, err := s.BeginTake(context.Background(), ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		evs, err := tx.Take(ctx, 500)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatal(err)
+		}
+		for _, e := range evs {
+			ids = append(ids, evID(t, e))
+		}
+		if err := tx.Commit(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) == 0 {
+			return ids
+		}
+	}
+}
+
+func seq(from, to int) []int {
+	var out []int
+	for i := from; i < to; i++ {
+		out = append(out, i)
+	}
+	return out
+}
+
+func TestFileCleanRestart(t *testing.T) {
+	for _, dirs := range []int{1, 3} {
+		t.Run(fmt.Sprintf("dirs=%d", dirs), func(t *testing.T) {
+			fs := vfs.NewMem()
+			o := testFileOptions(fs, dirs)
+			s := mustOpen(t, o)
+			putRange(t, s, "c1", 0, 3000, 37) // spans many 64 KiB segments
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s = mustOpen(t, o)
+			got := drain(t, s, "c1")
+			if !slices.Equal(got, seq(0, 3000)) {
+				t.Fatalf("after restart got %d events, first %v", len(got), got[:min(10, len(got))])
+			}
+			s.Close()
+			s = mustOpen(t, o)
+			if got := drain(t, s, "c1"); len(got) != 0 {
+				t.Fatalf("committed takes delivered again: %v", got[:min(10, len(got))])
+			}
+			s.Close()
+		})
+	}
+}
+
+func TestFileSecondOpenFails(t *testing.T) {
+	dir := t.TempDir()
+	o := testFileOptions(vfs.Default, 1)
+	o.DataDirs = []string{dir + "/data"}
+	o.CheckpointDir = dir + "/ckpt"
+	o.BackupCheckpointDir = ""
+	s := mustOpen(t, o)
+	defer s.Close()
+	if _, err := OpenFile(o); err == nil {
+		t.Fatal("second open of the same store succeeded")
+	}
+}
+
+// crashRestart simulates power loss (only synced data survives) and reopens.
+func crashClone(fs *vfs.MemFS) *vfs.MemFS { return fs.CrashClone(vfs.CrashCloneCfg{}) }
+
+func TestFileCrashWithoutCheckpoint(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	o := testFileOptions(fs, 2)
+	s := mustOpen(t, o)
+	putRange(t, s, "c1", 0, 500, 10)
+	if err := s.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	putRange(t, s, "c1", 500, 1000, 10)
+	// Take 100 and commit, take 50 and leave them in flight.
+	tx, _ := s.BeginTake(context.Background(), "c1")
+	evs, err := tx.Take(context.Background(), 100)
+	if err != nil || len(evs) != 100 {
+		t.Fatalf("take: %d %v", len(evs), err)
+	}
+	if err := tx.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	open, _ := s.BeginTake(context.Background(), "c1")
+	if evs, _ := open.Take(context.Background(), 50); len(evs) != 50 {
+		t.Fatal("take 50")
+	}
+	// An uncommitted put with records flushed to the WAL.
+	p, _ := s.BeginPut(context.Background(), PutOptions{})
+	for i := 5000; i < 5400; i++ {
+		p.Put("c1", Event{Body: []byte("event-" + strconv.Itoa(i)), Headers: map[string]string{"id": strconv.Itoa(i), "pad": strings.Repeat("x", 1000)}})
+	}
+	crashed := crashClone(fs)
+	o.FS = crashed
+	s2 := mustOpen(t, o)
+	got := drain(t, s2, "c1")
+	if !slices.Equal(got, seq(100, 1000)) {
+		t.Fatalf("after crash got %d events %v...", len(got), got[:min(10, len(got))])
+	}
+	s2.Close()
+}
+
+func TestFileCheckpointStraddlingTxns(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	o := testFileOptions(fs, 1)
+	s := mustOpen(t, o)
+	ctx := context.Background()
+	putRange(t, s, "c1", 0, 20, 5)
+	// A put with records written before the checkpoint, committed after it.
+	p, _ := s.BeginPut(ctx, PutOptions{})
+	for i := 100; i < 400; i++ {
+		p.Put("c1", Event{Body: []byte("event-" + strconv.Itoa(i)), Headers: map[string]string{"id": strconv.Itoa(i), "pad": strings.Repeat("y", 1000)}})
+	}
+	// A take straddling the checkpoint that commits, and one that does not.
+	t1, _ := s.BeginTake(ctx, "c1")
+	if evs, _ := t1.Take(ctx, 5); len(evs) != 5 {
+		t.Fatal("take 5")
+	}
+	t2, _ := s.BeginTake(ctx, "c1")
+	if evs, _ := t2.Take(ctx, 5); len(evs) != 5 {
+		t.Fatal("take 5")
+	}
+	if err := s.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := t1.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	crashed := crashClone(fs)
+	o.FS = crashed
+	s2 := mustOpen(t, o)
+	got := drain(t, s2, "c1")
+	want := append(seq(5, 20), seq(100, 400)...)
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %v\nwant %v", got, want)
+	}
+	s2.Close()
+}
+
+func TestFileProducerDedupSurvivesRestart(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	o := testFileOptions(fs, 1)
+	s := mustOpen(t, o)
+	ctx := context.Background()
+	put := func(s *File, seq uint64, id int) bool {
+		p, _ := s.BeginPut(ctx, PutOptions{ProducerID: "prod", Sequence: seq})
+		p.Put("c1", ev(id))
+		if err := p.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return p.Deduplicated()
+	}
+	if put(s, 1, 1) || put(s, 2, 2) || !put(s, 2, 2) {
+		t.Fatal("dedup before restart wrong")
+	}
+	o.FS = crashClone(fs)
+	s2 := mustOpen(t, o)
+	if !put(s2, 2, 2) || !put(s2, 1, 1) || put(s2, 3, 3) {
+		t.Fatal("dedup after crash wrong")
+	}
+	if got := drain(t, s2, "c1"); !slices.Equal(got, []int{1, 2, 3}) {
+		t.Fatalf("got %v", got)
+	}
+	s2.Close()
+}
+
+func TestFileTakeWaitsAndCloseWakes(t *testing.T) {
+	s := mustOpen(t, testFileOptions(vfs.NewMem(), 1))
+	tx, _ := s.BeginTake(context.Background(), "c1")
+	done := make(chan error, 1)
+	go func() {
+		_, err := tx.Take(context.Background(), 1)
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	s.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("blocked take after close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not wake a blocked Take")
+	}
+}

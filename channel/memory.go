@@ -1,0 +1,703 @@
+package channel
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// MemoryOptions configure a memory store.
+type MemoryOptions struct {
+	// Channels are the named channels of the store (at least one).
+	Channels []ChannelConfig
+	// MaxEventSize bounds Event.Size of one event; 0 means
+	// DefaultMaxEventSize.
+	MaxEventSize int
+}
+
+// Memory is the volatile channel kind: the same transactional semantics as
+// the file channel (atomic multi-channel puts, producer deduplication,
+// capacity in events and bytes, keep-alive waits, take rollback in original
+// order) but nothing survives the process.
+//
+// Accounting choices, shared with the file channel:
+//   - TransactionCapacity bounds the events a put transaction puts into each
+//     channel separately (a put spanning two channels may hold up to
+//     TransactionCapacity events for each), and the events one take
+//     transaction holds. Take clamps max to the room left and returns
+//     ErrTxnFull only when the transaction is already full.
+//   - Events held by open take transactions still count against Capacity and
+//     MaxBytes until the take commits, so a rollback can always requeue them.
+//     Stats.Size and Stats.Bytes exclude them; Stats.InFlightTakes counts them.
+//   - PutAttempts counts the events of every Put call on the channel (also
+//     calls that fail); PutSuccesses the events stored by committed puts (not
+//     deduplicated ones). TakeAttempts counts, per Take call, the events asked
+//     for (max clamped to the transaction's room); TakeSuccesses the events
+//     removed by committed takes.
+//   - A failed Commit (channel full, closed, ctx done while waiting) finishes
+//     the transaction: nothing of it was stored and later calls return
+//     ErrTxnDone (Rollback is a no-op).
+//   - A failed Put (ErrTxnFull, ErrEventTooLarge, ErrUnknownChannel) adds none
+//     of that call's events; the transaction stays usable.
+//
+// Events are copied on Put and again on Take, so callers own the events they
+// pass in and the events they get back; modifying a taken event never alters
+// what a rollback requeues.
+type Memory struct {
+	maxEventSize int
+	names        []string
+	chans        map[string]*memChan
+	closedFlag   atomic.Bool
+	closeCh      chan struct{} // closed by Close; wakes every waiter
+
+	mu        sync.Mutex
+	closed    bool
+	producers map[string]uint64     // last committed sequence per producer
+	takes     map[*memTake]struct{} // open take txns holding events
+}
+
+// memEvent is a queued event with its bookkeeping.
+type memEvent struct {
+	ev      Event
+	size    int64
+	putTime int64  // unix nanos of the Put call
+	seq     uint64 // per-channel commit order; restores order on rollback
+}
+
+type memChan struct {
+	cfg ChannelConfig
+
+	// Guarded by Memory.mu.
+	q             ring
+	bytes         int64 // bytes of queued events
+	inflight      int64 // events held by open take txns
+	inflightBytes int64
+	nextSeq       uint64
+	avail         chan struct{} // closed when events are queued
+	availWaited   bool
+	space         chan struct{} // closed when a take commit frees room
+	spaceWaited   bool
+
+	putAttempts, putSuccesses, takeAttempts, takeSuccesses atomic.Int64
+}
+
+var _ Channel = (*Memory)(nil)
+
+// NewMemory opens a memory store with the given channels.
+func NewMemory(opts MemoryOptions) (*Memory, error) {
+	cfgs, err := validateChannels(opts.Channels)
+	if err != nil {
+		return nil, fmt.Errorf("memory channel: %w", err)
+	}
+	switch {
+	case opts.MaxEventSize == 0:
+		opts.MaxEventSize = DefaultMaxEventSize
+	case opts.MaxEventSize < 0:
+		return nil, fmt.Errorf("memory channel: maxEventSize %d must not be negative", opts.MaxEventSize)
+	}
+	m := &Memory{
+		maxEventSize: opts.MaxEventSize,
+		chans:        make(map[string]*memChan, len(cfgs)),
+		closeCh:      make(chan struct{}),
+		producers:    make(map[string]uint64),
+		takes:        make(map[*memTake]struct{}),
+	}
+	for name, cfg := range cfgs {
+		m.names = append(m.names, name)
+		m.chans[name] = &memChan{cfg: cfg, avail: make(chan struct{}), space: make(chan struct{})}
+	}
+	slices.Sort(m.names)
+	return m, nil
+}
+
+func (m *Memory) channel(name string) (*memChan, error) {
+	c, ok := m.chans[name]
+	if !ok {
+		if name == "" {
+			return nil, fmt.Errorf("%w: empty channel name", ErrUnknownChannel)
+		}
+		return nil, fmt.Errorf("%w %q", ErrUnknownChannel, name)
+	}
+	return c, nil
+}
+
+// Channels implements Channel.
+func (m *Memory) Channels() []string { return slices.Clone(m.names) }
+
+// BeginPut implements Channel.
+func (m *Memory) BeginPut(ctx context.Context, opts PutOptions) (PutTxn, error) {
+	if m.closedFlag.Load() {
+		return nil, ErrClosed
+	}
+	return &memPut{m: m, opts: opts}, nil
+}
+
+// BeginTake implements Channel.
+func (m *Memory) BeginTake(ctx context.Context, name string) (TakeTxn, error) {
+	c, err := m.channel(name)
+	if err != nil {
+		return nil, err
+	}
+	if m.closedFlag.Load() {
+		return nil, ErrClosed
+	}
+	return &memTake{m: m, c: c}, nil
+}
+
+// Stats implements Channel.
+func (m *Memory) Stats(name string) (Stats, error) {
+	c, err := m.channel(name)
+	if err != nil {
+		return Stats{}, err
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return Stats{}, ErrClosed
+	}
+	st := Stats{
+		Name:          name,
+		Size:          int64(c.q.len()),
+		InFlightTakes: c.inflight,
+		Bytes:         c.bytes,
+		Capacity:      c.cfg.Capacity,
+		MaxBytes:      c.cfg.MaxBytes,
+	}
+	var headPut int64
+	if c.q.len() > 0 {
+		headPut = c.q.at(0).putTime
+	}
+	m.mu.Unlock()
+	st.PutAttempts = c.putAttempts.Load()
+	st.PutSuccesses = c.putSuccesses.Load()
+	st.TakeAttempts = c.takeAttempts.Load()
+	st.TakeSuccesses = c.takeSuccesses.Load()
+	if headPut != 0 {
+		st.OldestEventAge = max(time.Since(time.Unix(0, headPut)), 0)
+	}
+	return st, nil
+}
+
+// Close rolls back open transactions, wakes every blocked Take and Commit
+// with ErrClosed and releases the store. Later calls on the store or its
+// transactions return ErrClosed (Rollback returns nil). Closing twice is a
+// no-op.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil
+	}
+	m.closed = true
+	m.closedFlag.Store(true)
+	for t := range m.takes {
+		t.rollbackLocked()
+	}
+	close(m.closeCh)
+	return nil
+}
+
+// wakeTakers signals that events were queued. Called with m.mu held.
+func (c *memChan) wakeTakers() {
+	if c.availWaited {
+		close(c.avail)
+		c.avail = make(chan struct{})
+		c.availWaited = false
+	}
+}
+
+// wakePutters signals that room was freed. Called with m.mu held.
+func (c *memChan) wakePutters() {
+	if c.spaceWaited {
+		close(c.space)
+		c.space = make(chan struct{})
+		c.spaceWaited = false
+	}
+}
+
+// copyEvents deep-copies events: every body into one shared allocation
+// (each sub-slice capped so appends cannot clobber a neighbour), headers
+// into fresh maps. Empty bodies and header sets come back nil.
+func copyEvents(dst []Event, src []Event) {
+	total := 0
+	for i := range src {
+		total += len(src[i].Body)
+	}
+	var arena []byte
+	if total > 0 {
+		arena = make([]byte, total)
+	}
+	off := 0
+	for i := range src {
+		var body []byte
+		if n := len(src[i].Body); n > 0 {
+			body = arena[off : off+n : off+n]
+			copy(body, src[i].Body)
+			off += n
+		}
+		var h map[string]string
+		if len(src[i].Headers) > 0 {
+			h = maps.Clone(src[i].Headers)
+		}
+		dst[i] = Event{Headers: h, Body: body}
+	}
+}
+
+// memPut is an open put transaction.
+type memPut struct {
+	m     *Memory
+	opts  PutOptions
+	parts []memPutPart // one per channel, in first-Put order
+	done  bool
+	dedup bool
+}
+
+type memPutPart struct {
+	c      *memChan
+	events []memEvent
+	bytes  int64
+}
+
+func (p *memPut) part(c *memChan) *memPutPart {
+	for i := range p.parts {
+		if p.parts[i].c == c {
+			return &p.parts[i]
+		}
+	}
+	p.parts = append(p.parts, memPutPart{c: c})
+	return &p.parts[len(p.parts)-1]
+}
+
+// Put implements PutTxn.
+func (p *memPut) Put(name string, events ...Event) error {
+	if p.done {
+		return ErrTxnDone
+	}
+	m := p.m
+	if m.closedFlag.Load() {
+		return ErrClosed
+	}
+	c, err := m.channel(name)
+	if err != nil {
+		return err
+	}
+	c.putAttempts.Add(int64(len(events)))
+	if len(events) == 0 {
+		return nil
+	}
+	pt := p.part(c)
+	if n := len(pt.events) + len(events); n > c.cfg.TransactionCapacity {
+		return fmt.Errorf("%w: %d events for channel %q, transactionCapacity is %d", ErrTxnFull, n, name, c.cfg.TransactionCapacity)
+	}
+	for i := range events {
+		if sz := events[i].Size(); sz > m.maxEventSize {
+			return fmt.Errorf("%w: event %d is %d bytes, maximum is %d", ErrEventTooLarge, i, sz, m.maxEventSize)
+		}
+	}
+	copied := make([]Event, len(events))
+	copyEvents(copied, events)
+	now := time.Now().UnixNano()
+	pt.events = slices.Grow(pt.events, len(events))
+	for i := range copied {
+		sz := int64(events[i].Size())
+		pt.events = append(pt.events, memEvent{ev: copied[i], size: sz, putTime: now})
+		pt.bytes += sz
+	}
+	return nil
+}
+
+// Deduplicated implements PutTxn.
+func (p *memPut) Deduplicated() bool { return p.dedup }
+
+// Rollback implements PutTxn.
+func (p *memPut) Rollback() error {
+	p.done = true
+	p.parts = nil
+	return nil
+}
+
+// Commit implements PutTxn. When a channel is full it waits up to that
+// channel's KeepAlive (counted from the first time a full channel is met)
+// for take commits to free room, or until ctx is done.
+func (p *memPut) Commit(ctx context.Context) error {
+	if p.done {
+		return ErrTxnDone
+	}
+	p.done = true
+	defer func() { p.parts = nil }()
+	m := p.m
+	if len(p.parts) == 0 && p.opts.ProducerID == "" {
+		if m.closedFlag.Load() {
+			return ErrClosed
+		}
+		return nil
+	}
+	var deadline time.Time
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		m.mu.Lock()
+		if m.closed {
+			m.mu.Unlock()
+			return ErrClosed
+		}
+		if id := p.opts.ProducerID; id != "" {
+			if last, ok := m.producers[id]; ok && p.opts.Sequence <= last {
+				m.mu.Unlock()
+				p.dedup = true
+				return nil
+			}
+		}
+		full := p.firstFull()
+		if full == nil {
+			p.applyLocked()
+			m.mu.Unlock()
+			return nil
+		}
+		c := full.c
+		if c.cfg.MaxBytes > 0 && full.bytes > c.cfg.MaxBytes {
+			m.mu.Unlock()
+			return fmt.Errorf("%w: channel %q: transaction holds %d bytes, maxBytes is %d", ErrChannelFull, c.cfg.Name, full.bytes, c.cfg.MaxBytes)
+		}
+		c.spaceWaited = true
+		wait := c.space
+		m.mu.Unlock()
+
+		if deadline.IsZero() {
+			deadline = time.Now().Add(c.cfg.KeepAlive)
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return fmt.Errorf("%w: channel %q (capacity %d events, maxBytes %d)", ErrChannelFull, c.cfg.Name, c.cfg.Capacity, c.cfg.MaxBytes)
+		}
+		if timer == nil {
+			timer = time.NewTimer(left)
+		} else {
+			timer.Reset(left)
+		}
+		select {
+		case <-wait:
+		case <-timer.C:
+		case <-m.closeCh:
+			return ErrClosed
+		case <-ctx.Done():
+			return fmt.Errorf("%w: channel %q: %w", ErrChannelFull, c.cfg.Name, ctx.Err())
+		}
+	}
+}
+
+// firstFull returns the first part that does not fit its channel now, or
+// nil. Called with m.mu held.
+func (p *memPut) firstFull() *memPutPart {
+	for i := range p.parts {
+		pt := &p.parts[i]
+		c := pt.c
+		if len(pt.events) == 0 {
+			continue
+		}
+		used := int64(c.q.len()) + c.inflight
+		if used+int64(len(pt.events)) > c.cfg.Capacity {
+			return pt
+		}
+		if c.cfg.MaxBytes > 0 && c.bytes+c.inflightBytes+pt.bytes > c.cfg.MaxBytes {
+			return pt
+		}
+	}
+	return nil
+}
+
+// applyLocked queues every event of the transaction. Called with m.mu held.
+func (p *memPut) applyLocked() {
+	for i := range p.parts {
+		pt := &p.parts[i]
+		if len(pt.events) == 0 {
+			continue
+		}
+		c := pt.c
+		c.q.reserve(len(pt.events))
+		for _, e := range pt.events {
+			e.seq = c.nextSeq
+			c.nextSeq++
+			c.q.pushBack(e)
+		}
+		c.bytes += pt.bytes
+		c.putSuccesses.Add(int64(len(pt.events)))
+		c.wakeTakers()
+	}
+	if p.opts.ProducerID != "" {
+		p.m.producers[p.opts.ProducerID] = p.opts.Sequence
+	}
+}
+
+// memTake is an open take transaction.
+type memTake struct {
+	m *Memory
+	c *memChan
+
+	// Guarded by m.mu (Close may roll the txn back from another goroutine).
+	held   []memEvent
+	bytes  int64
+	done   bool
+	closed bool // rolled back by Close
+}
+
+// Take implements TakeTxn.
+func (t *memTake) Take(ctx context.Context, max int) ([]Event, error) {
+	m, c := t.m, t.c
+	m.mu.Lock()
+	if err := t.usableLocked(); err != nil {
+		m.mu.Unlock()
+		return nil, err
+	}
+	if max <= 0 {
+		m.mu.Unlock()
+		return nil, nil
+	}
+	room := c.cfg.TransactionCapacity - len(t.held)
+	if room <= 0 {
+		m.mu.Unlock()
+		return nil, fmt.Errorf("%w: take txn holds %d events, transactionCapacity is %d", ErrTxnFull, len(t.held), c.cfg.TransactionCapacity)
+	}
+	max = min(max, room)
+	c.takeAttempts.Add(int64(max))
+	for {
+		if n := min(max, c.q.len()); n > 0 {
+			first := len(t.held)
+			t.held = slices.Grow(t.held, n)
+			var b int64
+			for range n {
+				e := c.q.popFront()
+				b += e.size
+				t.held = append(t.held, e)
+			}
+			c.bytes -= b
+			c.inflight += int64(n)
+			c.inflightBytes += b
+			t.bytes += b
+			m.takes[t] = struct{}{}
+			got := t.held[first:len(t.held):len(t.held)]
+			m.mu.Unlock()
+			// Copy outside the lock. Held events are immutable and
+			// rollbackLocked (which Close may run concurrently) only
+			// reads t.held's backing array, never writes it.
+			out := make([]Event, n)
+			src := make([]Event, n)
+			for i := range got {
+				src[i] = got[i].ev
+			}
+			copyEvents(out, src)
+			return out, nil
+		}
+		c.availWaited = true
+		wait := c.avail
+		m.mu.Unlock()
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		select {
+		case <-wait:
+		case <-m.closeCh:
+			return nil, ErrClosed
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		m.mu.Lock()
+		if err := t.usableLocked(); err != nil {
+			m.mu.Unlock()
+			return nil, err
+		}
+	}
+}
+
+func (t *memTake) usableLocked() error {
+	switch {
+	case t.closed || t.m.closed:
+		return ErrClosed
+	case t.done:
+		return ErrTxnDone
+	}
+	return nil
+}
+
+// Commit implements TakeTxn: the events are gone for good and their room is
+// released.
+func (t *memTake) Commit(ctx context.Context) error {
+	m, c := t.m, t.c
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := t.usableLocked(); err != nil {
+		return err
+	}
+	t.done = true
+	if len(t.held) == 0 {
+		return nil
+	}
+	c.inflight -= int64(len(t.held))
+	c.inflightBytes -= t.bytes
+	c.takeSuccesses.Add(int64(len(t.held)))
+	delete(m.takes, t)
+	t.held = nil
+	c.wakePutters()
+	return nil
+}
+
+// Rollback implements TakeTxn.
+func (t *memTake) Rollback() error {
+	t.m.mu.Lock()
+	defer t.m.mu.Unlock()
+	if t.done || t.closed {
+		return nil
+	}
+	t.rollbackLocked()
+	return nil
+}
+
+// rollbackLocked requeues the held events at the head, merged with any
+// events other rolled-back transactions put there, so the head is again in
+// commit order. Called with m.mu held.
+func (t *memTake) rollbackLocked() {
+	m, c := t.m, t.c
+	t.done = true
+	if m.closed {
+		t.closed = true
+	}
+	if len(t.held) == 0 {
+		return
+	}
+	// Never sort t.held in place: a Take of this txn may still be copying
+	// from it (only possible when Close rolls it back concurrently).
+	evs := t.held
+	if !slices.IsSortedFunc(evs, cmpSeq) {
+		evs = slices.Clone(evs)
+		slices.SortFunc(evs, cmpSeq)
+	}
+	c.q.restore(evs)
+	c.bytes += t.bytes
+	c.inflight -= int64(len(t.held))
+	c.inflightBytes -= t.bytes
+	delete(m.takes, t)
+	t.held = nil
+	t.bytes = 0
+	c.wakeTakers()
+}
+
+func cmpSeq(a, b memEvent) int {
+	switch {
+	case a.seq < b.seq:
+		return -1
+	case a.seq > b.seq:
+		return 1
+	}
+	return 0
+}
+
+// ring is a growable double-ended queue of events; its buffer length is
+// zero or a power of two.
+type ring struct {
+	buf  []memEvent
+	head int
+	n    int
+}
+
+const ringMin = 16
+
+func (r *ring) len() int { return r.n }
+
+func (r *ring) at(i int) *memEvent { return &r.buf[(r.head+i)&(len(r.buf)-1)] }
+
+// reserve makes room for k more events.
+func (r *ring) reserve(k int) {
+	if r.n+k <= len(r.buf) {
+		return
+	}
+	size := max(len(r.buf), ringMin)
+	for size < r.n+k {
+		size *= 2
+	}
+	r.resize(size)
+}
+
+func (r *ring) resize(size int) {
+	buf := make([]memEvent, size)
+	if r.n > 0 {
+		end := r.head + r.n
+		if end <= len(r.buf) {
+			copy(buf, r.buf[r.head:end])
+		} else {
+			k := copy(buf, r.buf[r.head:])
+			copy(buf[k:], r.buf[:r.n-k])
+		}
+	}
+	r.buf, r.head = buf, 0
+}
+
+func (r *ring) pushBack(e memEvent) {
+	r.reserve(1)
+	r.buf[(r.head+r.n)&(len(r.buf)-1)] = e
+	r.n++
+}
+
+func (r *ring) pushFront(e memEvent) {
+	r.reserve(1)
+	r.head = (r.head - 1) & (len(r.buf) - 1)
+	r.buf[r.head] = e
+	r.n++
+}
+
+func (r *ring) popFront() memEvent {
+	e := r.buf[r.head]
+	r.buf[r.head] = memEvent{} // release the event's memory
+	r.head = (r.head + 1) & (len(r.buf) - 1)
+	r.n--
+	// Shrink after a burst so a drained channel does not pin a huge buffer.
+	if len(r.buf) > 4*ringMin && r.n < len(r.buf)/4 {
+		r.resize(len(r.buf) / 2)
+	}
+	return e
+}
+
+// restore puts evs (sorted by seq) back at the front, merged with the
+// queued events that precede them in seq order, so the whole queue stays
+// sorted by seq. The queue is sorted by seq before and after: puts append
+// increasing seqs and every removal is at the front.
+func (r *ring) restore(evs []memEvent) {
+	r.reserve(len(evs))
+	last := evs[len(evs)-1].seq
+	p := 0
+	for p < r.n && r.at(p).seq < last {
+		p++
+	}
+	if p == 0 {
+		for i := len(evs) - 1; i >= 0; i-- {
+			r.pushFront(evs[i])
+		}
+		return
+	}
+	merged := make([]memEvent, 0, p+len(evs))
+	i, j := 0, 0
+	for i < p || j < len(evs) {
+		if j == len(evs) || (i < p && r.at(i).seq < evs[j].seq) {
+			merged = append(merged, *r.at(i))
+			i++
+		} else {
+			merged = append(merged, evs[j])
+			j++
+		}
+	}
+	for range p {
+		r.buf[r.head] = memEvent{}
+		r.head = (r.head + 1) & (len(r.buf) - 1)
+		r.n--
+	}
+	for k := len(merged) - 1; k >= 0; k-- {
+		r.pushFront(merged[k])
+	}
+}
