@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 # Packages with concurrency that must pass the race detector.
-RACE_PKGS := ./wal/... ./queue/... ./checkpoint/... ./channel/...
+RACE_PKGS := ./wal/... ./queue/... ./checkpoint/... ./channel/... ./server/... ./client/... ./metrics/...
 
 .PHONY: all build run test test-short race vet fmt bench fuzz clean
 
@@ -35,3 +35,14 @@ fuzz:
 
 clean:
 	rm -rf bin sluice-data
+
+# Regenerate the committed gRPC/protobuf code under api/. Needs protoc
+# (Debian: protobuf-compiler) and the two plugins:
+#   go install google.golang.org/protobuf/cmd/protoc-gen-go@latest
+#   go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@latest
+.PHONY: proto
+proto:
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I api \
+	  --go_out=api --go_opt=module=github.com/sluicehq/sluice/api \
+	  --go-grpc_out=api --go-grpc_opt=module=github.com/sluicehq/sluice/api \
+	  api/sluice/v1/sluice.proto

@@ -113,7 +113,8 @@ func runCrashSeed(t *testing.T, seed uint64) {
 				crashWorker(ctx, s, m, rand.New(rand.NewPCG(wseed, uint64(w))), w%2 == 1)
 			}()
 		}
-		if rng.IntN(2) == 0 {
+		bgCkpt := rng.IntN(2) == 0
+		if bgCkpt {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -126,7 +127,8 @@ func runCrashSeed(t *testing.T, seed uint64) {
 		time.Sleep(time.Duration(5+rng.IntN(40)) * time.Millisecond)
 		m.mu.Lock()
 		m.crashed = true
-		clone := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rand.New(rand.NewPCG(seed, uint64(round)))})
+		unsynced := rng.IntN(101)
+		clone := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: unsynced, RNG: rand.New(rand.NewPCG(seed, uint64(round)))})
 		snapshot := m.state
 		m.mu.Unlock()
 		cancel()
@@ -158,7 +160,8 @@ func runCrashSeed(t *testing.T, seed uint64) {
 		}
 		for id, st := range snapshot {
 			if (st == evAcked || st == evHeld) && !seen[id] {
-				t.Fatalf("round %d: acknowledged event %d (state %d) lost", round, id, st)
+				t.Fatalf("round %d: acknowledged event %d (state %d) lost (dirs %d, workers %d, bg checkpoints %v, unsynced %d%%, recovered %d events, checkpoints %d)",
+					round, id, st, len(o.DataDirs), workers, bgCkpt, unsynced, len(got), s.checkpointCount.Load())
 			}
 		}
 		// Put the survivors back (as new ids) for the next round.

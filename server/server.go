@@ -1,0 +1,417 @@
+// Package server serves any channel.Channel over gRPC (service sluice.v1,
+// see api/sluice/v1/sluice.proto), with TLS, mutual TLS, bearer-token
+// authentication, the standard gRPC health service and an HTTP metrics
+// handler.
+//
+// Status codes (each error also carries a google.rpc.ErrorInfo, domain
+// "sluice.v1", whose reason names the cause):
+//
+//   - INVALID_ARGUMENT: empty channel name (EMPTY_CHANNEL), event larger than
+//     Options.MaxEventSize or the store's limit (EVENT_TOO_LARGE), more
+//     events than the channel's transactionCapacity (TXN_FULL), header key
+//     or value that is not valid UTF-8 (INVALID_HEADER), take protocol misuse
+//     (BAD_REQUEST).
+//   - NOT_FOUND: a channel name the store does not have (UNKNOWN_CHANNEL).
+//     It is NOT_FOUND rather than INVALID_ARGUMENT because the request is
+//     well formed and the same request succeeds against a store that has the
+//     channel.
+//   - RESOURCE_EXHAUSTED: channel.ErrChannelFull (CHANNEL_FULL) and
+//     channel.ErrDiskSpace (DISK_SPACE), with a google.rpc.RetryInfo whose
+//     delay is Options.FullRetryDelay / DiskSpaceRetryDelay.
+//   - UNAVAILABLE: channel.ErrClosed or the server shutting down (CLOSED).
+//   - ABORTED: a take lease expired (LEASE_EXPIRED).
+//   - UNAUTHENTICATED: bearer token missing or not one of the tokens.
+//
+// The Server does not own the channel: after GracefulStop returns, the
+// caller closes it.
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/sluicehq/sluice/api/sluicev1"
+	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/metrics"
+)
+
+// Defaults for Options.
+const (
+	DefaultMaxMsgSize          = 64 << 20
+	DefaultMaxBatchBytes       = 4 << 20
+	DefaultLease               = 60 * time.Second
+	DefaultMaxLease            = 10 * time.Minute
+	DefaultMaxTakeWait         = 5 * time.Minute
+	DefaultFullRetryDelay      = 200 * time.Millisecond
+	DefaultDiskSpaceRetryDelay = 5 * time.Second
+	// msgHeadroom is added to the event size for the framing of the
+	// request or response around one event.
+	msgHeadroom = 64 << 10
+)
+
+// Options configure a Server. The zero value serves plaintext without
+// authentication with the defaults above.
+type Options struct {
+	// MaxEventSize rejects larger events (Event.Size) with INVALID_ARGUMENT
+	// before they reach the channel (default channel.DefaultMaxEventSize).
+	// Set it to the store's limit.
+	MaxEventSize int
+	// MaxRecvMsgSize bounds one request, so one Put: default
+	// max(DefaultMaxMsgSize, MaxEventSize+64 KiB). A transaction of
+	// transactionCapacity events of the maximum size (10,000 × 1 MiB with the
+	// defaults) does not fit one message by design: producers batch by bytes
+	// as well. A larger request fails with gRPC's own RESOURCE_EXHAUSTED
+	// (without an ErrorInfo, so clients do not retry it); the client package
+	// checks the size before sending. It is raised to MaxEventSize+64 KiB
+	// when set lower, so a single event of the maximum size always fits.
+	MaxRecvMsgSize int
+	// MaxBatchBytes is the target size of one TakeBatch message: a take
+	// batch larger than this is sent as several messages (default 4 MiB,
+	// raised to MaxEventSize+64 KiB). The server's send limit is set to
+	// MaxBatchBytes+MaxEventSize+64 KiB, so clients need a receive limit of
+	// at least that (the client package's default is 64 MiB).
+	MaxBatchBytes int
+
+	// CertFile and KeyFile (PEM) enable TLS. ClientCAFile (PEM) additionally
+	// requires every client to present a certificate signed by one of its
+	// CAs (mutual TLS). TLSConfig, when set, is used instead of the files.
+	CertFile, KeyFile, ClientCAFile string
+	TLSConfig                       *tls.Config
+
+	// TokensFile holds bearer tokens, one per line (blank lines and lines
+	// starting with # ignored). Tokens are added to it. When there is at
+	// least one token every RPC except the health service needs the header
+	// "authorization: Bearer <token>"; otherwise UNAUTHENTICATED.
+	TokensFile string
+	Tokens     []string
+
+	// DefaultLease is the take lease when the client asks for none, MaxLease
+	// caps what clients ask for, MaxTakeWait caps how long one take request
+	// waits for events.
+	DefaultLease, MaxLease, MaxTakeWait time.Duration
+
+	// FullRetryDelay and DiskSpaceRetryDelay are the RetryInfo hints sent
+	// with RESOURCE_EXHAUSTED.
+	FullRetryDelay, DiskSpaceRetryDelay time.Duration
+
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+
+	// ServerOptions are appended to the gRPC server options (tests,
+	// interceptors, keepalive tuning).
+	ServerOptions []grpc.ServerOption
+}
+
+// Server serves a channel.Channel over gRPC.
+type Server struct {
+	sluicev1.UnimplementedSluiceServer
+
+	ch       channel.Channel
+	opts     Options
+	log      *slog.Logger
+	grpc     *grpc.Server
+	health   *health.Server
+	metrics  *metrics.Metrics
+	channels map[string]bool
+	tokens   atomic.Pointer[[][32]byte]
+
+	stopCtx  context.Context // canceled when GracefulStop or Stop begins
+	stopNow  context.CancelFunc
+	stopOnce sync.Once
+	draining atomic.Bool
+
+	takeStreams atomic.Int64
+}
+
+// New returns a Server for ch. It loads the TLS and token files.
+func New(ch channel.Channel, opts Options) (*Server, error) {
+	if ch == nil {
+		return nil, errors.New("server: nil channel")
+	}
+	if opts.MaxEventSize <= 0 {
+		opts.MaxEventSize = channel.DefaultMaxEventSize
+	}
+	if opts.MaxRecvMsgSize <= 0 {
+		opts.MaxRecvMsgSize = max(DefaultMaxMsgSize, opts.MaxEventSize+msgHeadroom)
+	}
+	opts.MaxRecvMsgSize = max(opts.MaxRecvMsgSize, opts.MaxEventSize+msgHeadroom)
+	if opts.MaxBatchBytes <= 0 {
+		opts.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	opts.MaxBatchBytes = max(opts.MaxBatchBytes, opts.MaxEventSize+msgHeadroom)
+	if opts.DefaultLease <= 0 {
+		opts.DefaultLease = DefaultLease
+	}
+	if opts.MaxLease <= 0 {
+		opts.MaxLease = DefaultMaxLease
+	}
+	if opts.MaxTakeWait <= 0 {
+		opts.MaxTakeWait = DefaultMaxTakeWait
+	}
+	if opts.FullRetryDelay <= 0 {
+		opts.FullRetryDelay = DefaultFullRetryDelay
+	}
+	if opts.DiskSpaceRetryDelay <= 0 {
+		opts.DiskSpaceRetryDelay = DefaultDiskSpaceRetryDelay
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Server{ch: ch, opts: opts, log: opts.Logger, channels: map[string]bool{}}
+	for _, n := range ch.Channels() {
+		s.channels[n] = true
+	}
+	s.stopCtx, s.stopNow = context.WithCancel(context.Background())
+	if err := s.ReloadTokens(); err != nil {
+		return nil, err
+	}
+
+	tlsCfg, err := serverTLS(opts)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = metrics.New(ch)
+	s.metrics.SetHealthy(s.healthy)
+	s.metrics.Registry().MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sluice_take_streams_open",
+		Help: "Open gRPC take streams.",
+	}, func() float64 { return float64(s.takeStreams.Load()) }))
+
+	gopts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(opts.MaxRecvMsgSize),
+		grpc.MaxSendMsgSize(opts.MaxBatchBytes + opts.MaxEventSize + msgHeadroom),
+		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
+		grpc.ChainStreamInterceptor(s.streamInterceptor),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
+	if tlsCfg != nil {
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	} else if s.hasTokens() {
+		s.log.Warn("sluice server: bearer tokens are configured without TLS; tokens travel in clear text")
+	}
+	gopts = append(gopts, opts.ServerOptions...)
+	s.grpc = grpc.NewServer(gopts...)
+	s.health = health.NewServer()
+	sluicev1.RegisterSluiceServer(s.grpc, s)
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(sluicev1.Sluice_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	return s, nil
+}
+
+func serverTLS(opts Options) (*tls.Config, error) {
+	if opts.TLSConfig != nil {
+		return opts.TLSConfig, nil
+	}
+	if opts.CertFile == "" && opts.KeyFile == "" {
+		if opts.ClientCAFile != "" {
+			return nil, errors.New("server: ClientCAFile needs CertFile and KeyFile")
+		}
+		return nil, nil
+	}
+	if opts.CertFile == "" || opts.KeyFile == "" {
+		return nil, errors.New("server: TLS needs both CertFile and KeyFile")
+	}
+	cert, err := tls.LoadX509KeyPair(opts.CertFile, opts.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("server: load TLS key pair %s, %s: %w", opts.CertFile, opts.KeyFile, err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if opts.ClientCAFile != "" {
+		pem, err := os.ReadFile(opts.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("server: client CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("server: client CA file %s: no PEM certificates", opts.ClientCAFile)
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+// ReloadTokens rereads Options.TokensFile (for example on SIGHUP). On error
+// the previous tokens stay in force.
+func (s *Server) ReloadTokens() error {
+	var toks [][32]byte
+	for _, t := range s.opts.Tokens {
+		if t = strings.TrimSpace(t); t != "" {
+			toks = append(toks, sha256.Sum256([]byte(t)))
+		}
+	}
+	if s.opts.TokensFile != "" {
+		data, err := os.ReadFile(s.opts.TokensFile)
+		if err != nil {
+			return fmt.Errorf("server: tokens file: %w", err)
+		}
+		sc := bufio.NewScanner(bytes.NewReader(data))
+		for line := 1; sc.Scan(); line++ {
+			t := strings.TrimSpace(sc.Text())
+			if t == "" || strings.HasPrefix(t, "#") {
+				continue
+			}
+			toks = append(toks, sha256.Sum256([]byte(t)))
+		}
+		if err := sc.Err(); err != nil {
+			return fmt.Errorf("server: tokens file %s: %w", s.opts.TokensFile, err)
+		}
+		if len(toks) == 0 {
+			return fmt.Errorf("server: tokens file %s has no tokens", s.opts.TokensFile)
+		}
+	}
+	s.tokens.Store(&toks)
+	return nil
+}
+
+func (s *Server) hasTokens() bool { return len(*s.tokens.Load()) > 0 }
+
+// authorize checks the bearer token. Every configured token is compared
+// (in constant time, over SHA-256 digests so lengths do not leak).
+func (s *Server) authorize(ctx context.Context, method string) error {
+	toks := *s.tokens.Load()
+	if len(toks) == 0 || strings.HasPrefix(method, "/grpc.health.v1.Health/") {
+		return nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get("authorization")
+	if len(vals) == 0 {
+		return status.Error(codes.Unauthenticated, "missing bearer token (authorization: Bearer <token>)")
+	}
+	tok, ok := strings.CutPrefix(vals[0], "Bearer ")
+	if !ok {
+		tok, ok = strings.CutPrefix(vals[0], "bearer ")
+	}
+	if !ok {
+		return status.Error(codes.Unauthenticated, "authorization header is not a bearer token")
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	match := 0
+	for i := range toks {
+		match |= subtle.ConstantTimeCompare(sum[:], toks[i][:])
+	}
+	if match != 1 {
+		return status.Error(codes.Unauthenticated, "invalid bearer token")
+	}
+	return nil
+}
+
+func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := s.authorize(ctx, info.FullMethod); err != nil {
+		s.metrics.RPC(info.FullMethod, err)
+		return nil, err
+	}
+	resp, err := h(ctx, req)
+	s.metrics.RPC(info.FullMethod, err)
+	return resp, err
+}
+
+func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if err := s.authorize(ss.Context(), info.FullMethod); err != nil {
+		s.metrics.RPC(info.FullMethod, err)
+		return err
+	}
+	err := h(srv, ss)
+	s.metrics.RPC(info.FullMethod, err)
+	return err
+}
+
+// Serve accepts connections on lis until Stop or GracefulStop. It returns
+// nil after a stop.
+func (s *Server) Serve(lis net.Listener) error {
+	return s.grpc.Serve(lis)
+}
+
+// GRPC returns the underlying gRPC server, for registering more services.
+func (s *Server) GRPC() *grpc.Server { return s.grpc }
+
+// MetricsHandler serves /metrics (Prometheus), /metrics.json (Flume-style)
+// and /healthz for this server's channel; see package metrics.
+func (s *Server) MetricsHandler() *metrics.Metrics { return s.metrics }
+
+func (s *Server) healthy() error {
+	if s.draining.Load() {
+		return errors.New("shutting down")
+	}
+	return nil
+}
+
+// GracefulStop stops the server: the health service reports NOT_SERVING,
+// no new connection or RPC is accepted, open take transactions are rolled
+// back (their streams end with UNAVAILABLE) and in-flight puts and take
+// commits run to completion. When ctx is done first the remaining RPCs are
+// cut off (as by Stop) and ctx.Err() is returned. It does not close the
+// channel.
+func (s *Server) GracefulStop(ctx context.Context) error {
+	s.beginStop()
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Stop cuts off every connection and RPC at once. Open take transactions are
+// rolled back.
+func (s *Server) Stop() {
+	s.beginStop()
+	s.grpc.Stop()
+}
+
+func (s *Server) beginStop() {
+	s.stopOnce.Do(func() {
+		s.draining.Store(true)
+		s.health.Shutdown()
+		s.stopNow()
+	})
+}
+
+// Stats implements the Stats RPC.
+func (s *Server) Stats(ctx context.Context, req *sluicev1.StatsRequest) (*sluicev1.StatsResponse, error) {
+	names := s.ch.Channels()
+	if req.GetChannel() != "" {
+		names = []string{req.GetChannel()}
+	}
+	resp := &sluicev1.StatsResponse{}
+	for _, n := range names {
+		st, err := s.ch.Stats(n)
+		if err != nil {
+			return nil, s.toStatus(err)
+		}
+		resp.Channels = append(resp.Channels, statsToProto(st))
+	}
+	return resp, nil
+}

@@ -1,0 +1,274 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/sluicehq/sluice/api/sluicev1"
+	"github.com/sluicehq/sluice/channel"
+)
+
+type takeReq struct {
+	msg  *sluicev1.TakeRequest
+	wait context.Context // open and next: canceled by TakeCancel, stream end or stop
+}
+
+// takeSession is the state of one Take stream.
+type takeSession struct {
+	s      *Server
+	stream sluicev1.Sluice_TakeServer
+	name   string
+	lease  time.Duration
+	txn    channel.TakeTxn
+	held   int // events held by txn
+}
+
+// Take implements the Take RPC; see sluice.proto for the protocol.
+func (s *Server) Take(stream sluicev1.Sluice_TakeServer) error {
+	ctx := stream.Context()
+	if s.stopCtx.Err() != nil {
+		return statusErr(codes.Unavailable, sluicev1.ReasonClosed, "server is shutting down")
+	}
+	s.takeStreams.Add(1)
+	defer s.takeStreams.Add(-1)
+
+	// sctx ends with the stream or when the server begins to stop.
+	sctx, scancel := context.WithCancel(ctx)
+	defer scancel()
+	defer context.AfterFunc(s.stopCtx, scancel)()
+
+	reqs := make(chan takeReq, 1)
+	var recvErr error // set before reqs is closed
+	go func() {
+		defer close(reqs)
+		var cancelWait context.CancelFunc
+		defer func() {
+			if cancelWait != nil {
+				cancelWait()
+			}
+		}()
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				recvErr = err
+				return
+			}
+			r := takeReq{msg: m}
+			switch m.GetRequest().(type) {
+			case *sluicev1.TakeRequest_Cancel:
+				if cancelWait != nil {
+					cancelWait()
+				}
+				continue
+			case *sluicev1.TakeRequest_Open, *sluicev1.TakeRequest_Next:
+				if cancelWait != nil {
+					cancelWait() // the previous request has been answered
+				}
+				wctx, cancel := context.WithCancel(sctx)
+				r.wait, cancelWait = wctx, cancel
+			}
+			select {
+			case reqs <- r:
+			case <-sctx.Done():
+				recvErr = sctx.Err()
+				return
+			}
+		}
+	}()
+
+	ts := &takeSession{s: s, stream: stream}
+	defer ts.rollback()
+	lease := time.NewTimer(time.Hour)
+	lease.Stop()
+	for {
+		if sctx.Err() != nil {
+			return s.endStatus(ctx)
+		}
+		var leaseC <-chan time.Time
+		if ts.held > 0 {
+			lease.Reset(ts.lease)
+			leaseC = lease.C
+		}
+		var (
+			r  takeReq
+			ok bool
+		)
+		select {
+		case r, ok = <-reqs:
+		case <-leaseC:
+			n := ts.rollback()
+			s.log.Info("take lease expired; transaction rolled back", "channel", ts.name, "lease", ts.lease, "events", n)
+			return statusErr(codes.Aborted, sluicev1.ReasonLeaseExpired,
+				"take lease of %v expired on channel %q: %d events rolled back", ts.lease, ts.name, n)
+		case <-sctx.Done():
+			return s.endStatus(ctx)
+		}
+		lease.Stop()
+		if !ok {
+			if errors.Is(recvErr, io.EOF) {
+				return nil
+			}
+			if s.stopCtx.Err() != nil || ctx.Err() != nil {
+				return s.endStatus(ctx)
+			}
+			return recvErr
+		}
+		if err := ts.handle(ctx, r); err != nil {
+			return err
+		}
+	}
+}
+
+// endStatus is the status of a stream ended by the server stopping or the
+// client going away.
+func (s *Server) endStatus(ctx context.Context) error {
+	if s.stopCtx.Err() != nil {
+		return statusErr(codes.Unavailable, sluicev1.ReasonClosed, "server is shutting down; open take transaction rolled back")
+	}
+	if err := ctx.Err(); err != nil {
+		return status.FromContextError(err).Err()
+	}
+	return status.Error(codes.Canceled, "take stream ended")
+}
+
+func (ts *takeSession) rollback() int {
+	n := ts.held
+	if ts.txn != nil {
+		if err := ts.txn.Rollback(); err != nil {
+			ts.s.log.Warn("take rollback failed", "channel", ts.name, "err", err)
+		}
+	}
+	ts.txn, ts.held = nil, 0
+	return n
+}
+
+// handle answers one request. A non-nil error ends the stream.
+func (ts *takeSession) handle(ctx context.Context, r takeReq) error {
+	s := ts.s
+	switch m := r.msg.GetRequest().(type) {
+	case *sluicev1.TakeRequest_Open:
+		if ts.name != "" {
+			return statusErr(codes.InvalidArgument, sluicev1.ReasonBadRequest, "take stream is already open on channel %q", ts.name)
+		}
+		o := m.Open
+		if err := s.checkChannel(o.GetChannel()); err != nil {
+			return err
+		}
+		ts.lease = s.opts.DefaultLease
+		if l := o.GetLease(); l != nil {
+			if d := l.AsDuration(); d > 0 {
+				ts.lease = min(d, s.opts.MaxLease)
+			}
+		}
+		ts.name = o.GetChannel()
+		return ts.take(ctx, r.wait, o.GetMaxEvents(), o.GetWait())
+	case *sluicev1.TakeRequest_Next:
+		if ts.name == "" {
+			return statusErr(codes.InvalidArgument, sluicev1.ReasonBadRequest, "take stream: next before open")
+		}
+		return ts.take(ctx, r.wait, m.Next.GetMaxEvents(), m.Next.GetWait())
+	case *sluicev1.TakeRequest_Commit:
+		if ts.name == "" {
+			return statusErr(codes.InvalidArgument, sluicev1.ReasonBadRequest, "take stream: commit before open")
+		}
+		n := ts.held
+		if ts.txn != nil {
+			// The stream's context, not sctx: a commit under way when the
+			// server begins to stop is finished.
+			if err := ts.txn.Commit(ctx); err != nil {
+				ts.rollback()
+				if ctx.Err() != nil {
+					return s.endStatus(ctx)
+				}
+				return ts.send(&sluicev1.TakeResponse{Response: &sluicev1.TakeResponse_Error{Error: s.toTakeError(err)}})
+			}
+		}
+		ts.txn, ts.held = nil, 0
+		return ts.send(&sluicev1.TakeResponse{Response: &sluicev1.TakeResponse_Ack{Ack: &sluicev1.TakeAck{Events: uint64(n)}}})
+	case *sluicev1.TakeRequest_Rollback:
+		if ts.name == "" {
+			return statusErr(codes.InvalidArgument, sluicev1.ReasonBadRequest, "take stream: rollback before open")
+		}
+		n := ts.rollback()
+		return ts.send(&sluicev1.TakeResponse{Response: &sluicev1.TakeResponse_Ack{Ack: &sluicev1.TakeAck{Events: uint64(n)}}})
+	default:
+		return statusErr(codes.InvalidArgument, sluicev1.ReasonBadRequest, "take stream: empty or unknown request")
+	}
+}
+
+// take takes up to max events into the stream's transaction (beginning one
+// when none is open), waiting up to wait for the first, and sends them.
+func (ts *takeSession) take(ctx, waitCtx context.Context, max uint32, wait *durationpb.Duration) error {
+	s := ts.s
+	if ts.txn == nil {
+		txn, err := s.ch.BeginTake(ctx, ts.name)
+		if err != nil {
+			return s.toStatus(err)
+		}
+		ts.txn = txn
+	}
+	if max == 0 {
+		return ts.send(&sluicev1.TakeResponse{Response: &sluicev1.TakeResponse_Batch{Batch: &sluicev1.TakeBatch{}}})
+	}
+	w := min(wait.AsDuration(), s.opts.MaxTakeWait)
+	var (
+		tctx   context.Context
+		cancel context.CancelFunc
+	)
+	if w > 0 {
+		tctx, cancel = context.WithTimeout(waitCtx, w)
+	} else {
+		tctx, cancel = context.WithCancel(waitCtx)
+		cancel() // answer with what is queued now
+	}
+	evs, err := ts.txn.Take(tctx, int(max))
+	cancel()
+	ts.held += len(evs)
+	if err != nil && len(evs) == 0 {
+		switch {
+		case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+			if s.stopCtx.Err() != nil || ctx.Err() != nil {
+				return s.endStatus(ctx)
+			}
+			// Wait over or canceled by the client: an empty batch.
+		case errors.Is(err, channel.ErrClosed):
+			return s.toStatus(err)
+		default:
+			return ts.send(&sluicev1.TakeResponse{Response: &sluicev1.TakeResponse_Error{Error: s.toTakeError(err)}})
+		}
+	} else if err != nil {
+		s.log.Warn("take returned events and an error", "channel", ts.name, "events", len(evs), "err", err)
+	}
+	return ts.sendBatch(evs)
+}
+
+// sendBatch sends events in TakeBatch messages of about MaxBatchBytes.
+func (ts *takeSession) sendBatch(evs []channel.Event) error {
+	limit := ts.s.opts.MaxBatchBytes
+	chunk := make([]*sluicev1.Event, 0, len(evs))
+	size := 0
+	for _, ev := range evs {
+		sz := ev.Size() + 8 + 8*len(ev.Headers)
+		if len(chunk) > 0 && size+sz > limit {
+			if err := ts.send(&sluicev1.TakeResponse{Response: &sluicev1.TakeResponse_Batch{Batch: &sluicev1.TakeBatch{Events: chunk, More: true}}}); err != nil {
+				return err
+			}
+			chunk, size = chunk[:0:0], 0
+		}
+		chunk = append(chunk, toProto(ev))
+		size += sz
+	}
+	return ts.send(&sluicev1.TakeResponse{Response: &sluicev1.TakeResponse_Batch{Batch: &sluicev1.TakeBatch{Events: chunk}}})
+}
+
+func (ts *takeSession) send(resp *sluicev1.TakeResponse) error {
+	// A failed send means the stream is gone: returning ends the handler
+	// and the deferred rollback puts the events back.
+	return ts.stream.Send(resp)
+}

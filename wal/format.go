@@ -1,0 +1,373 @@
+// Package wal is Sluice's write-ahead log: one or more data directories, each
+// holding a sequence of preallocated segment files that are appended to with
+// group-committed fdatasyncs.
+//
+// # Segment file
+//
+// A segment is named <dir>/<segment id as %010d>.wal. It is preallocated to
+// its full size and either zeroed (progressively, in synced chunks) or
+// recycled from a removed segment. It starts with a fixed 32-byte header:
+//
+//	 0       4   5       8              12       16                 24      28      32
+//	+--------+---+-------+--------------+--------+------------------+-------+-------+
+//	| magic  | v | zero  |  segment id  |  zero  |   segment size   |  CRC  | zero  |
+//	| "SLWL" |   | (3)   |  (uint32)    |  (4)   |   (uint64)       | (4)   | (4)   |
+//	+--------+---+-------+--------------+--------+------------------+-------+-------+
+//
+// v is the format version (formatVersion); it comes first after the magic so
+// the rest of the layout may change with it. CRC is CRC32C (Castagnoli) of
+// bytes [0, 24). All integers are little endian. Records start at offset 32.
+//
+// # Record
+//
+// Records follow each other from offset 32, each starting at an 8-byte
+// aligned offset. A record never spans segments.
+//
+//	 0       4        8      9       10        12             20             28
+//	+-------+--------+------+-------+---------+--------------+--------------+-----------+---------+
+//	|  CRC  | length | type | flags | key id  |    txn id    |     WOID     |  payload  | padding |
+//	|  (4)  |  (4)   | (1)  |  (1)  |  (2)    |   (uint64)   |   (uint64)   | (length)  | to 8    |
+//	+-------+--------+------+-------+---------+--------------+--------------+-----------+---------+
+//
+// CRC is CRC32C over the four little-endian bytes of the segment id followed
+// by header bytes [4, 28) and the payload: the checksum is seeded with the
+// segment id, so a stale record left in a recycled file (written under an
+// older id) never validates. length is the payload length (stored, i.e. after
+// the optional Codec transformed it). flags and key id belong to the Codec
+// (compression, encryption key); both are zero for plaintext.
+//
+// # What a reader relies on
+//
+//   - A record is valid only if its type is known (1..5), its payload fits in
+//     the segment (header size field and file size), and its CRC matches.
+//     Zeroes never validate: type 0 is not a record type, so an all-zero
+//     header marks the end of written data.
+//   - Within a data directory WOIDs strictly increase with segment id and
+//     offset.
+//   - A Seal record (no payload) is the last record of a segment that was
+//     closed by rotation or Close. A segment without one is the tail of its
+//     directory as written when the process stopped.
+//   - An invalid record followed, later in the same segment, by a valid one
+//     is mid-segment damage: it is reported and skipped. An invalid record
+//     with no valid record after it is the end of data (a torn tail).
+package wal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+)
+
+const (
+	segmentMagic  = "SLWL"
+	formatVersion = 1
+
+	// segmentHeaderSize is where the first record starts.
+	segmentHeaderSize = 32
+	// recordHeaderSize is the fixed part of every record.
+	recordHeaderSize = 28
+	// recordAlign is the alignment of every record start.
+	recordAlign = 8
+	// sealRecordSize is the on-disk size of a Seal record; every segment keeps
+	// this much room free at its end.
+	sealRecordSize = (recordHeaderSize + recordAlign - 1) &^ (recordAlign - 1)
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// RecordType says what a record means to the channel layer.
+type RecordType uint8
+
+// Record types. RecordSeal is internal to the wal: it ends a segment and is
+// never passed to Replay callbacks.
+const (
+	RecordPut      RecordType = 1
+	RecordTake     RecordType = 2
+	RecordCommit   RecordType = 3
+	RecordRollback RecordType = 4
+	RecordSeal     RecordType = 5
+)
+
+func (t RecordType) valid() bool { return t >= RecordPut && t <= RecordSeal }
+
+func (t RecordType) String() string {
+	switch t {
+	case RecordPut:
+		return "put"
+	case RecordTake:
+		return "take"
+	case RecordCommit:
+		return "commit"
+	case RecordRollback:
+		return "rollback"
+	case RecordSeal:
+		return "seal"
+	}
+	return fmt.Sprintf("type(%d)", uint8(t))
+}
+
+// Record is one decoded log record.
+type Record struct {
+	Type    RecordType
+	Flags   uint8
+	KeyID   uint16
+	TxnID   uint64
+	WOID    uint64
+	Payload []byte
+}
+
+// Pointer names a record: segmentID<<32 | offset of the record header.
+type Pointer uint64
+
+// MakePointer returns the pointer to the record at offset in segment.
+func MakePointer(segment, offset uint32) Pointer {
+	return Pointer(uint64(segment)<<32 | uint64(offset))
+}
+
+// Segment returns the segment id of p.
+func (p Pointer) Segment() uint32 { return uint32(p >> 32) }
+
+// Offset returns the offset of the record header within its segment.
+func (p Pointer) Offset() uint32 { return uint32(p) }
+
+func (p Pointer) String() string { return fmt.Sprintf("%d:%d", p.Segment(), p.Offset()) }
+
+// Sentinel errors callers branch on.
+var (
+	ErrCorrupt       = errors.New("wal: corrupt data")
+	ErrLocked        = errors.New("wal: directory locked by another opener")
+	ErrClosed        = errors.New("wal: closed")
+	ErrBatchTooLarge = errors.New("wal: batch larger than a segment can hold")
+	ErrDiskSpace     = errors.New("wal: not enough free disk space")
+)
+
+// CorruptionError says which bytes of which file failed validation.
+type CorruptionError struct {
+	File   string
+	Offset int64
+	Reason string
+}
+
+func (e *CorruptionError) Error() string {
+	return fmt.Sprintf("wal: corrupt data in %s at offset %d: %s", e.File, e.Offset, e.Reason)
+}
+
+// Unwrap makes errors.Is(err, ErrCorrupt) true.
+func (e *CorruptionError) Unwrap() error { return ErrCorrupt }
+
+// alignUp rounds n up to the record alignment.
+func alignUp(n int64) int64 { return (n + recordAlign - 1) &^ (recordAlign - 1) }
+
+// encodedSize is the on-disk size of a record with an n-byte payload.
+func encodedSize(n int) int { return int(alignUp(int64(recordHeaderSize + n))) }
+
+// segmentHeader is the decoded form of the segment file header.
+type segmentHeader struct {
+	ID   uint32
+	Size int64
+}
+
+func (h segmentHeader) encode(dst []byte) {
+	_ = dst[segmentHeaderSize-1]
+	clear(dst[:segmentHeaderSize])
+	copy(dst[0:4], segmentMagic)
+	dst[4] = formatVersion
+	binary.LittleEndian.PutUint32(dst[8:12], h.ID)
+	binary.LittleEndian.PutUint64(dst[16:24], uint64(h.Size))
+	binary.LittleEndian.PutUint32(dst[24:28], crc32.Checksum(dst[0:24], castagnoli))
+}
+
+// decodeSegmentHeader validates and decodes a segment header. The returned
+// error is a plain reason; callers wrap it in a CorruptionError.
+func decodeSegmentHeader(src []byte) (segmentHeader, error) {
+	if len(src) < segmentHeaderSize {
+		return segmentHeader{}, errors.New("short segment header")
+	}
+	if string(src[0:4]) != segmentMagic {
+		return segmentHeader{}, errors.New("bad magic")
+	}
+	if src[4] != formatVersion {
+		return segmentHeader{}, fmt.Errorf("unsupported format version %d", src[4])
+	}
+	if got, want := binary.LittleEndian.Uint32(src[24:28]), crc32.Checksum(src[0:24], castagnoli); got != want {
+		return segmentHeader{}, fmt.Errorf("header checksum mismatch (stored %08x, computed %08x)", got, want)
+	}
+	h := segmentHeader{
+		ID:   binary.LittleEndian.Uint32(src[8:12]),
+		Size: int64(binary.LittleEndian.Uint64(src[16:24])),
+	}
+	if h.Size < minSegmentSize || h.Size > maxSegmentSize {
+		return segmentHeader{}, fmt.Errorf("segment size %d out of range", h.Size)
+	}
+	return h, nil
+}
+
+// recordHeader is the decoded fixed part of a record.
+type recordHeader struct {
+	CRC    uint32
+	Length uint32
+	Type   RecordType
+	Flags  uint8
+	KeyID  uint16
+	TxnID  uint64
+	WOID   uint64
+}
+
+func decodeRecordHeader(src []byte) recordHeader {
+	_ = src[recordHeaderSize-1]
+	return recordHeader{
+		CRC:    binary.LittleEndian.Uint32(src[0:4]),
+		Length: binary.LittleEndian.Uint32(src[4:8]),
+		Type:   RecordType(src[8]),
+		Flags:  src[9],
+		KeyID:  binary.LittleEndian.Uint16(src[10:12]),
+		TxnID:  binary.LittleEndian.Uint64(src[12:20]),
+		WOID:   binary.LittleEndian.Uint64(src[20:28]),
+	}
+}
+
+// putRecordHeader writes everything but the CRC and WOID, which are filled in
+// by sealRecord when the record's place in the log is known.
+func putRecordHeader(dst []byte, typ RecordType, flags uint8, keyID uint16, txnID uint64, length int) {
+	_ = dst[recordHeaderSize-1]
+	binary.LittleEndian.PutUint32(dst[0:4], 0)
+	binary.LittleEndian.PutUint32(dst[4:8], uint32(length))
+	dst[8] = byte(typ)
+	dst[9] = flags
+	binary.LittleEndian.PutUint16(dst[10:12], keyID)
+	binary.LittleEndian.PutUint64(dst[12:20], txnID)
+	binary.LittleEndian.PutUint64(dst[20:28], 0)
+}
+
+// recordCRC computes the checksum of an encoded record (header + payload,
+// without padding) for the given segment.
+func recordCRC(segID uint32, rec []byte) uint32 {
+	var seed [4]byte
+	binary.LittleEndian.PutUint32(seed[:], segID)
+	crc := crc32.Update(0, castagnoli, seed[:])
+	return crc32.Update(crc, castagnoli, rec[4:])
+}
+
+// finishRecord stamps the WOID into an encoded record (header + payload,
+// without padding) and computes its CRC for segment segID.
+func finishRecord(segID uint32, rec []byte, woid uint64) {
+	binary.LittleEndian.PutUint64(rec[20:28], woid)
+	binary.LittleEndian.PutUint32(rec[0:4], recordCRC(segID, rec))
+}
+
+// appendRecord appends one complete, checksummed record to dst.
+func appendRecord(dst []byte, segID uint32, typ RecordType, flags uint8, keyID uint16, txnID, woid uint64, payload []byte) []byte {
+	start := len(dst)
+	n := encodedSize(len(payload))
+	dst = append(dst, make([]byte, n)...)
+	rec := dst[start : start+recordHeaderSize+len(payload)]
+	putRecordHeader(rec, typ, flags, keyID, txnID, len(payload))
+	copy(rec[recordHeaderSize:], payload)
+	finishRecord(segID, rec, woid)
+	return dst
+}
+
+// checkRecordHeader reports why a record header at offset off of a segment
+// whose readable data ends at end cannot start a valid record, or "" if it is
+// plausible (the CRC still has to be checked).
+func checkRecordHeader(h recordHeader, off, end int64) string {
+	if !h.Type.valid() {
+		if h.Type == 0 && h.Length == 0 && h.CRC == 0 {
+			return "end of data (zeroes)"
+		}
+		return fmt.Sprintf("unknown record type %d", h.Type)
+	}
+	if h.Type == RecordSeal && h.Length != 0 {
+		return "seal record with payload"
+	}
+	if int64(h.Length) > end-off-recordHeaderSize {
+		return fmt.Sprintf("record length %d exceeds the %d bytes left in the segment", h.Length, end-off-recordHeaderSize)
+	}
+	return ""
+}
+
+// decodeRecord validates the complete record in src (header + payload, at
+// least recordHeaderSize+Length bytes) written in segment segID.
+func decodeRecord(segID uint32, src []byte, off, end int64) (Record, string) {
+	if len(src) < recordHeaderSize {
+		return Record{}, "short record header"
+	}
+	h := decodeRecordHeader(src)
+	if reason := checkRecordHeader(h, off, end); reason != "" {
+		return Record{}, reason
+	}
+	n := recordHeaderSize + int(h.Length)
+	if len(src) < n {
+		return Record{}, "short record payload"
+	}
+	if crc := recordCRC(segID, src[:n]); crc != h.CRC {
+		return Record{}, fmt.Sprintf("checksum mismatch (stored %08x, computed %08x)", h.CRC, crc)
+	}
+	return Record{
+		Type:    h.Type,
+		Flags:   h.Flags,
+		KeyID:   h.KeyID,
+		TxnID:   h.TxnID,
+		WOID:    h.WOID,
+		Payload: src[recordHeaderSize:n:n],
+	}, ""
+}
+
+// Codec transforms record payloads on their way to and from disk
+// (compression, encryption). Encode returns the stored bytes (it may append
+// to dst) and the flags and key id to record in the header; Decode receives
+// them back. A nil Codec stores payloads as they are, with flags and key id 0.
+type Codec interface {
+	Encode(dst, payload []byte) (stored []byte, flags uint8, keyID uint16, err error)
+	Decode(dst, stored []byte, flags uint8, keyID uint16) ([]byte, error)
+}
+
+// Batch is a transaction's records, encoded but not yet written. The zero
+// value is an empty batch ready for use.
+type Batch struct {
+	buf   []byte
+	count int
+}
+
+// Add appends a record. The payload is copied; the WOID and CRC are filled in
+// by Write.
+func (b *Batch) Add(typ RecordType, txnID uint64, payload []byte) {
+	start := len(b.buf)
+	b.buf = append(b.buf, make([]byte, encodedSize(len(payload)))...)
+	putRecordHeader(b.buf[start:], typ, 0, 0, txnID, len(payload))
+	copy(b.buf[start+recordHeaderSize:], payload)
+	b.count++
+}
+
+// Len returns the encoded size of the batch in bytes.
+func (b *Batch) Len() int { return len(b.buf) }
+
+// Count returns the number of records in the batch.
+func (b *Batch) Count() int { return b.count }
+
+// Reset empties the batch, keeping its buffer.
+func (b *Batch) Reset() {
+	b.buf = b.buf[:0]
+	b.count = 0
+}
+
+// encodeWith returns the batch's records passed through codec, as a new buffer.
+func (b *Batch) encodeWith(codec Codec, dst []byte) ([]byte, error) {
+	var scratch []byte
+	for off := 0; off < len(b.buf); {
+		h := decodeRecordHeader(b.buf[off:])
+		payload := b.buf[off+recordHeaderSize : off+recordHeaderSize+int(h.Length)]
+		stored, flags, keyID, err := codec.Encode(scratch[:0], payload)
+		if err != nil {
+			return nil, fmt.Errorf("wal: encoding payload of txn %d: %w", h.TxnID, err)
+		}
+		scratch = stored
+		start := len(dst)
+		dst = append(dst, make([]byte, encodedSize(len(stored)))...)
+		putRecordHeader(dst[start:], h.Type, flags, keyID, h.TxnID, len(stored))
+		copy(dst[start+recordHeaderSize:], stored)
+		off += encodedSize(int(h.Length))
+	}
+	return dst, nil
+}

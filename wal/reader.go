@@ -1,0 +1,483 @@
+package wal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"slices"
+)
+
+// Reading: single records by pointer, and whole-log replay.
+//
+// Replay reads each directory's segments in id order with a segScanner,
+// which validates records one by one. At an invalid record it looks further
+// into the segment (8-byte aligned, skipping zeroes a word at a time) for a
+// valid record with a larger WOID: if there is one, the bytes in between are
+// reported as damage and reading continues there; if not, the invalid record
+// was the end of the written data (a torn tail, or zeroes). The directories'
+// record streams are merged by WOID.
+
+// ReadRecord reads and verifies the record at p. The payload may alias buf,
+// which is grown if short. It is safe to call concurrently with Write.
+func (w *WAL) ReadRecord(p Pointer, buf []byte) (Record, error) {
+	w.mu.RLock()
+	s := w.segs[p.Segment()]
+	w.mu.RUnlock()
+	if s == nil {
+		return Record{}, fmt.Errorf("wal: read %v: unknown segment %d", p, p.Segment())
+	}
+	off := int64(p.Offset())
+	if off < segmentHeaderSize || off%recordAlign != 0 || off+recordHeaderSize > s.size {
+		return Record{}, fmt.Errorf("wal: read %v: offset %d is not a record position in %s", p, off, s.path)
+	}
+	f, release, err := s.reader()
+	if err != nil {
+		return Record{}, err
+	}
+	defer release()
+
+	if cap(buf) < 512 {
+		buf = make([]byte, 512)
+	}
+	buf = buf[:min(int64(cap(buf)), s.size-off)]
+	n, err := f.ReadAt(buf, off)
+	if n < recordHeaderSize {
+		if err == nil || errors.Is(err, io.EOF) {
+			return Record{}, &CorruptionError{File: s.path, Offset: off, Reason: "record header beyond end of file"}
+		}
+		return Record{}, fmt.Errorf("wal: reading %s at offset %d: %w", s.path, off, err)
+	}
+	h := decodeRecordHeader(buf)
+	if reason := checkRecordHeader(h, off, s.size); reason != "" {
+		return Record{}, &CorruptionError{File: s.path, Offset: off, Reason: reason}
+	}
+	need := recordHeaderSize + int(h.Length)
+	if n < need {
+		if cap(buf) < need {
+			nb := make([]byte, need)
+			copy(nb, buf[:n])
+			buf = nb
+		}
+		buf = buf[:need]
+		m, err := f.ReadAt(buf[n:need], off+int64(n))
+		if m < need-n {
+			if err == nil || errors.Is(err, io.EOF) {
+				return Record{}, &CorruptionError{File: s.path, Offset: off, Reason: "record payload beyond end of file"}
+			}
+			return Record{}, fmt.Errorf("wal: reading %s at offset %d: %w", s.path, off+int64(n), err)
+		}
+	}
+	rec, reason := decodeRecord(s.id, buf[:need], off, s.size)
+	if reason != "" {
+		return Record{}, &CorruptionError{File: s.path, Offset: off, Reason: reason}
+	}
+	return w.decodePayload(rec, s.path, off, nil)
+}
+
+// decodePayload passes a record's payload through the Codec.
+func (w *WAL) decodePayload(rec Record, file string, off int64, scratch *[]byte) (Record, error) {
+	if w.opts.Codec == nil {
+		if rec.Flags != 0 || rec.KeyID != 0 {
+			return rec, fmt.Errorf("wal: %s offset %d: record has flags %#x and key id %d but no Codec is configured", file, off, rec.Flags, rec.KeyID)
+		}
+		return rec, nil
+	}
+	var dst []byte
+	if scratch != nil {
+		dst = (*scratch)[:0]
+	}
+	out, err := w.opts.Codec.Decode(dst, rec.Payload, rec.Flags, rec.KeyID)
+	if err != nil {
+		return rec, fmt.Errorf("wal: %s offset %d: decoding payload: %w", file, off, err)
+	}
+	if scratch != nil {
+		*scratch = out
+	}
+	rec.Payload = out
+	return rec, nil
+}
+
+// windowSize is how much of a segment a scanner reads at once. Records
+// larger than this are checksummed by streaming before being read whole.
+const windowSize = 1 << 20
+
+// maxWOIDJump bounds how far a record found while skipping damage may be
+// ahead of the last good WOID; random bytes almost never fall in range.
+const maxWOIDJump = 1 << 40
+
+// segScanner reads the records of one segment sequentially.
+type segScanner struct {
+	s   *segment
+	f   io.ReaderAt
+	end int64 // min(segment size, file size)
+
+	win    []byte
+	winOff int64
+	winLen int
+	big    []byte
+}
+
+// load makes [off, off+n) available in the window (n <= windowSize,
+// off+n <= end) and returns it.
+func (sc *segScanner) load(off int64, n int) ([]byte, error) {
+	if off >= sc.winOff && off+int64(n) <= sc.winOff+int64(sc.winLen) {
+		i := off - sc.winOff
+		return sc.win[i : i+int64(n)], nil
+	}
+	if sc.win == nil {
+		sc.win = make([]byte, windowSize)
+	}
+	want := int(min(windowSize, sc.end-off))
+	m, err := sc.f.ReadAt(sc.win[:want], off)
+	if m < want && err == nil {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil && !(errors.Is(err, io.EOF) && m == want) {
+		sc.winLen = 0
+		return nil, fmt.Errorf("wal: reading %s at offset %d: %w", sc.s.path, off, err)
+	}
+	sc.winOff, sc.winLen = off, want
+	return sc.win[:n], nil
+}
+
+// recordAt validates the record at off. It returns the record and its
+// encoded size, or a reason it is not valid; err is an I/O error.
+func (sc *segScanner) recordAt(off int64) (rec Record, size int64, reason string, err error) {
+	if off+recordHeaderSize > sc.end {
+		return Record{}, 0, "end of segment", nil
+	}
+	hb, err := sc.load(off, recordHeaderSize)
+	if err != nil {
+		return Record{}, 0, "", err
+	}
+	h := decodeRecordHeader(hb)
+	if reason := checkRecordHeader(h, off, sc.end); reason != "" {
+		return Record{}, 0, reason, nil
+	}
+	n := recordHeaderSize + int(h.Length)
+	var data []byte
+	if n <= windowSize {
+		if data, err = sc.load(off, n); err != nil {
+			return Record{}, 0, "", err
+		}
+	} else {
+		// Checksum by streaming first so that a bogus length never causes a
+		// large allocation.
+		var seed [4]byte
+		binary.LittleEndian.PutUint32(seed[:], sc.s.id)
+		crc := crc32.Update(0, castagnoli, seed[:])
+		for pos := 0; pos < n; {
+			k := min(windowSize, n-pos)
+			chunk, err := sc.load(off+int64(pos), k)
+			if err != nil {
+				return Record{}, 0, "", err
+			}
+			if pos == 0 {
+				chunk = chunk[4:]
+			}
+			crc = crc32.Update(crc, castagnoli, chunk)
+			pos += k
+		}
+		if crc != h.CRC {
+			return Record{}, 0, fmt.Sprintf("checksum mismatch (stored %08x, computed %08x)", h.CRC, crc), nil
+		}
+		if cap(sc.big) < n {
+			sc.big = make([]byte, n)
+		}
+		data = sc.big[:n]
+		if m, err := sc.f.ReadAt(data, off); m < n {
+			return Record{}, 0, "", fmt.Errorf("wal: reading %s at offset %d: %w", sc.s.path, off, err)
+		}
+	}
+	rec, reason = decodeRecord(sc.s.id, data, off, sc.end)
+	if reason != "" {
+		return Record{}, 0, reason, nil
+	}
+	return rec, int64(encodedSize(int(h.Length))), "", nil
+}
+
+// skipZeros returns the first 8-aligned offset >= off whose word is not zero
+// (or end).
+func (sc *segScanner) skipZeros(off int64) (int64, error) {
+	for off+recordAlign <= sc.end {
+		b, err := sc.load(off, recordAlign)
+		if err != nil {
+			return off, err
+		}
+		if binary.LittleEndian.Uint64(b) != 0 {
+			return off, nil
+		}
+		// Scan the rest of the window word by word without reloading.
+		i := off - sc.winOff + recordAlign
+		for ; i+recordAlign <= int64(sc.winLen); i += recordAlign {
+			if binary.LittleEndian.Uint64(sc.win[i:]) != 0 {
+				return sc.winOff + i, nil
+			}
+		}
+		off = sc.winOff + i
+	}
+	return sc.end, nil
+}
+
+// resync looks for the next valid record after the invalid one at off whose
+// WOID lies above prevWOID. ok is false if there is none in the segment.
+func (sc *segScanner) resync(off int64, prevWOID uint64) (next int64, ok bool, err error) {
+	for pos := off + recordAlign; pos+recordHeaderSize <= sc.end; pos += recordAlign {
+		if pos, err = sc.skipZeros(pos); err != nil {
+			return 0, false, err
+		}
+		if pos+recordHeaderSize > sc.end {
+			break
+		}
+		hb, err := sc.load(pos, recordHeaderSize)
+		if err != nil {
+			return 0, false, err
+		}
+		h := decodeRecordHeader(hb)
+		if checkRecordHeader(h, pos, sc.end) != "" || h.WOID <= prevWOID || h.WOID-prevWOID > maxWOIDJump {
+			continue
+		}
+		if _, _, reason, err := sc.recordAt(pos); err != nil {
+			return 0, false, err
+		} else if reason == "" {
+			return pos, true, nil
+		}
+	}
+	return 0, false, nil
+}
+
+// Damage is a range of a segment whose records could not be read.
+type Damage struct {
+	File       string
+	Start, End int64
+	// EstimatedRecords is the damaged byte count divided by the average
+	// size of the valid records read from the directory so far (at least 1).
+	EstimatedRecords int64
+	Reason           string
+}
+
+// ReplayStats summarises a Replay.
+type ReplayStats struct {
+	// Records and Bytes count the valid records passed to fn (Seal records
+	// excluded) and their encoded size.
+	Records, Bytes int64
+	// MaxWOID and MaxTxnID are the largest ids seen (Seal records included).
+	MaxWOID, MaxTxnID uint64
+	// Segments is the number of segments read (wholly or from a frontier).
+	Segments int
+	Damaged  []Damage
+}
+
+// dirReader yields the valid records of one directory in order.
+type dirReader struct {
+	w        *WAL
+	segs     []*segment
+	startOff int64 // offset in segs[0] to start at
+	i        int
+	sc       *segScanner
+	off      int64
+	prevWOID uint64
+	recs     int64
+	bytes    int64
+	scratch  []byte
+
+	stats    *ReplayStats
+	progress func(n int64)
+
+	cur     Record
+	curPtr  Pointer
+	curSize int64
+	ok      bool
+}
+
+// advance moves to the next valid non-seal record; ok is false at the end.
+func (r *dirReader) advance() error {
+	r.ok = false
+	for {
+		if r.sc == nil {
+			if r.i >= len(r.segs) {
+				return nil
+			}
+			s := r.segs[r.i]
+			r.i++
+			start := int64(segmentHeaderSize)
+			if r.i == 1 && r.startOff > start {
+				start = r.startOff
+			}
+			r.stats.Segments++
+			if s.badHeader != "" {
+				r.report(s, 0, s.fileSize(), "segment header: "+s.badHeader)
+				continue
+			}
+			f, release, err := s.reader()
+			if err != nil {
+				return err
+			}
+			release() // Replay runs before writers and removers.
+			r.sc = &segScanner{s: s, f: f, end: min(s.size, s.fileSize())}
+			r.off = start
+			continue
+		}
+		sc := r.sc
+		rec, size, reason, err := sc.recordAt(r.off)
+		if err != nil {
+			return err
+		}
+		if reason == "" && rec.WOID <= r.prevWOID {
+			reason = fmt.Sprintf("write order id %d not above previous %d", rec.WOID, r.prevWOID)
+		}
+		if reason == "" {
+			r.progress(size)
+			r.prevWOID = rec.WOID
+			r.stats.MaxWOID = max(r.stats.MaxWOID, rec.WOID)
+			if rec.WOID > sc.s.maxWOID.Load() {
+				sc.s.maxWOID.Store(rec.WOID)
+			}
+			if rec.Type == RecordSeal {
+				r.progress(sc.end - r.off - size)
+				r.sc = nil
+				continue
+			}
+			r.stats.MaxTxnID = max(r.stats.MaxTxnID, rec.TxnID)
+			r.recs++
+			r.bytes += size
+			ptr := MakePointer(sc.s.id, uint32(r.off))
+			if rec, err = r.w.decodePayload(rec, sc.s.path, r.off, &r.scratch); err != nil {
+				return err
+			}
+			r.off += size
+			r.cur, r.curPtr, r.curSize, r.ok = rec, ptr, size, true
+			return nil
+		}
+		next, found, err := sc.resync(r.off, r.prevWOID)
+		if err != nil {
+			return err
+		}
+		if !found {
+			// Torn tail or end of written data.
+			r.progress(sc.end - r.off)
+			r.sc = nil
+			continue
+		}
+		r.report(sc.s, r.off, next, reason)
+		r.progress(next - r.off)
+		r.off = next
+	}
+}
+
+func (r *dirReader) report(s *segment, start, end int64, reason string) {
+	est := int64(1)
+	if r.recs > 0 {
+		est = max(1, (end-start)*r.recs/r.bytes)
+	}
+	dmg := Damage{File: s.path, Start: start, End: end, EstimatedRecords: est, Reason: reason}
+	r.stats.Damaged = append(r.stats.Damaged, dmg)
+	r.w.logger.Error("wal: damaged records skipped", "file", dmg.File, "start", dmg.Start, "end", dmg.End,
+		"estimated_records", dmg.EstimatedRecords, "reason", dmg.Reason)
+}
+
+// fileSize is the current size of the segment file (0 if unknown).
+func (s *segment) fileSize() int64 {
+	fi, err := s.dir.w.fs.Stat(s.path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// Replay calls fn for every valid record after the frontiers in from, merged
+// across directories in WOID order. A directory's frontier is the Position
+// whose Segment lives in it: its segments with lower ids are skipped and the
+// frontier segment is read from Offset; a directory without one is read
+// whole, as is everything when from is nil. A Position naming an unknown
+// segment is logged and ignored. rec.Payload is only valid during fn.
+// progress, if not nil, is called about every 64 MiB with bytes done and
+// total. An error from fn stops the replay and is returned. Replay must not
+// run concurrently with Write or Remove.
+func (w *WAL) Replay(from []Position, fn func(rec Record, ptr Pointer) error, progress func(done, total int64)) (ReplayStats, error) {
+	var stats ReplayStats
+	w.mu.RLock()
+	frontier := make(map[int]Position)
+	for _, p := range from {
+		if p.Segment == 0 {
+			continue
+		}
+		s, ok := w.segs[p.Segment]
+		if !ok {
+			w.logger.Warn("wal: replay frontier names an unknown segment; ignored", "segment", p.Segment, "offset", p.Offset)
+			continue
+		}
+		frontier[s.dir.idx] = p
+	}
+	var total int64
+	readers := make([]*dirReader, len(w.dirs))
+	for i, d := range w.dirs {
+		r := &dirReader{w: w, stats: &stats}
+		for _, s := range w.segs {
+			if s.dir != d {
+				continue
+			}
+			if p, ok := frontier[i]; ok && s.id < p.Segment {
+				continue
+			}
+			r.segs = append(r.segs, s)
+		}
+		slices.SortFunc(r.segs, func(a, b *segment) int { return int(a.id) - int(b.id) })
+		if p, ok := frontier[i]; ok && len(r.segs) > 0 && r.segs[0].id == p.Segment {
+			r.startOff = int64(p.Offset)
+		}
+		for j, s := range r.segs {
+			n := min(s.size, s.fileSize())
+			if j == 0 && r.startOff > 0 {
+				n -= r.startOff
+			}
+			total += max(n, 0)
+		}
+		readers[i] = r
+	}
+	w.mu.RUnlock()
+
+	const progressEvery = 64 << 20
+	var done, reported int64
+	onProgress := func(n int64) {
+		done += n
+		if progress != nil && done-reported >= progressEvery {
+			reported = done
+			progress(done, total)
+		}
+	}
+	for _, r := range readers {
+		r.progress = onProgress
+		if err := r.advance(); err != nil {
+			return stats, err
+		}
+	}
+	for {
+		var best *dirReader
+		for _, r := range readers {
+			if r.ok && (best == nil || r.cur.WOID < best.cur.WOID) {
+				best = r
+			}
+		}
+		if best == nil {
+			break
+		}
+		stats.Records++
+		stats.Bytes += best.curSize
+		if err := fn(best.cur, best.curPtr); err != nil {
+			return stats, err
+		}
+		if err := best.advance(); err != nil {
+			return stats, err
+		}
+	}
+	if progress != nil {
+		progress(done, total)
+	}
+	if stats.MaxWOID > w.replayMaxWOID.Load() {
+		w.replayMaxWOID.Store(stats.MaxWOID)
+	}
+	return stats, nil
+}

@@ -1,0 +1,329 @@
+package wal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Appending, rotation and group commit.
+//
+// Each directory has one writer mutex (dirState.mu) and one syncer goroutine.
+// Write assigns WOIDs and checksums and appends a whole batch with one WriteAt
+// under the mutex, so within a directory WOIDs increase with the offset. Sync
+// waits until an fdatasync that started after the write has completed; the
+// syncer runs one fdatasync for everyone who asked while the previous one was
+// in flight (group commit).
+
+// SyncToken names the end of a write: its directory, segment and end offset.
+type SyncToken struct {
+	seg *segment
+	end int64
+}
+
+// Dir returns the directory index of the write (-1 for the zero token).
+func (t SyncToken) Dir() int {
+	if t.seg == nil {
+		return -1
+	}
+	return t.seg.dir.idx
+}
+
+// Segment returns the segment id of the write.
+func (t SyncToken) Segment() uint32 {
+	if t.seg == nil {
+		return 0
+	}
+	return t.seg.id
+}
+
+// End returns the end offset of the write in its segment.
+func (t SyncToken) End() int64 { return t.end }
+
+var errPoisoned = errors.New("wal: segment poisoned")
+
+// Write appends every record of b to directory dir's active segment with one
+// WriteAt, appends one Pointer per record to ptrs and returns it with a token
+// for Sync. It rotates to a new segment first when the batch does not fit or
+// the active segment is poisoned.
+func (w *WAL) Write(dir int, b *Batch, ptrs []Pointer) ([]Pointer, SyncToken, error) {
+	if dir < 0 || dir >= len(w.dirs) {
+		return ptrs, SyncToken{}, fmt.Errorf("wal: write: directory index %d out of range [0, %d)", dir, len(w.dirs))
+	}
+	if b.count == 0 {
+		return ptrs, SyncToken{}, nil
+	}
+	buf := b.buf
+	if w.opts.Codec != nil {
+		var err error
+		if buf, err = b.encodeWith(w.opts.Codec, nil); err != nil {
+			return ptrs, SyncToken{}, err
+		}
+	}
+	n := int64(len(buf))
+	if limit := w.opts.SegmentSize - segmentHeaderSize - sealRecordSize; n > limit {
+		return ptrs, SyncToken{}, fmt.Errorf("wal: write of %d records, %d bytes, segment holds %d: %w", b.count, n, limit, ErrBatchTooLarge)
+	}
+
+	d := w.dirs[dir]
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return ptrs, SyncToken{}, ErrClosed
+	}
+	s, err := d.activeFor(n)
+	if err != nil {
+		return ptrs, SyncToken{}, err
+	}
+
+	count := uint64(b.count)
+	last := w.woid.Add(count)
+	woid := last - count + 1
+	start := len(ptrs)
+	for pos := 0; pos < len(buf); {
+		h := decodeRecordHeader(buf[pos:])
+		recLen := recordHeaderSize + int(h.Length)
+		finishRecord(s.id, buf[pos:pos+recLen], woid)
+		ptrs = append(ptrs, MakePointer(s.id, uint32(s.off)+uint32(pos)))
+		woid++
+		pos += encodedSize(int(h.Length))
+	}
+	if _, err := s.wf.WriteAt(buf, s.off); err != nil {
+		s.writeFailed = true
+		s.poisoned.Store(true)
+		w.logger.Error("wal: write failed, segment poisoned", "file", s.path, "offset", s.off, "err", err)
+		return ptrs[:start], SyncToken{}, fmt.Errorf("wal: writing %d bytes to %s at offset %d: %w", n, s.path, s.off, err)
+	}
+	s.off += n
+	s.written.Store(s.off)
+	s.maxWOID.Store(last)
+	return ptrs, SyncToken{seg: s, end: s.off}, nil
+}
+
+// activeFor returns the active segment once it can take n more bytes (plus
+// the seal), rotating as needed. d.mu is held.
+func (d *dirState) activeFor(n int64) (*segment, error) {
+	var lastErr error
+	for range 4 {
+		s := d.active
+		if s == nil || s.poisoned.Load() || s.off+n+sealRecordSize > s.size {
+			if err := d.rotateLocked(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err := d.waitZeroed(s, s.off+n); err != nil {
+			if errors.Is(err, ErrClosed) {
+				return nil, err
+			}
+			lastErr = err
+			continue
+		}
+		return s, nil
+	}
+	return nil, fmt.Errorf("wal: directory %s: no usable segment: %w", d.path, lastErr)
+}
+
+// waitZeroed waits until [0, end) of s is zeroed and synced.
+func (d *dirState) waitZeroed(s *segment, end int64) error {
+	if s.zeroed.Load() >= end {
+		return nil
+	}
+	d.amu.Lock()
+	defer d.amu.Unlock()
+	for s.zeroed.Load() < end {
+		if s.poisoned.Load() {
+			return fmt.Errorf("wal: %s: %w", s.path, errPoisoned)
+		}
+		if d.stopping {
+			return ErrClosed
+		}
+		d.acond.Wait()
+	}
+	return nil
+}
+
+// rotateLocked makes the prepared next segment active, then seals, syncs and
+// closes the old one. d.mu is held. If no next segment can be had the old one
+// stays active and the error (e.g. ErrDiskSpace) is returned.
+func (d *dirState) rotateLocked() error {
+	d.amu.Lock()
+	d.waitingNext = true
+	d.acond.Broadcast()
+	for d.next == nil && d.nextErr == nil && !d.stopping {
+		d.acond.Wait()
+	}
+	next, err := d.next, d.nextErr
+	d.next, d.nextErr = nil, nil
+	d.waitingNext = false
+	stopping := d.stopping
+	d.acond.Broadcast()
+	d.amu.Unlock()
+	if next == nil {
+		if stopping {
+			return ErrClosed
+		}
+		return err
+	}
+	old := d.active
+	d.active = next
+	d.activeNow.Store(next)
+	if old != nil {
+		d.retireActive(old)
+	}
+	return nil
+}
+
+// retireActive seals (unless poisoned), syncs and closes a segment that is no
+// longer active. Errors poison the segment and are reported to its waiters.
+func (d *dirState) retireActive(s *segment) {
+	if !s.poisoned.Load() {
+		if err := d.waitZeroed(s, s.off+sealRecordSize); err == nil {
+			seal := appendRecord(make([]byte, 0, sealRecordSize), s.id, RecordSeal, 0, 0, 0, d.w.woid.Add(1), nil)
+			if _, err := s.wf.WriteAt(seal, s.off); err != nil {
+				s.writeFailed = true
+				s.poisoned.Store(true)
+				d.w.logger.Error("wal: writing seal record", "file", s.path, "offset", s.off, "err", err)
+			} else {
+				s.off += int64(len(seal))
+				s.written.Store(s.off)
+				s.maxWOID.Store(decodeRecordHeader(seal).WOID)
+			}
+		}
+	}
+	d.syncSegment(s, s.written.Load())
+	s.closeWriter()
+	s.current.Store(false)
+}
+
+// syncSegment fdatasyncs s and marks everything up to target durable, unless
+// an earlier sync of s failed (a failed fsync is never retried on a file).
+func (d *dirState) syncSegment(s *segment, target int64) {
+	d.smu.Lock()
+	failed := s.syncErr != nil
+	d.smu.Unlock()
+	if failed || target <= s.durable.Load() {
+		return
+	}
+	s.fmu.RLock()
+	var err error
+	if s.wf == nil {
+		err = fmt.Errorf("wal: sync %s: file already closed", s.path)
+	} else if err = s.wf.SyncData(); err != nil {
+		err = fmt.Errorf("wal: fdatasync %s up to offset %d: %w", s.path, target, err)
+	}
+	s.fmu.RUnlock()
+	if err != nil {
+		d.failSegment(s, err)
+		return
+	}
+	d.smu.Lock()
+	if s.syncErr == nil && target > s.durable.Load() {
+		s.durable.Store(target)
+	}
+	close(d.syncDone)
+	d.syncDone = make(chan struct{})
+	d.smu.Unlock()
+}
+
+// syncLoop is the directory's group-commit syncer.
+func (d *dirState) syncLoop() {
+	defer d.wg.Done()
+	for {
+		select {
+		case <-d.kick:
+		case <-d.stop:
+			return
+		}
+		s := d.activeNow.Load()
+		if s == nil {
+			continue
+		}
+		d.syncSegment(s, s.written.Load())
+	}
+}
+
+// Sync returns once everything up to tok is durable. Concurrent callers share
+// fdatasyncs; a failed fdatasync is returned to every caller it covered.
+// Cancelling ctx stops the wait, not the sync.
+func (w *WAL) Sync(ctx context.Context, tok SyncToken) error {
+	s := tok.seg
+	if s == nil || s.durable.Load() >= tok.end {
+		return nil
+	}
+	d := s.dir
+	for {
+		d.smu.Lock()
+		if s.durable.Load() >= tok.end {
+			d.smu.Unlock()
+			return nil
+		}
+		if s.syncErr != nil {
+			err := s.syncErr
+			d.smu.Unlock()
+			return err
+		}
+		done := d.syncDone
+		d.smu.Unlock()
+		select {
+		case d.kick <- struct{}{}:
+		default:
+		}
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-d.stop:
+			d.smu.Lock()
+			ok, err := s.durable.Load() >= tok.end, s.syncErr
+			d.smu.Unlock()
+			if ok {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			return ErrClosed
+		}
+	}
+}
+
+// close seals and syncs the active segment, stops the background goroutines
+// and hands a prepared next segment back to the spares.
+func (d *dirState) close() error {
+	d.mu.Lock()
+	d.closed = true
+	var errs []error
+	if s := d.active; s != nil && s.wf != nil {
+		d.retireActive(s)
+		d.smu.Lock()
+		if s.syncErr != nil {
+			errs = append(errs, s.syncErr)
+		}
+		d.smu.Unlock()
+	}
+	d.mu.Unlock()
+
+	d.amu.Lock()
+	d.stopping = true
+	d.acond.Broadcast()
+	d.amu.Unlock()
+	close(d.stop)
+	d.wg.Wait()
+
+	d.amu.Lock()
+	next := d.next
+	d.next = nil
+	d.amu.Unlock()
+	if next != nil {
+		next.current.Store(false)
+		d.w.mu.Lock()
+		delete(d.w.segs, next.id)
+		d.w.mu.Unlock()
+		next.closeFiles()
+		if err := d.retire(next); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
