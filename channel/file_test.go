@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,7 +30,7 @@ func testFileOptions(fs vfs.FS, dirs int, cfgs ...ChannelConfig) FileOptions {
 		MaxEventSize:        16 << 10,
 		CheckpointInterval:  -1,
 		MinFreeBytes:        -1,
-		Logger:              slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:              testLogger(),
 	}
 	for i := range dirs {
 		o.DataDirs = append(o.DataDirs, fmt.Sprintf("/data%d", i))
@@ -277,4 +278,11 @@ func TestFileTakeWaitsAndCloseWakes(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close did not wake a blocked Take")
 	}
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("SLUICE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
