@@ -124,6 +124,10 @@ type fileChan struct {
 	notify   chan struct{} // closed and replaced when events arrive
 	space    chan struct{} // closed and replaced when space frees up
 	frozen   *queue.Frozen
+	// rolled maps each event that a take rollback put back at the head to
+	// the logical position it originally had, so that later rollbacks merge
+	// into the original order and a re-take records its original position.
+	rolled map[uint64]uint64
 
 	putAttempts, putSuccesses, takeAttempts, takeSuccesses atomic.Int64
 	corrupt                                                atomic.Int64
@@ -220,7 +224,7 @@ func OpenFile(opts FileOptions) (*File, error) {
 		flushBytes: int(min(putFlushBytes, opts.SegmentSize/4)),
 	}
 	for name, c := range cfgs {
-		s.chans[name] = &fileChan{cfg: c, notify: make(chan struct{}), space: make(chan struct{})}
+		s.chans[name] = &fileChan{cfg: c, notify: make(chan struct{}), space: make(chan struct{}), rolled: make(map[uint64]uint64)}
 		s.names = append(s.names, name)
 	}
 	sort.Strings(s.names)

@@ -138,10 +138,11 @@ func runCrashSeed(t *testing.T, seed uint64) {
 		bgCkpt := rng.IntN(2) == 0
 		if bgCkpt {
 			wg.Add(1)
+			crng := rand.New(rand.NewPCG(rng.Uint64(), 7))
 			go func() {
 				defer wg.Done()
 				for ctx.Err() == nil {
-					time.Sleep(time.Duration(rng.IntN(3)+1) * time.Millisecond)
+					time.Sleep(time.Duration(crng.IntN(3)+1) * time.Millisecond)
 					s.Checkpoint()
 				}
 			}()

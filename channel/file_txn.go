@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/sluicehq/sluice/checkpoint"
@@ -424,6 +425,10 @@ func (t *fileTake) Take(ctx context.Context, max int) ([]Event, error) {
 			if !ok {
 				break
 			}
+			if orig, was := c.rolled[ptr]; was {
+				pos = orig
+				delete(c.rolled, ptr)
+			}
 			t.entries = append(t.entries, takeEntry{ptr: wal.Pointer(ptr), pos: pos})
 		}
 		got := t.entries[first:]
@@ -571,10 +576,8 @@ func (t *fileTake) rollback(closing bool) {
 		return
 	}
 	s, c := t.s, t.ch
-	ptrs := make([]uint64, len(t.entries))
 	var bytes int64
-	for i, e := range t.entries {
-		ptrs[i] = uint64(e.ptr)
+	for _, e := range t.entries {
 		bytes += int64(e.size)
 	}
 	s.cpMu.RLock()
@@ -583,11 +586,8 @@ func (t *fileTake) rollback(closing bool) {
 		return // the final checkpoint saved it as in-flight: redelivered at reopen
 	}
 	s.mu.Lock()
-	if err := c.q.PushFront(ptrs); err != nil {
-		// Cannot happen: in-flight takes count against capacity.
-		s.log.Error("file channel: rollback could not requeue events", "channel", c.cfg.Name, "events", len(ptrs), "err", err)
-	}
-	c.inTakes -= int64(len(ptrs))
+	c.requeue(t.entries, s)
+	c.inTakes -= int64(len(t.entries))
 	c.inTakeB -= bytes
 	c.bytes += bytes
 	delete(s.takes, t.id)
@@ -624,3 +624,33 @@ func (s *File) inflight() ([]checkpoint.PutTxn, []checkpoint.TakeTxn) {
 }
 
 var errNoCheckpoint = errors.New("no usable checkpoint")
+
+// requeue puts rolled-back events back at the head in their original order,
+// merged with events earlier rollbacks put there (concurrent take txns may
+// roll back in any order). Called with s.mu held.
+func (c *fileChan) requeue(entries []takeEntry, s *File) {
+	type back struct{ ptr, orig uint64 }
+	all := make([]back, 0, len(entries))
+	for _, e := range entries {
+		all = append(all, back{uint64(e.ptr), e.pos})
+	}
+	for c.q.Len() > 0 {
+		head := c.q.At(0)
+		orig, was := c.rolled[head]
+		if !was {
+			break
+		}
+		c.q.PopFront()
+		all = append(all, back{head, orig})
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].orig < all[j].orig })
+	ptrs := make([]uint64, len(all))
+	for i, b := range all {
+		ptrs[i] = b.ptr
+		c.rolled[b.ptr] = b.orig
+	}
+	if err := c.q.PushFront(ptrs); err != nil {
+		// Cannot happen: in-flight takes count against capacity.
+		s.log.Error("file channel: rollback could not requeue events", "channel", c.cfg.Name, "events", len(ptrs), "err", err)
+	}
+}
