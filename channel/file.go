@@ -189,6 +189,7 @@ type File struct {
 	diskChecked time.Time
 	diskErr     error
 
+	fallbacks       atomic.Int64 // checkpoints recovery could not use
 	damaged         atomic.Int64 // damaged WAL ranges found by recovery
 	damagedRecords  atomic.Int64 // estimated records lost in them
 	lastCheckpoint  atomic.Int64 // duration ns
@@ -370,6 +371,7 @@ type StoreStats struct {
 	LastReplay             time.Duration
 	DamagedRanges          int64
 	DamagedRecordsEstimate int64
+	CheckpointFallbacks    int64   // checkpoints skipped at open (missing, corrupt, bad queue)
 	DiskUsage              []int64 // WAL bytes per data directory
 }
 
@@ -381,6 +383,7 @@ func (s *File) StoreStats() StoreStats {
 		LastReplay:             time.Duration(s.lastReplay.Load()),
 		DamagedRanges:          s.damaged.Load(),
 		DamagedRecordsEstimate: s.damagedRecords.Load(),
+		CheckpointFallbacks:    s.fallbacks.Load(),
 		DiskUsage:              s.wal.DiskUsage(),
 	}
 }

@@ -32,7 +32,7 @@ func TestFileConformance(t *testing.T) {
 					DataDirs:      []string{filepath.Join(root, "d1"), filepath.Join(root, "d2")},
 					CheckpointDir: filepath.Join(root, "ckpt"),
 					Channels:      cfgs,
-					SegmentSize:   16 << 20,
+					SegmentSize:   4 << 20,
 					MinFreeBytes:  -1,
 					Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 				})

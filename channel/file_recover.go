@@ -50,6 +50,11 @@ func (s *File) recover() error {
 		}
 	}
 	for _, c := range cands {
+		if c.Err != nil && !errors.Is(c.Err, os.ErrNotExist) {
+			s.fallbacks.Add(1) // a corrupt checkpoint, wherever Load ranked it
+		}
+	}
+	for _, c := range cands {
 		if c.Err != nil {
 			if !errors.Is(c.Err, os.ErrNotExist) {
 				s.log.Warn("file channel: checkpoint unusable, trying the next one", "file", c.Path, "err", c.Err)
@@ -57,6 +62,7 @@ func (s *File) recover() error {
 			continue
 		}
 		if err := s.openQueues(c.Checkpoint); err != nil {
+			s.fallbacks.Add(1)
 			s.log.Warn("file channel: checkpoint queues unusable, trying the next one", "file", c.Path, "err", err)
 			s.closeQueues()
 			continue
@@ -67,6 +73,7 @@ func (s *File) recover() error {
 	}
 	if cp == nil {
 		if len(s.wal.Segments()) > 0 {
+			s.fallbacks.Add(1)
 			s.log.Warn("file channel: no usable checkpoint; replaying the whole WAL (events taken before the last segment GC may be delivered again)")
 		}
 		if err := s.openQueues(nil); err != nil {
