@@ -171,3 +171,58 @@ func BenchmarkFileTake(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFileReopen measures open after a clean close with many queued
+// events (SLUICE_BENCH_REOPEN_EVENTS, default 10 million). Target: < 2 s.
+func BenchmarkFileReopen(b *testing.B) {
+	n := 10_000_000
+	if v := os.Getenv("SLUICE_BENCH_REOPEN_EVENTS"); v != "" {
+		fmt.Sscan(v, &n)
+	}
+	root := benchDir(b)
+	o := FileOptions{
+		FS:            vfs.Default,
+		DataDirs:      []string{filepath.Join(root, "data")},
+		CheckpointDir: filepath.Join(root, "ckpt"),
+		Channels:      []ChannelConfig{{Name: "c", Capacity: int64(n), TransactionCapacity: 10_000}},
+		SegmentSize:   256 << 20,
+		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		MinFreeBytes:  -1,
+	}
+	s, err := OpenFile(o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	body := make([]byte, 16)
+	events := make([]Event, 10_000)
+	for i := range events {
+		events[i] = Event{Body: body}
+	}
+	for i := 0; i < n; i += len(events) {
+		tx, _ := s.BeginPut(ctx, PutOptions{})
+		if err := tx.Put("c", events[:min(len(events), n-i)]...); err != nil {
+			b.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for range b.N {
+		s, err := OpenFile(o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if st, _ := s.Stats("c"); st.Size != int64(n) {
+			b.Fatalf("reopened with %d events, want %d", st.Size, n)
+		}
+		s.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(n), "events")
+}
