@@ -226,3 +226,64 @@ func BenchmarkFileReopen(b *testing.B) {
 	}
 	b.ReportMetric(float64(n), "events")
 }
+
+// BenchmarkFilePutTake is the steady state of a buffer that keeps up: one
+// producer and one consumer at the same batch size. Taken segments are
+// recycled, so puts write into already-zeroed blocks like the raw limit.
+func BenchmarkFilePutTake(b *testing.B) {
+	for _, size := range []int{100, 1024} {
+		for _, batch := range []int{100, 1000} {
+			b.Run(fmt.Sprintf("size=%d/batch=%d", size, batch), func(b *testing.B) {
+				root := benchDir(b)
+				s, err := OpenFile(FileOptions{
+					FS:              vfs.Default,
+					DataDirs:        []string{filepath.Join(root, "data")},
+					CheckpointDir:   filepath.Join(root, "ckpt"),
+					Channels:        []ChannelConfig{{Name: "c", Capacity: 10_000_000, TransactionCapacity: 10_000}},
+					SegmentSize:     64 << 20,
+					CheckpointBytes: 64 << 20,
+					Logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
+					MinFreeBytes:    -1,
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				ctx := context.Background()
+				events := make([]Event, batch)
+				for i := range events {
+					events[i] = Event{Body: make([]byte, size)}
+				}
+				b.SetBytes(int64(batch * size))
+				b.ResetTimer()
+				done := make(chan error, 1)
+				go func() {
+					for taken := 0; taken < b.N*batch; {
+						tx, _ := s.BeginTake(ctx, "c")
+						evs, err := tx.Take(ctx, batch)
+						if err == nil {
+							err = tx.Commit(ctx)
+						}
+						if err != nil {
+							done <- err
+							return
+						}
+						taken += len(evs)
+					}
+					done <- nil
+				}()
+				for range b.N {
+					tx, _ := s.BeginPut(ctx, PutOptions{})
+					tx.Put("c", events...)
+					if err := tx.Commit(ctx); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := <-done; err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
+			})
+		}
+	}
+}
