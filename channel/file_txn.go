@@ -185,7 +185,9 @@ func (p *filePut) Commit(ctx context.Context) error {
 	// in limbo); the sync is bounded by the disk.
 	if err := s.wal.Sync(context.Background(), p.lastTok); err != nil {
 		s.unreserve(p.perChan, p.perChanB)
+		s.mu.Lock()
 		p.committing = false
+		s.mu.Unlock()
 		p.rollback(false)
 		return fmt.Errorf("file channel: commit txn %d: %w", p.id, err)
 	}
@@ -533,7 +535,9 @@ func (t *fileTake) Commit(ctx context.Context) error {
 		err = s.wal.Sync(context.Background(), tok)
 	}
 	if err != nil {
+		s.mu.Lock()
 		t.committing = false
+		s.mu.Unlock()
 		t.rollback(false)
 		return fmt.Errorf("file channel: commit take txn %d: %w", t.id, err)
 	}

@@ -26,7 +26,7 @@ type Property struct {
 //   - escapes \t \n \r \f \uXXXX, and \c for any other c, in keys and values.
 //
 // Entries come back in file order; a repeated key appears twice (the caller
-// decides which wins). Errors name the line.
+// decides which wins). Errors are *Error naming the line.
 func ParseProperties(data string) ([]Property, error) {
 	var props []Property
 	lines := strings.Split(data, "\n")
@@ -47,16 +47,16 @@ func ParseProperties(data string) ([]Property, error) {
 			logical = logical[:len(logical)-1]
 		}
 		if !utf8.ValidString(logical) {
-			return nil, fmt.Errorf("line %d: not valid UTF-8", start)
+			return nil, &Error{Line: start, Reason: "not valid UTF-8"}
 		}
 		rawKey, rawValue := splitKeyValue(logical)
 		key, err := unescape(rawKey)
 		if err != nil {
-			return nil, fmt.Errorf("line %d: key: %v", start, err)
+			return nil, &Error{Line: start, Reason: "key: " + err.Error()}
 		}
 		value, err := unescape(strings.TrimRight(rawValue, " \t\f"))
 		if err != nil {
-			return nil, fmt.Errorf("line %d: key %s: %v", start, key, err)
+			return nil, &Error{Line: start, Key: key, Reason: err.Error()}
 		}
 		props = append(props, Property{Key: key, Value: value, Line: start})
 	}
