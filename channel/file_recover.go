@@ -157,7 +157,16 @@ func (s *File) recover() error {
 	} else {
 		s.generation = maxGen
 	}
-	if err := s.wal.Start(max(w, stats.MaxWOID) + 1); err != nil {
+	// New segment ids stay above every id either checkpoint can name.
+	var minSeg uint32
+	for _, c := range cands {
+		if c.Checkpoint != nil {
+			for _, p := range c.Checkpoint.Frontier {
+				minSeg = max(minSeg, p.Segment+1)
+			}
+		}
+	}
+	if err := s.wal.StartAt(max(w, stats.MaxWOID)+1, minSeg); err != nil {
 		return fmt.Errorf("file channel: %w", err)
 	}
 	s.lastReplay.Store(int64(time.Since(start)))

@@ -209,7 +209,21 @@ func (w *WAL) NumDirs() int { return len(w.dirs) }
 // and syncer. Records written afterwards get WOIDs from nextWOID on (or from
 // just after the largest WOID Replay saw, whichever is larger). Start must be
 // called once, before Write.
-func (w *WAL) Start(nextWOID uint64) error {
+func (w *WAL) Start(nextWOID uint64) error { return w.StartAt(nextWOID, 0) }
+
+// StartAt is Start with a floor for new segment ids: the caller passes one
+// more than the highest segment id any of its durable state (a checkpoint's
+// queues or frontier) may still name, so a pointer into a segment that GC
+// removed can never alias a record of a new segment, even if every segment
+// file is gone.
+func (w *WAL) StartAt(nextWOID uint64, minSegmentID uint32) error {
+	for {
+		cur := w.nextSegID.Load()
+		if cur >= minSegmentID || w.nextSegID.CompareAndSwap(cur, minSegmentID) {
+			break
+		}
+	}
+
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
