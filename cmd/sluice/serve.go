@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/config"
+	"github.com/sluicehq/sluice/internal/router"
+	"github.com/sluicehq/sluice/server"
+)
+
+func runServe(args []string, flumeStyle bool) int {
+	name := "serve"
+	synopsis := "[--config FILE] [--name AGENT]"
+	if flumeStyle {
+		name, synopsis = "agent", "--conf-file FILE --name AGENT"
+	}
+	fs := newFlagSet(name, synopsis)
+	var configPath, agent, readyFile, logLevel string
+	var printDefault bool
+	var shutdownTimeout time.Duration
+	if flumeStyle {
+		fs.StringVar(&configPath, "conf-file", "", "configuration `file` (Flume properties)")
+		fs.StringVar(&configPath, "f", "", "shorthand for --conf-file")
+		fs.StringVar(&agent, "name", "", "agent `name`: the prefix of the channel keys (required)")
+		fs.StringVar(&agent, "n", "", "shorthand for --name")
+		fs.String("conf", "", "Flume's configuration directory (accepted and ignored)")
+		fs.String("c", "", "shorthand for --conf (ignored)")
+	} else {
+		fs.StringVar(&configPath, "config", "", "configuration `file` (Flume properties); default: the embedded default configuration")
+		fs.StringVar(&agent, "name", config.DefaultAgent, "agent `name`: the prefix of the channel keys")
+		fs.BoolVar(&printDefault, "print-default-config", false, "print the embedded default configuration and exit")
+	}
+	fs.StringVar(&readyFile, "ready-file", "", "once serving, write the bound addresses to this `file` (lines grpc=ADDR and metrics=ADDR)")
+	fs.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.DurationVar(&shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long in-flight RPCs may take before they are cut off")
+	if rc := parseFlags(fs, args); rc >= 0 {
+		return rc
+	}
+	if printDefault {
+		fmt.Print(config.Default)
+		return 0
+	}
+	if flumeStyle && (configPath == "" || agent == "") {
+		fmt.Fprintln(os.Stderr, "sluice agent: --conf-file and --name are required")
+		fs.Usage()
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "sluice %s: --log-level: %v\n", name, err)
+		fs.Usage()
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+
+	// Signals first: a SIGTERM during recovery is handled once it finishes.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	var cfg *config.Config
+	var err error
+	if configPath == "" {
+		cfg, err = config.LoadDefault(agent, log)
+	} else {
+		cfg, err = config.Load(configPath, agent, log)
+	}
+	if err != nil {
+		log.Error("configuration", "err", err)
+		fmt.Fprintf(os.Stderr, "sluice %s: %v\n", name, err)
+		return 1
+	}
+	if err := serve(cfg, log, sigs, readyFile, shutdownTimeout); err != nil {
+		fmt.Fprintf(os.Stderr, "sluice %s: %v\n", name, err)
+		return 1
+	}
+	return 0
+}
+
+func describeStore(st config.Store) string {
+	if st.Type == config.TypeMemory {
+		return "memory store"
+	}
+	return fmt.Sprintf("file store dataDirs=%s checkpointDir=%s", strings.Join(st.File.DataDirs, ","), st.File.CheckpointDir)
+}
+
+// serve runs the server until a SIGTERM or SIGINT: it listens first, answers
+// UNAVAILABLE (health NOT_SERVING) while the stores recover, then serves.
+func serve(cfg *config.Config, log *slog.Logger, sigs <-chan os.Signal, readyFile string, shutdownTimeout time.Duration) error {
+	stores := cfg.Stores()
+	groups := make([][]string, len(stores))
+	descr := make([]string, len(stores))
+	maxEvent := 0
+	for i, st := range stores {
+		groups[i] = st.Channels
+		descr[i] = describeStore(st)
+		maxEvent = max(maxEvent, st.MaxEventSize())
+	}
+	rt, err := router.New(groups, descr)
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(rt, server.Options{
+		MaxEventSize: maxEvent,
+		CertFile:     cfg.Server.CertFile,
+		KeyFile:      cfg.Server.KeyFile,
+		ClientCAFile: cfg.Server.ClientCAFile,
+		TokensFile:   cfg.Server.TokensFile,
+		Logger:       log,
+		ServerOptions: []grpc.ServerOption{
+			grpc.ChainUnaryInterceptor(recoveringUnary(rt)),
+			grpc.ChainStreamInterceptor(recoveringStream(rt)),
+		},
+	})
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", cfg.Server.GRPCAddress)
+	if err != nil {
+		return fmt.Errorf("gRPC listener: %w", err)
+	}
+	var mlis net.Listener
+	if cfg.Server.MetricsAddress != "" {
+		if mlis, err = net.Listen("tcp", cfg.Server.MetricsAddress); err != nil {
+			lis.Close()
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+	}
+	serveErr := make(chan error, 2)
+	go func() {
+		if err := srv.Serve(lis); err != nil {
+			serveErr <- fmt.Errorf("gRPC server: %w", err)
+		}
+	}()
+	var hsrv *http.Server
+	metricsAddr := ""
+	if mlis != nil {
+		metricsAddr = mlis.Addr().String()
+		hsrv = &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := hsrv.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("metrics server: %w", err)
+			}
+		}()
+	}
+	log.Info("sluice listening", "version", version, "agent", cfg.Agent, "config", cfg.File,
+		"grpc", lis.Addr().String(), "metrics", metricsAddr, "tls", cfg.Server.CertFile != "")
+
+	stop := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		if err := srv.GracefulStop(ctx); err != nil {
+			log.Warn("graceful stop cut off in-flight RPCs", "err", err)
+		}
+		if hsrv != nil {
+			hsrv.Shutdown(ctx)
+		}
+	}
+
+	opened, err := openStores(stores, log)
+	if err != nil {
+		stop()
+		return err
+	}
+	rt.SetStores(opened)
+	log.Info("sluice ready", "channels", strings.Join(rt.Channels(), ","), "stores", len(opened))
+	if readyFile != "" {
+		if err := writeReadyFile(readyFile, lis.Addr().String(), metricsAddr); err != nil {
+			log.Error("ready file", "err", err)
+		}
+	}
+
+	var result error
+loop:
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				if err := srv.ReloadTokens(); err != nil {
+					log.Error("SIGHUP: reload tokens failed; the previous tokens stay in force", "err", err)
+				} else {
+					log.Info("SIGHUP: tokens reloaded")
+				}
+				continue
+			}
+			log.Info("shutting down", "signal", sig.String())
+			break loop
+		case err := <-serveErr:
+			log.Error("listener failed; shutting down", "err", err)
+			result = err
+			break loop
+		}
+	}
+	stop()
+	start := time.Now()
+	if err := rt.Close(); err != nil {
+		log.Error("closing stores", "err", err)
+		if result == nil {
+			result = err
+		}
+	} else {
+		log.Info("stores closed", "took", time.Since(start).Round(time.Millisecond))
+	}
+	return result
+}
+
+// openStores opens every store concurrently; on a failure it closes the
+// ones that opened.
+func openStores(stores []config.Store, log *slog.Logger) ([]channel.Channel, error) {
+	out := make([]channel.Channel, len(stores))
+	errs := make([]error, len(stores))
+	var wg sync.WaitGroup
+	for i, st := range stores {
+		wg.Go(func() {
+			start := time.Now()
+			d := describeStore(st)
+			switch st.Type {
+			case config.TypeMemory:
+				m, err := channel.NewMemory(st.Memory)
+				out[i], errs[i] = m, err
+			default:
+				opts := st.File
+				opts.Logger = log.With("store", d)
+				log.Info("recovering store", "store", d, "channels", strings.Join(st.Channels, ","))
+				f, err := channel.OpenFile(opts)
+				if err == nil {
+					out[i] = f
+				}
+				errs[i] = err
+			}
+			if errs[i] != nil {
+				errs[i] = fmt.Errorf("open %s: %w", d, errs[i])
+				return
+			}
+			log.Info("store open", "store", d, "took", time.Since(start).Round(time.Millisecond))
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, s := range out {
+			if s != nil {
+				s.Close()
+			}
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
+func writeReadyFile(path, grpcAddr, metricsAddr string) error {
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	data := fmt.Sprintf("grpc=%s\nmetrics=%s\n", grpcAddr, metricsAddr)
+	if err := os.WriteFile(tmp, []byte(data), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+const (
+	healthCheck = "/grpc.health.v1.Health/Check"
+	healthWatch = "/grpc.health.v1.Health/Watch"
+)
+
+// recoveringUnary answers health checks NOT_SERVING until the stores are
+// open (other RPCs get UNAVAILABLE from the router).
+func recoveringUnary(rt *router.Router) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if info.FullMethod == healthCheck && !rt.IsReady() {
+			return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_NOT_SERVING}, nil
+		}
+		return h(ctx, req)
+	}
+}
+
+// recoveringStream makes a health Watch report NOT_SERVING until the stores
+// are open, then hands over to the health service.
+func recoveringStream(rt *router.Router) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		if info.FullMethod == healthWatch && !rt.IsReady() {
+			if err := ss.SendMsg(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_NOT_SERVING}); err != nil {
+				return err
+			}
+			select {
+			case <-rt.Ready():
+			case <-ss.Context().Done():
+				return ss.Context().Err()
+			}
+		}
+		return h(srv, ss)
+	}
+}

@@ -1,0 +1,195 @@
+package config
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/channel"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func TestBadConfigs(t *testing.T) {
+	// Each file under testdata/bad and the exact error it must produce.
+	tests := map[string]string{
+		"bad_address.properties":              "testdata/bad/bad_address.properties:3: key sluice.server.grpc.address: address \"localhost\" has no port (want host:port)",
+		"bad_escape.properties":               "testdata/bad/bad_escape.properties:3: key agent.channels.c1.capacity: malformed \\uXXXX escape",
+		"bad_name.properties":                 "testdata/bad/bad_name.properties:1: key agent.channels: channel name \"bad/name\" must be 1-128 characters of [A-Za-z0-9._-]",
+		"bad_type.properties":                 "testdata/bad/bad_type.properties:2: key agent.channels.c1.type: channel type \"jdbc\" is not supported (want file or memory, or Flume's org.apache.flume.channel.file.FileChannel or org.apache.flume.channel.MemoryChannel)",
+		"capacity_not_int.properties":         "testdata/bad/capacity_not_int.properties:5: key agent.channels.c1.capacity: \"ten\" is not an integer",
+		"capacity_zero.properties":            "testdata/bad/capacity_zero.properties:5: key agent.channels.c1.capacity: 0 must be at least 1",
+		"checkpoint_interval_zero.properties": "testdata/bad/checkpoint_interval_zero.properties:5: key agent.channels.c1.checkpointInterval: 0 must be at least 1",
+		"continuation_value.properties":       "testdata/bad/continuation_value.properties:3: key agent.channels.c1.byteCapacity: \"12x\" is not an integer",
+		"dir_twice.properties":                "testdata/bad/dir_twice.properties:3: key agent.channels.c1.dataDirs: directory /c is also the channel's checkpointDir",
+		"event_vs_segment.properties":         "testdata/bad/event_vs_segment.properties:6: key agent.channels.c1.maxEventSize: maxEventSize 524288 must be at most a quarter of maxFileSize 1048576",
+		"keepalive_negative.properties":       "testdata/bad/keepalive_negative.properties:5: key agent.channels.c1.keep-alive: -1 must be at least 0",
+		"listed_twice.properties":             "testdata/bad/listed_twice.properties:1: key agent.channels: channel \"c1\" listed twice",
+		"maxfilesize_too_big.properties":      "testdata/bad/maxfilesize_too_big.properties:5: key agent.channels.c1.maxFileSize: 2147483648 is more than the maximum segment size 1073741824 (1 GiB)",
+		"missing_checkpointdir.properties":    "testdata/bad/missing_checkpointdir.properties:2: key agent.channels.c1.checkpointDir: missing: required for a file channel",
+		"missing_datadirs.properties":         "testdata/bad/missing_datadirs.properties:2: key agent.channels.c1.dataDirs: missing: required for a file channel",
+		"missing_type.properties":             "testdata/bad/missing_type.properties:1: key agent.channels: channel \"c2\" has no type (set agent.channels.c2.type = file or memory)",
+		"no_channels.properties":              "testdata/bad/no_channels.properties: key agent.channels: missing: no channels configured for agent \"agent\"",
+		"shared_checkpoint_dir.properties":    "testdata/bad/shared_checkpoint_dir.properties:5: key agent.channels.c2.checkpointDir: directory /c is also used by channel \"c1\", whose dataDirs and checkpointDir differ; channels share a store only when both are identical",
+		"store_conflict.properties":           "testdata/bad/store_conflict.properties:9: key agent.channels.c2.maxEventSize: differs from channel \"c1\" (line 5), which shares its store; store-wide settings must agree",
+		"tls_no_key.properties":               "testdata/bad/tls_no_key.properties:3: key sluice.server.tls.certFile: sluice.server.tls.keyFile is required too",
+		"txn_over_capacity.properties":        "testdata/bad/txn_over_capacity.properties:4: key agent.channels.c1.transactionCapacity: transactionCapacity 11 exceeds capacity 10",
+	}
+	files, _ := filepath.Glob("testdata/bad/*.properties")
+	if len(files) != len(tests) {
+		t.Errorf("%d files in testdata/bad, %d table entries", len(files), len(tests))
+	}
+	for name, want := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := Load(filepath.Join("testdata/bad", name), "", quiet)
+			if err == nil {
+				t.Fatalf("no error, want %q", want)
+			}
+			if err.Error() != want {
+				t.Fatalf("error\n got %s\nwant %s", err, want)
+			}
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("error is %T, not *Error", err)
+			}
+		})
+	}
+}
+
+func TestGoodConfig(t *testing.T) {
+	cfg, err := Load("testdata/good/full.properties", "agent", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(cfg.Channels); got != 3 {
+		t.Fatalf("%d channels, want 3", got)
+	}
+	c1 := cfg.Channels[0]
+	want := channel.ChannelConfig{Name: "c1", Capacity: 5000, TransactionCapacity: 500, MaxBytes: 1000000, KeepAlive: 3 * time.Second}
+	if c1.Config != want || c1.Type != TypeFile {
+		t.Errorf("c1 = %+v %s", c1.Config, c1.Type)
+	}
+	if cfg.Channels[2].Type != TypeMemory || cfg.Channels[2].Config.Capacity != 100 || cfg.Channels[2].Config.TransactionCapacity != 100 {
+		t.Errorf("m1 = %+v", cfg.Channels[2])
+	}
+	wantSrv := Server{GRPCAddress: "0.0.0.0:9000", MetricsAddress: "", CertFile: "/tls/cert.pem", KeyFile: "/tls/key.pem", ClientCAFile: "/tls/ca.pem", TokensFile: "/tokens"}
+	if cfg.Server != wantSrv {
+		t.Errorf("server = %+v", cfg.Server)
+	}
+	stores := cfg.Stores()
+	if len(stores) != 2 {
+		t.Fatalf("%d stores, want 2: %+v", len(stores), stores)
+	}
+	f := stores[0]
+	if f.Type != TypeFile || !slices.Equal(f.Channels, []string{"c1", "c2"}) {
+		t.Errorf("file store: %+v", f)
+	}
+	o := f.File
+	if !slices.Equal(o.DataDirs, []string{"/d1", "/d2"}) || o.CheckpointDir != "/cp" || o.BackupCheckpointDir != "/cp-backup" ||
+		o.CheckpointInterval != 15*time.Second || o.SegmentSize != 64<<20 || o.MinFreeBytes != 1<<20 || o.MaxEventSize != 65536 {
+		t.Errorf("file options: %+v", o)
+	}
+	if stores[1].Type != TypeMemory || !slices.Equal(stores[1].Channels, []string{"m1"}) {
+		t.Errorf("memory store: %+v", stores[1])
+	}
+	// Every warning names file:line and key.
+	wantWarn := []string{
+		"full.properties:3: key agent.sources: sources and sinks",
+		"full.properties:4: key agent.sources.s1.type: sources and sinks",
+		"full.properties:5: key agent.sinks: sources and sinks",
+		"full.properties:20: key agent.channels.c1.useDualCheckpoints: Flume property not used",
+		"full.properties:29: key agent.channels.m1.dataDirs: applies to file channels only",
+		"full.properties:38: key sluice.server.bogus: unknown key",
+		"full.properties:39: key agent.channels.zz.type: channel \"zz\" is not listed",
+	}
+	all := strings.Join(cfg.Warnings, "\n")
+	for _, w := range wantWarn {
+		if !strings.Contains(all, w) {
+			t.Errorf("missing warning %q in:\n%s", w, all)
+		}
+	}
+	if len(cfg.Warnings) != len(wantWarn) {
+		t.Errorf("%d warnings, want %d:\n%s", len(cfg.Warnings), len(wantWarn), all)
+	}
+}
+
+func TestDefault(t *testing.T) {
+	cfg, err := LoadDefault("", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != 0 {
+		t.Errorf("warnings: %v", cfg.Warnings)
+	}
+	st := cfg.Stores()
+	if len(st) != 1 || st[0].Type != TypeFile || !slices.Equal(st[0].Channels, []string{"default"}) ||
+		!slices.Equal(st[0].File.DataDirs, []string{"sluice-data/data"}) || st[0].File.CheckpointDir != "sluice-data/checkpoint" {
+		t.Errorf("stores: %+v", st)
+	}
+	if cfg.Server.GRPCAddress != "127.0.0.1:7070" || cfg.Server.MetricsAddress != "127.0.0.1:7071" {
+		t.Errorf("server: %+v", cfg.Server)
+	}
+	if _, err := LoadDefault("other", quiet); err == nil || !strings.Contains(err.Error(), "key other.channels: missing") {
+		t.Errorf("other agent: %v", err)
+	}
+}
+
+func TestAgentName(t *testing.T) {
+	src := "a1.channels = c\na1.channels.c.type = memory\na2.channels = d\na2.channels.d.type = memory\n"
+	for agent, want := range map[string]string{"a1": "c", "a2": "d"} {
+		cfg, err := Parse("x", src, agent, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cfg.Channels) != 1 || cfg.Channels[0].Name != want || len(cfg.Warnings) != 0 {
+			t.Errorf("agent %s: %+v %v", agent, cfg.Channels, cfg.Warnings)
+		}
+	}
+}
+
+func TestParseProperties(t *testing.T) {
+	src := "# c\n  ! c\n\na=1\nb : 2\nc 3\nd=x\\\n   y\\\\\ne\\ f = \\u0041\\t\n  g=  spaced  \r\nh\nlast=end\\"
+	got, err := ParseProperties(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Property{
+		{"a", "1", 4}, {"b", "2", 5}, {"c", "3", 6}, {"d", "xy\\", 7}, {"e f", "A\t", 9},
+		{"g", "spaced", 10}, {"h", "", 11}, {"last", "end", 12},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got  %+v\nwant %+v", got, want)
+	}
+}
+
+func TestMultiStoreGrouping(t *testing.T) {
+	src := `agent.channels = a b c m n
+agent.channels.a.type = file
+agent.channels.a.dataDirs = /x/d
+agent.channels.a.checkpointDir = /x/c
+agent.channels.b.type = file
+agent.channels.b.dataDirs = /x/d/
+agent.channels.b.checkpointDir = /x/c
+agent.channels.c.type = file
+agent.channels.c.dataDirs = /y/d
+agent.channels.c.checkpointDir = /y/c
+agent.channels.m.type = memory
+agent.channels.n.type = memory
+`
+	cfg, err := Parse("x", src, "", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got [][]string
+	for _, s := range cfg.Stores() {
+		got = append(got, s.Channels)
+	}
+	if want := [][]string{{"a", "b"}, {"c"}, {"m", "n"}}; !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("stores %v, want %v", got, want)
+	}
+}

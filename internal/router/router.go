@@ -1,0 +1,264 @@
+// Package router serves several stores as one channel.Channel: the server
+// has one Channel, an agent's configuration may have several stores (file
+// channels with different directories, plus a memory store). Each channel
+// name belongs to exactly one store. A put transaction may cover several
+// channels only when they belong to the same store; otherwise Put fails
+// with a *CrossStoreError (gRPC INVALID_ARGUMENT).
+//
+// A Router is created before its stores are open (they may take a while to
+// recover) so that the server can listen early: until SetStores every call
+// fails with an error matching channel.ErrClosed (gRPC UNAVAILABLE) that
+// says the stores are recovering.
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sluicehq/sluice/channel"
+)
+
+// ErrRecovering is returned (wrapped with channel.ErrClosed) while the
+// stores are being opened.
+var ErrRecovering = fmt.Errorf("%w: stores are recovering, retry shortly", channel.ErrClosed)
+
+// CrossStoreError is a put transaction that names channels of two stores.
+type CrossStoreError struct {
+	First, Second           string // channel names
+	FirstStore, SecondStore string // store descriptions
+}
+
+func (e *CrossStoreError) Error() string {
+	return fmt.Sprintf("one put transaction cannot cover channels %q (%s) and %q (%s): they are in different stores; "+
+		"only file channels with the same dataDirs and checkpointDir share a store", e.First, e.FirstStore, e.Second, e.SecondStore)
+}
+
+// GRPCStatus makes the server answer INVALID_ARGUMENT.
+func (e *CrossStoreError) GRPCStatus() *status.Status {
+	return status.New(codes.InvalidArgument, e.Error())
+}
+
+// Router is a channel.Channel over several stores.
+type Router struct {
+	names  []string
+	owner  map[string]int
+	descr  []string
+	stores atomic.Pointer[[]channel.Channel]
+	ready  chan struct{}
+	closed atomic.Bool
+	once   sync.Once
+}
+
+var _ channel.Channel = (*Router)(nil)
+
+// New returns a Router for stores whose channel names are groups[i] and
+// whose descriptions (for error messages) are descr[i].
+func New(groups [][]string, descr []string) (*Router, error) {
+	if len(groups) == 0 || len(groups) != len(descr) {
+		return nil, errors.New("router: need one description per store and at least one store")
+	}
+	r := &Router{owner: map[string]int{}, descr: descr, ready: make(chan struct{})}
+	for i, g := range groups {
+		for _, n := range g {
+			if _, dup := r.owner[n]; dup {
+				return nil, fmt.Errorf("router: channel %q in two stores", n)
+			}
+			r.owner[n] = i
+			r.names = append(r.names, n)
+		}
+	}
+	slices.Sort(r.names)
+	return r, nil
+}
+
+// SetStores installs the open stores, in the order of New's groups, and
+// makes the router ready.
+func (r *Router) SetStores(stores []channel.Channel) {
+	if len(stores) != len(r.descr) {
+		panic("router: SetStores with the wrong number of stores")
+	}
+	s := append([]channel.Channel(nil), stores...)
+	r.stores.Store(&s)
+	r.once.Do(func() { close(r.ready) })
+}
+
+// Ready is closed once SetStores was called.
+func (r *Router) Ready() <-chan struct{} { return r.ready }
+
+// IsReady reports whether SetStores was called.
+func (r *Router) IsReady() bool { return r.stores.Load() != nil }
+
+func (r *Router) get() ([]channel.Channel, error) {
+	if r.closed.Load() {
+		return nil, channel.ErrClosed
+	}
+	s := r.stores.Load()
+	if s == nil {
+		return nil, ErrRecovering
+	}
+	return *s, nil
+}
+
+func (r *Router) store(name string) (channel.Channel, error) {
+	stores, err := r.get()
+	if err != nil {
+		return nil, err
+	}
+	i, ok := r.owner[name]
+	if !ok {
+		if name == "" {
+			return nil, fmt.Errorf("%w: empty channel name", channel.ErrUnknownChannel)
+		}
+		return nil, fmt.Errorf("%w %q", channel.ErrUnknownChannel, name)
+	}
+	return stores[i], nil
+}
+
+// Channels implements channel.Channel.
+func (r *Router) Channels() []string { return append([]string(nil), r.names...) }
+
+// BeginPut implements channel.Channel.
+func (r *Router) BeginPut(ctx context.Context, opts channel.PutOptions) (channel.PutTxn, error) {
+	stores, err := r.get()
+	if err != nil {
+		return nil, err
+	}
+	if len(stores) == 1 {
+		return stores[0].BeginPut(ctx, opts)
+	}
+	return &put{r: r, stores: stores, ctx: ctx, opts: opts, idx: -1}, nil
+}
+
+// BeginTake implements channel.Channel.
+func (r *Router) BeginTake(ctx context.Context, name string) (channel.TakeTxn, error) {
+	s, err := r.store(name)
+	if err != nil {
+		return nil, err
+	}
+	return s.BeginTake(ctx, name)
+}
+
+// Stats implements channel.Channel.
+func (r *Router) Stats(name string) (channel.Stats, error) {
+	s, err := r.store(name)
+	if err != nil {
+		return channel.Stats{}, err
+	}
+	return s.Stats(name)
+}
+
+// Close closes every store (concurrently; each writes its final
+// checkpoint) and returns their errors joined.
+func (r *Router) Close() error {
+	if r.closed.Swap(true) {
+		return nil
+	}
+	s := r.stores.Load()
+	if s == nil {
+		return nil
+	}
+	errs := make([]error, len(*s))
+	var wg sync.WaitGroup
+	for i, st := range *s {
+		wg.Go(func() {
+			if err := st.Close(); err != nil {
+				errs[i] = fmt.Errorf("%s: %w", r.descr[i], err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+type storeStatser interface {
+	StoreStats() channel.StoreStats
+}
+
+// StoreStats sums the store-wide figures of the stores that have them
+// (durations: the largest; DiskUsage: every store's directories in turn).
+func (r *Router) StoreStats() channel.StoreStats {
+	var out channel.StoreStats
+	s := r.stores.Load()
+	if s == nil || r.closed.Load() {
+		return out
+	}
+	for _, st := range *s {
+		ss, ok := st.(storeStatser)
+		if !ok {
+			continue
+		}
+		x := ss.StoreStats()
+		out.Checkpoints += x.Checkpoints
+		out.LastCheckpoint = max(out.LastCheckpoint, x.LastCheckpoint)
+		out.LastReplay = max(out.LastReplay, x.LastReplay)
+		out.DamagedRanges += x.DamagedRanges
+		out.DamagedRecordsEstimate += x.DamagedRecordsEstimate
+		out.CheckpointFallbacks += x.CheckpointFallbacks
+		out.DiskUsage = append(out.DiskUsage, x.DiskUsage...)
+	}
+	return out
+}
+
+// put is a put transaction over several stores: it opens the real
+// transaction on the store of its first channel.
+type put struct {
+	r      *Router
+	stores []channel.Channel
+	ctx    context.Context
+	opts   channel.PutOptions
+	idx    int
+	first  string
+	txn    channel.PutTxn
+	done   bool
+}
+
+func (p *put) Put(name string, events ...channel.Event) error {
+	if p.done {
+		return channel.ErrTxnDone
+	}
+	i, ok := p.r.owner[name]
+	if !ok {
+		if name == "" {
+			return fmt.Errorf("%w: empty channel name", channel.ErrUnknownChannel)
+		}
+		return fmt.Errorf("%w %q", channel.ErrUnknownChannel, name)
+	}
+	if p.txn == nil {
+		txn, err := p.stores[i].BeginPut(p.ctx, p.opts)
+		if err != nil {
+			return err
+		}
+		p.txn, p.idx, p.first = txn, i, name
+	} else if i != p.idx {
+		return &CrossStoreError{First: p.first, Second: name, FirstStore: p.r.descr[p.idx], SecondStore: p.r.descr[i]}
+	}
+	return p.txn.Put(name, events...)
+}
+
+func (p *put) Commit(ctx context.Context) error {
+	if p.done {
+		return channel.ErrTxnDone
+	}
+	p.done = true
+	if p.txn == nil {
+		return nil
+	}
+	return p.txn.Commit(ctx)
+}
+
+func (p *put) Rollback() error {
+	p.done = true
+	if p.txn == nil {
+		return nil
+	}
+	return p.txn.Rollback()
+}
+
+func (p *put) Deduplicated() bool { return p.txn != nil && p.txn.Deduplicated() }

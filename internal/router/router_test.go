@@ -1,0 +1,109 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sluicehq/sluice/channel"
+)
+
+func mem(t *testing.T, names ...string) *channel.Memory {
+	t.Helper()
+	var cfgs []channel.ChannelConfig
+	for _, n := range names {
+		cfgs = append(cfgs, channel.ChannelConfig{Name: n})
+	}
+	m, err := channel.NewMemory(channel.MemoryOptions{Channels: cfgs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestRouter(t *testing.T) {
+	ctx := context.Background()
+	r, err := New([][]string{{"b", "a"}, {"c"}}, []string{"store one", "store two"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Channels(); len(got) != 3 || got[0] != "a" || got[2] != "c" {
+		t.Errorf("channels %v", got)
+	}
+	// Before SetStores: UNAVAILABLE (ErrClosed) with a recovering message.
+	if _, err := r.BeginPut(ctx, channel.PutOptions{}); !errors.Is(err, channel.ErrClosed) || !errors.Is(err, ErrRecovering) {
+		t.Errorf("BeginPut while recovering: %v", err)
+	}
+	if _, err := r.Stats("a"); !errors.Is(err, channel.ErrClosed) {
+		t.Errorf("Stats while recovering: %v", err)
+	}
+	r.SetStores([]channel.Channel{mem(t, "a", "b"), mem(t, "c")})
+	select {
+	case <-r.Ready():
+	default:
+		t.Fatal("not ready")
+	}
+
+	// One transaction over a and b (same store): atomic.
+	txn, _ := r.BeginPut(ctx, channel.PutOptions{ProducerID: "p", Sequence: 1})
+	ev := channel.Event{Body: []byte("x")}
+	if err := txn.Put("a", ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Put("b", ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"a", "b"} {
+		if st, _ := r.Stats(n); st.Size != 1 {
+			t.Errorf("%s size %d", n, st.Size)
+		}
+	}
+	// A retry of the same (producer, sequence) is deduplicated.
+	txn, _ = r.BeginPut(ctx, channel.PutOptions{ProducerID: "p", Sequence: 1})
+	txn.Put("a", ev)
+	if err := txn.Commit(ctx); err != nil || !txn.Deduplicated() {
+		t.Errorf("retry: %v dedup=%v", err, txn.Deduplicated())
+	}
+
+	// a and c are in different stores.
+	txn, _ = r.BeginPut(ctx, channel.PutOptions{})
+	txn.Put("a", ev)
+	err = txn.Put("c", ev)
+	var cse *CrossStoreError
+	if !errors.As(err, &cse) || status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("cross-store put: %v", err)
+	}
+	txn.Rollback()
+	if st, _ := r.Stats("a"); st.Size != 1 {
+		t.Errorf("rolled back put stored something: size %d", st.Size)
+	}
+	// Unknown channels.
+	txn, _ = r.BeginPut(ctx, channel.PutOptions{})
+	if err := txn.Put("zz", ev); !errors.Is(err, channel.ErrUnknownChannel) {
+		t.Errorf("unknown put: %v", err)
+	}
+	if _, err := r.BeginTake(ctx, "zz"); !errors.Is(err, channel.ErrUnknownChannel) {
+		t.Errorf("unknown take: %v", err)
+	}
+	// Takes go to the owning store.
+	tk, err := r.BeginTake(ctx, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := tk.Take(ctx, 10)
+	if err != nil || len(evs) != 1 || tk.Commit(ctx) != nil {
+		t.Fatalf("take: %v %v", evs, err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.BeginPut(ctx, channel.PutOptions{}); !errors.Is(err, channel.ErrClosed) {
+		t.Errorf("after close: %v", err)
+	}
+}
