@@ -3,6 +3,7 @@ package channel
 import (
 	"fmt"
 	"regexp"
+	"sync/atomic"
 	"time"
 )
 
@@ -78,4 +79,17 @@ func validateChannels(cfgs []ChannelConfig) (map[string]ChannelConfig, error) {
 		out[c.Name] = c
 	}
 	return out, nil
+}
+
+// counters are the Flume-style per-channel counters every kind keeps.
+type counters struct {
+	putAttempts, putSuccesses, takeAttempts, takeSuccesses atomic.Int64
+}
+
+// fill copies the counters into st.
+func (c *counters) fill(st *Stats) {
+	st.PutAttempts = c.putAttempts.Load()
+	st.PutSuccesses = c.putSuccesses.Load()
+	st.TakeAttempts = c.takeAttempts.Load()
+	st.TakeSuccesses = c.takeSuccesses.Load()
 }

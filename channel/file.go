@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/sluicehq/sluice/crypto"
 	"github.com/sluicehq/sluice/queue"
 	"github.com/sluicehq/sluice/wal"
 )
@@ -46,6 +47,11 @@ type FileOptions struct {
 	MinFreeBytes int64
 	// Logger for recovery reports and errors (default slog.Default()).
 	Logger *slog.Logger
+	// Encryption, when set, seals new WAL records and checkpoints with its
+	// active key (AES-256-GCM); see file_crypto.go and package crypto.
+	Encryption *crypto.Keyring
+	// Compression of new WAL record payloads: "", "zstd" or "s2".
+	Compression string
 }
 
 const (
@@ -129,8 +135,8 @@ type fileChan struct {
 	// into the original order and a re-take records its original position.
 	rolled map[uint64]uint64
 
-	putAttempts, putSuccesses, takeAttempts, takeSuccesses atomic.Int64
-	corrupt                                                atomic.Int64
+	counters
+	corrupt atomic.Int64
 }
 
 func (c *fileChan) wakeTakers() {
@@ -146,10 +152,11 @@ func (c *fileChan) wakePutters() {
 // File is the durable file channel store: a WAL over one or more data
 // directories, one mmap'd queue per channel and a periodic checkpoint.
 type File struct {
-	opts FileOptions
-	log  *slog.Logger
-	fs   vfs.FS
-	wal  *wal.WAL
+	opts  FileOptions
+	log   *slog.Logger
+	fs    vfs.FS
+	wal   *wal.WAL
+	crypt *fileCrypto // encryption and compression (file_crypto.go)
 
 	// cpMu is the checkpoint lock: every WAL append, queue mutation and
 	// commit apply holds it shared; a checkpoint holds it exclusively only to
@@ -232,12 +239,17 @@ func OpenFile(opts FileOptions) (*File, error) {
 	if err := s.lockCheckpointDirs(); err != nil {
 		return nil, err
 	}
+	if err := s.initCrypto(); err != nil {
+		s.unlockDirs()
+		return nil, err
+	}
 	s.wal, err = wal.Open(wal.Options{
 		FS:           opts.FS,
 		Dirs:         opts.DataDirs,
 		SegmentSize:  opts.SegmentSize,
 		MinFreeBytes: max(opts.MinFreeBytes, 0),
 		Logger:       opts.Logger,
+		Codec:        s.walCodec(),
 	})
 	if err != nil {
 		s.unlockDirs()
@@ -342,10 +354,7 @@ func (s *File) Stats(name string) (Stats, error) {
 		head = c.q.At(0)
 	}
 	s.mu.Unlock()
-	st.PutAttempts = c.putAttempts.Load()
-	st.PutSuccesses = c.putSuccesses.Load()
-	st.TakeAttempts = c.takeAttempts.Load()
-	st.TakeSuccesses = c.takeSuccesses.Load()
+	c.fill(&st)
 	st.CorruptEventsSkipped = c.corrupt.Load()
 	if hasHead {
 		// The head's put time is in its record; a read of the page cache.

@@ -82,7 +82,7 @@ type memChan struct {
 	space         chan struct{} // closed when a take commit frees room
 	spaceWaited   bool
 
-	putAttempts, putSuccesses, takeAttempts, takeSuccesses atomic.Int64
+	counters
 }
 
 var _ Channel = (*Memory)(nil)
@@ -172,10 +172,7 @@ func (m *Memory) Stats(name string) (Stats, error) {
 		headPut = c.q.at(0).putTime
 	}
 	m.mu.Unlock()
-	st.PutAttempts = c.putAttempts.Load()
-	st.PutSuccesses = c.putSuccesses.Load()
-	st.TakeAttempts = c.takeAttempts.Load()
-	st.TakeSuccesses = c.takeSuccesses.Load()
+	c.fill(&st)
 	if headPut != 0 {
 		st.OldestEventAge = max(time.Since(time.Unix(0, headPut)), 0)
 	}
