@@ -33,7 +33,10 @@ type filePut struct {
 	committing bool
 	done       bool
 	dedup      bool
-	lastTok    wal.SyncToken
+	// toks has one sync token per WAL segment the txn wrote to: a commit
+	// must make every one of them durable, not only the segment holding the
+	// commit record (an earlier segment's failed fsync must fail the commit).
+	toks []wal.SyncToken
 }
 
 // BeginPut implements Channel.
@@ -133,8 +136,24 @@ func (p *filePut) flush(commit bool) error {
 	s.mu.Unlock()
 	s.cpMu.RUnlock()
 	p.batch.Reset()
-	p.lastTok = tok
+	if n := len(p.toks); n > 0 && p.toks[n-1].Segment() == tok.Segment() {
+		p.toks[n-1] = tok
+	} else {
+		p.toks = append(p.toks, tok)
+	}
 	s.maybeKickCheckpoint()
+	return nil
+}
+
+// syncAll waits until every segment the txn wrote to is durable up to its
+// records (the commit record's segment first: earlier segments were sealed
+// and synced when the WAL rotated, so their waits are usually immediate).
+func (p *filePut) syncAll() error {
+	for i := len(p.toks) - 1; i >= 0; i-- {
+		if err := p.s.wal.Sync(context.Background(), p.toks[i]); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -183,7 +202,7 @@ func (p *filePut) Commit(ctx context.Context) error {
 	// The commit record is written: from here the outcome is decided by the
 	// fdatasync alone. A cancelled ctx does not abandon it (the txn would be
 	// in limbo); the sync is bounded by the disk.
-	if err := s.wal.Sync(context.Background(), p.lastTok); err != nil {
+	if err := p.syncAll(); err != nil {
 		s.unreserve(p.perChan, p.perChanB)
 		s.mu.Lock()
 		p.committing = false
