@@ -53,6 +53,7 @@ func commands() map[string]func(args []string) int {
 		"stats":   runStats,
 		"verify":  runVerify,
 		"inspect": runInspect,
+		"bench":   runBench,
 		"version": runVersion,
 	}
 }
