@@ -37,6 +37,8 @@ Usage:
   sluice stats [flags]    print channel statistics
   sluice verify [flags]   offline integrity check of the file stores (exit 0 only when intact)
   sluice inspect [flags]  offline dump of checkpoints, queues and WAL records
+  sluice bench [flags]    measure throughput and latency against the raw disk limit (see docs/benchmarks.md)
+  sluice bench recovery   measure open time after a clean close and after kill -9
   sluice version          print the version
   sluice help [COMMAND]   print this text or a command's flags
 
