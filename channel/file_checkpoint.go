@@ -124,9 +124,11 @@ func (s *File) checkpoint(clean bool) error {
 		})
 	}
 	dir, name := checkpoint.FileFor(s.opts.CheckpointDir, s.opts.BackupCheckpointDir, cp.Generation)
-	if err := checkpoint.Write(s.fs, dir, name, cp, nil); err != nil {
+	sealer := s.checkpointSealer()
+	if err := checkpoint.Write(s.fs, dir, name, cp, sealer); err != nil {
 		return abort(err)
 	}
+	s.noteCheckpointSealed(sealer)
 
 	s.mu.Lock()
 	for _, name := range s.names {

@@ -41,7 +41,10 @@ type replayState struct {
 // writes a fresh checkpoint of the result.
 func (s *File) recover() error {
 	start := time.Now()
-	cands := checkpoint.Load(s.fs, s.opts.CheckpointDir, s.opts.BackupCheckpointDir, nil)
+	cands, err := s.loadCheckpoints() // fails closed on key errors (file_crypto.go)
+	if err != nil {
+		return err
+	}
 	var cp *checkpoint.Checkpoint
 	var maxGen uint64
 	for _, c := range cands {

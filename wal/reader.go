@@ -345,7 +345,14 @@ func (r *dirReader) advance() error {
 			r.bytes += size
 			ptr := MakePointer(sc.s.id, uint32(r.off))
 			if rec, err = r.w.decodePayload(rec, sc.s.path, r.off, &r.scratch); err != nil {
-				return err
+				if !errors.Is(err, ErrCorrupt) {
+					return err // e.g. a missing key: fail closed
+				}
+				// The Codec says the payload is damaged (authentication or
+				// decompression failed): report and skip the record.
+				r.report(sc.s, r.off, r.off+size, err.Error())
+				r.off += size
+				continue
 			}
 			r.off += size
 			r.cur, r.curPtr, r.curSize, r.ok = rec, ptr, size, true

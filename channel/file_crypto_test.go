@@ -1,0 +1,707 @@
+package channel
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/sluicehq/sluice/checkpoint"
+	"github.com/sluicehq/sluice/crypto"
+)
+
+func cryptoKeys(t testing.TB, ids ...uint16) []crypto.Key {
+	t.Helper()
+	var keys []crypto.Key
+	for _, id := range ids {
+		k, err := crypto.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, crypto.Key{ID: id, Secret: k})
+	}
+	return keys
+}
+
+func testKeyring(t testing.TB, keys []crypto.Key, active uint16) *crypto.Keyring {
+	t.Helper()
+	kr, err := crypto.NewKeyring("/etc/sluice/test.keys", keys, active)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kr
+}
+
+// listing is every file of the store with its size and a digest of its
+// content, to prove a refused open changed nothing.
+func listing(t *testing.T, fs vfs.FS, o FileOptions) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, d := range append([]string{o.CheckpointDir, o.BackupCheckpointDir}, o.DataDirs...) {
+		names, err := fs.List(d)
+		if err != nil {
+			continue
+		}
+		for _, n := range names {
+			p := fs.PathJoin(d, n)
+			f, err := fs.Open(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(f)
+			f.Close()
+			out[p] = fmt.Sprintf("%d/%08x", len(b), crc32.ChecksumIEEE(b))
+		}
+	}
+	return out
+}
+
+func readAll(t *testing.T, fs vfs.FS, path string) []byte {
+	t.Helper()
+	f, err := fs.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// storeFiles returns the contents of every WAL segment and checkpoint file.
+func storeFiles(t *testing.T, fs vfs.FS, o FileOptions) map[string][]byte {
+	out := map[string][]byte{}
+	for p := range listing(t, fs, o) {
+		base := filepath.Base(p)
+		if strings.HasSuffix(base, ".wal") || strings.HasPrefix(base, "checkpoint.") {
+			out[p] = readAll(t, fs, p)
+		}
+	}
+	return out
+}
+
+func TestFileEncryptionRoundTrips(t *testing.T) {
+	keys := cryptoKeys(t, 1)
+	for _, enc := range []bool{false, true} {
+		for _, comp := range []string{"", "zstd", "s2"} {
+			t.Run(fmt.Sprintf("encrypt=%v/compression=%q", enc, comp), func(t *testing.T) {
+				fs := vfs.NewCrashableMem()
+				o := testFileOptions(fs, 2)
+				o.Compression = comp
+				if enc {
+					o.Encryption = testKeyring(t, keys, 1)
+				}
+				s := mustOpen(t, o)
+				putRange(t, s, "c1", 0, 200, 7)
+				if err := s.Checkpoint(); err != nil {
+					t.Fatal(err)
+				}
+				putRange(t, s, "c1", 200, 400, 13)
+				if err := s.Close(); err != nil {
+					t.Fatal(err)
+				}
+				for p, b := range storeFiles(t, fs, o) {
+					leak := bytes.Contains(b, []byte("event-12")) || (strings.Contains(p, "checkpoint") && bytes.Contains(b, []byte("c1")))
+					if enc && leak {
+						t.Fatalf("%s holds plaintext", p)
+					}
+					if !enc && comp == "" && strings.HasSuffix(p, "0000000001.wal") && !bytes.Contains(b, []byte("event-12")) {
+						t.Fatalf("%s: plaintext store does not hold plaintext?", p)
+					}
+				}
+				// Half after a clean restart, half after a kill.
+				s = mustOpen(t, o)
+				got := drain(t, s, "c1")
+				if !slices.Equal(got, seq(0, 400)) {
+					t.Fatalf("got %d events", len(got))
+				}
+				putRange(t, s, "c1", 400, 500, 10)
+				clone := killClone(fs)
+				s.Close()
+				o.FS = clone
+				s = mustOpen(t, o)
+				defer s.Close()
+				if got := drain(t, s, "c1"); !slices.Equal(got, seq(400, 500)) {
+					t.Fatalf("after kill: got %d events", len(got))
+				}
+			})
+		}
+	}
+}
+
+func TestFileKeyRotationThreeKeys(t *testing.T) {
+	keys := cryptoKeys(t, 1, 2, 3)
+	fs := vfs.NewCrashableMem()
+	o := testFileOptions(fs, 2)
+	o.Compression = "s2"
+	o.Encryption = testKeyring(t, keys[:1], 1)
+	s := mustOpen(t, o)
+	putRange(t, s, "c1", 0, 300, 10) // several 64 KiB segments under key 1
+	// Hot rotation (SIGHUP): a key file that now also holds key 2.
+	if err := s.Rekey(testKeyring(t, keys[:2], 2)); err != nil {
+		t.Fatal(err)
+	}
+	if s.EncryptionKey() != 2 {
+		t.Fatalf("active key %d", s.EncryptionKey())
+	}
+	putRange(t, s, "c1", 300, 600, 10)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Restart with a config change: key 3 active.
+	o.Encryption = testKeyring(t, keys, 3)
+	s = mustOpen(t, o)
+	putRange(t, s, "c1", 600, 900, 10)
+	for id := uint16(1); id <= 3; id++ {
+		if id == 3 && s.crypt.codec.Sealed(3) == 0 {
+			t.Fatal("nothing sealed with key 3")
+		}
+	}
+	clone := killClone(fs) // no final checkpoint: key-3 records are replayed
+	s.Close()
+	o.FS = clone
+	s = mustOpen(t, o)
+	defer s.Close()
+	if got := drain(t, s, "c1"); !slices.Equal(got, seq(0, 900)) {
+		t.Fatalf("got %d events (first %v)", len(got), got[:min(len(got), 5)])
+	}
+	st, _ := s.Stats("c1")
+	if st.CorruptEventsSkipped != 0 {
+		t.Fatalf("%d events skipped", st.CorruptEventsSkipped)
+	}
+}
+
+// rotatedStore writes events under key 1 then key 2 and closes; both
+// checkpoint generations end up sealed with key 2.
+func rotatedStore(t *testing.T) (*vfs.MemFS, FileOptions, []crypto.Key) {
+	keys := cryptoKeys(t, 1, 2)
+	fs := vfs.NewCrashableMem()
+	o := testFileOptions(fs, 1)
+	o.Encryption = testKeyring(t, keys, 1)
+	s := mustOpen(t, o)
+	putRange(t, s, "c1", 0, 100, 10)
+	if err := s.SetActiveKey(2); err != nil {
+		t.Fatal(err)
+	}
+	putRange(t, s, "c1", 100, 200, 10)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	o.Encryption = testKeyring(t, keys, 2)
+	return fs, o, keys
+}
+
+func expectRefused(t *testing.T, fs vfs.FS, o FileOptions, want ...string) {
+	t.Helper()
+	before := listing(t, fs, o)
+	s, err := OpenFile(o)
+	if err == nil {
+		s.Close()
+		t.Fatalf("open succeeded, want an error mentioning %q", want)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Fatalf("error %q does not mention %q", err, w)
+		}
+	}
+	if after := listing(t, fs, o); !mapsEqual(before, after) {
+		t.Fatalf("a refused open changed the store:\nbefore %v\nafter  %v", before, after)
+	}
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func TestFileMissingKeyFailsClosed(t *testing.T) {
+	fs, o, keys := rotatedStore(t)
+	good := o
+
+	// Key 1 removed: WAL segments still hold records sealed with it.
+	o.Encryption = testKeyring(t, keys[1:], 2)
+	expectRefused(t, fs, o, "key id 1", "/etc/sluice/test.keys")
+	// Key 2 removed: the checkpoints and newer records are sealed with it.
+	o.Encryption = testKeyring(t, keys[:1], 1)
+	expectRefused(t, fs, o, "key id 2", "/etc/sluice/test.keys")
+	// No key file at all.
+	o.Encryption = nil
+	expectRefused(t, fs, o, "no encryption key file")
+	// Without the manifest the checkpoints and records still fail closed.
+	man := readAll(t, fs, "/ckpt/"+cryptoManifestName)
+	if err := fs.Remove("/ckpt/" + cryptoManifestName); err != nil {
+		t.Fatal(err)
+	}
+	o.Encryption = nil
+	expectRefused(t, fs, o, "sealed")
+	o.Encryption = testKeyring(t, keys[:1], 1)
+	expectRefused(t, fs, o, "key id 2")
+	f, _ := fs.Create("/ckpt/"+cryptoManifestName, vfs.WriteCategoryUnspecified)
+	f.Write(man)
+	f.Close()
+
+	s := expectAll(t, good, seq(0, 200))
+	s.Close()
+}
+
+func TestFileWrongKeyFailsClosed(t *testing.T) {
+	fs, o, keys := rotatedStore(t)
+	wrong := cryptoKeys(t, 1, 2)
+	o.Encryption = testKeyring(t, []crypto.Key{keys[0], wrong[1]}, 2)
+	expectRefused(t, fs, o, "key id 2", "not the key this store was written with")
+	o.Encryption = testKeyring(t, []crypto.Key{wrong[0], keys[1]}, 2)
+	expectRefused(t, fs, o, "key id 1", "not the key")
+	// Without the manifest, both checkpoints fail authentication: still no
+	// fallback to a replay that would skip every record as damaged.
+	if err := fs.Remove("/ckpt/" + cryptoManifestName); err != nil {
+		t.Fatal(err)
+	}
+	o.Encryption = testKeyring(t, wrong, 2)
+	expectRefused(t, fs, o, "no checkpoint could be opened", "wrong key")
+}
+
+// walRecords lists (offset, type, length) of the valid-looking records of a
+// segment image.
+func walRecords(b []byte) (offs []int, types []byte, lens []int) {
+	for off := 32; off+28 <= len(b); {
+		typ := b[off+8]
+		n := int(binary.LittleEndian.Uint32(b[off+4:]))
+		if typ == 0 || typ > 5 {
+			break
+		}
+		offs, types, lens = append(offs, off), append(types, typ), append(lens, n)
+		off += (28 + n + 7) &^ 7
+	}
+	return
+}
+
+// tamperRecord flips a ciphertext byte of the first put record of the
+// segment and recomputes the record CRC, as an attacker would: only the
+// AES-GCM tag can catch it.
+func tamperRecord(t *testing.T, fs vfs.FS, path string, segID uint32) {
+	t.Helper()
+	b := readAll(t, fs, path)
+	offs, types, lens := walRecords(b)
+	for i, off := range offs {
+		if types[i] != 1 {
+			continue
+		}
+		rec := b[off : off+28+lens[i]]
+		rec[28+lens[i]/2] ^= 0x01
+		var seed [4]byte
+		binary.LittleEndian.PutUint32(seed[:], segID)
+		tab := crc32.MakeTable(crc32.Castagnoli)
+		crc := crc32.Update(crc32.Update(0, tab, seed[:]), tab, rec[4:])
+		binary.LittleEndian.PutUint32(rec[0:4], crc)
+		f, err := fs.OpenReadWrite(path, vfs.WriteCategoryUnspecified)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteAt(rec, int64(off))
+		f.Sync()
+		f.Close()
+		return
+	}
+	t.Fatal("no put record found")
+}
+
+func firstSegment(t *testing.T, fs vfs.FS, dir string) (string, uint32) {
+	names, _ := fs.List(dir)
+	sort.Strings(names)
+	for _, n := range names {
+		var id uint32
+		if _, err := fmt.Sscanf(n, "%010d.wal", &id); err == nil {
+			return fs.PathJoin(dir, n), id
+		}
+	}
+	t.Fatal("no segment")
+	return "", 0
+}
+
+func TestFileTamperedRecord(t *testing.T) {
+	keys := cryptoKeys(t, 1)
+	for _, replayed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("replayed=%v", replayed), func(t *testing.T) {
+			fs := vfs.NewCrashableMem()
+			o := testFileOptions(fs, 1)
+			o.Encryption = testKeyring(t, keys, 1)
+			o.Compression = "zstd"
+			s := mustOpen(t, o)
+			putRange(t, s, "c1", 0, 50, 1) // one event per txn: the first put record is event 0
+			var cur vfs.FS = fs
+			if replayed {
+				clone := killClone(fs)
+				s.Close()
+				cur = clone
+			} else if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			o.FS = cur
+			path, id := firstSegment(t, cur, "/data0")
+			tamperRecord(t, cur, path, id)
+			s = mustOpen(t, o)
+			defer s.Close()
+			got := drain(t, s, "c1")
+			if !slices.Equal(got, seq(1, 50)) {
+				t.Fatalf("got %v", got)
+			}
+			st, _ := s.Stats("c1")
+			ss := s.StoreStats()
+			if replayed && ss.DamagedRanges == 0 {
+				t.Fatal("replay did not report the damaged record")
+			}
+			if !replayed && st.CorruptEventsSkipped != 1 {
+				t.Fatalf("take skipped %d events, want 1", st.CorruptEventsSkipped)
+			}
+		})
+	}
+}
+
+func TestFileTamperedCheckpoint(t *testing.T) {
+	keys := cryptoKeys(t, 1)
+	fs := vfs.NewCrashableMem()
+	o := testFileOptions(fs, 1)
+	o.Encryption = testKeyring(t, keys, 1)
+	s := mustOpen(t, o)
+	putRange(t, s, "c1", 0, 100, 10)
+	if err := s.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cands := checkpoint.Load(fs, o.CheckpointDir, o.BackupCheckpointDir, s.checkpointSealer())
+	newest := cands[0].Path
+	if cands[0].Err != nil || cands[1].Err != nil {
+		t.Fatalf("checkpoints: %v %v", cands[0].Err, cands[1].Err)
+	}
+	// Flip a byte of the sealed body and fix the file CRC.
+	b := readAll(t, fs, newest)
+	b[20] ^= 0x01
+	binary.LittleEndian.PutUint32(b[len(b)-4:], crc32.Checksum(b[:len(b)-4], crc32.MakeTable(crc32.Castagnoli)))
+	f, _ := fs.Create(newest, vfs.WriteCategoryUnspecified)
+	f.Write(b)
+	f.Sync()
+	f.Close()
+	s = expectAll(t, o, seq(0, 100))
+	defer s.Close()
+	if s.StoreStats().CheckpointFallbacks == 0 {
+		t.Fatal("the tampered checkpoint was not reported")
+	}
+}
+
+func TestFileEnableEncryptionOnPlaintextStore(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	o := testFileOptions(fs, 2)
+	s := mustOpen(t, o)
+	putRange(t, s, "c1", 0, 100, 10)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	keys := cryptoKeys(t, 1)
+	o.Encryption = testKeyring(t, keys, 1)
+	o.Compression = "s2"
+	s = mustOpen(t, o)
+	if s.StoreStats().CheckpointFallbacks != 0 {
+		t.Fatal("the plaintext checkpoint was not used")
+	}
+	putRange(t, s, "c1", 100, 200, 10)
+	if err := s.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range checkpoint.Load(fs, o.CheckpointDir, o.BackupCheckpointDir, nil) {
+		if !errors.Is(c.Err, checkpoint.ErrSealed) {
+			t.Fatalf("%s is not sealed: %v", c.Path, c.Err)
+		}
+	}
+	// A plaintext checkpoint dropped in now is refused like a corrupt one.
+	plain, err := checkpoint.Marshal(&checkpoint.Checkpoint{Generation: 1000, WOID: 1 << 40}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cands := checkpoint.Load(fs, o.CheckpointDir, o.BackupCheckpointDir, nil)
+	victim := cands[len(cands)-1].Path
+	f, _ := fs.Create(victim, vfs.WriteCategoryUnspecified)
+	f.Write(plain)
+	f.Close()
+	s = expectAll(t, o, seq(0, 200))
+	if s.StoreStats().CheckpointFallbacks == 0 {
+		t.Fatal("the planted plaintext checkpoint was not refused")
+	}
+	s.Close()
+}
+
+func TestFileRekeyRefusesMissingKeys(t *testing.T) {
+	keys := cryptoKeys(t, 1, 2, 3)
+	fs := vfs.NewCrashableMem()
+	o := testFileOptions(fs, 1)
+	o.Encryption = testKeyring(t, keys[:1], 1)
+	s := mustOpen(t, o)
+	defer s.Close()
+	putRange(t, s, "c1", 0, 50, 10)
+	if err := s.Rekey(testKeyring(t, keys[1:2], 2)); err == nil || !strings.Contains(err.Error(), "key id 1") {
+		t.Fatalf("rekey without the old key: %v", err)
+	}
+	wrong := cryptoKeys(t, 1)
+	if err := s.Rekey(testKeyring(t, []crypto.Key{wrong[0], keys[1]}, 2)); err == nil || !strings.Contains(err.Error(), "not the key") {
+		t.Fatalf("rekey with a wrong old key: %v", err)
+	}
+	if s.EncryptionKey() != 1 {
+		t.Fatalf("active key changed to %d", s.EncryptionKey())
+	}
+	if err := s.SetActiveKey(3); err == nil {
+		t.Fatal("activated a key that is not in the keyring")
+	}
+	if err := s.Rekey(testKeyring(t, keys, 3)); err != nil {
+		t.Fatal(err)
+	}
+	putRange(t, s, "c1", 50, 100, 10)
+	if got := drain(t, s, "c1"); !slices.Equal(got, seq(0, 100)) {
+		t.Fatalf("got %d", len(got))
+	}
+}
+
+// TestFileCrashSimulationEncrypted runs the crash model of
+// TestFileCrashSimulation with encryption and compression on, rotating the
+// active key between rounds and once during a round.
+func TestFileCrashSimulationEncrypted(t *testing.T) {
+	n := crashSeeds(t) / 4
+	for seed := range n {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			t.Parallel()
+			runCryptoCrashSeed(t, uint64(seed))
+		})
+	}
+}
+
+func runCryptoCrashSeed(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 0xc0de))
+	keys := cryptoKeys(t, 1, 2, 3, 4, 5)
+	fs := vfs.NewCrashableMem()
+	o := testFileOptions(fs, 1+rng.IntN(3), ChannelConfig{Name: "c1", Capacity: 5000, TransactionCapacity: 200})
+	o.CheckpointBytes = int64(16<<10 + rng.IntN(64<<10))
+	o.Compression = []string{"", "zstd", "s2"}[rng.IntN(3)]
+	queued := map[int]bool{}
+	for round := range 3 {
+		o.Encryption = testKeyring(t, keys[:2+round], uint16(1+round))
+		s, err := OpenFile(o)
+		if err != nil {
+			t.Fatalf("round %d: open: %v", round, err)
+		}
+		m := &crashModel{state: map[int]evState{}, hist: map[int][]evState{}, nextID: (round + 1) * 1_000_000}
+		for id := range queued {
+			m.state[id] = evAcked
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		workers := 1 + rng.IntN(4)
+		for w := range workers {
+			wg.Add(1)
+			wseed := rng.Uint64()
+			go func() {
+				defer wg.Done()
+				crashWorker(ctx, s, m, rand.New(rand.NewPCG(wseed, uint64(w))), w%2 == 1)
+			}()
+		}
+		wg.Add(1)
+		crng := rand.New(rand.NewPCG(rng.Uint64(), 7))
+		go func() {
+			defer wg.Done()
+			rotated := false
+			for ctx.Err() == nil {
+				time.Sleep(time.Duration(crng.IntN(3)+1) * time.Millisecond)
+				if !rotated && crng.IntN(4) == 0 {
+					rotated = true
+					if err := s.SetActiveKey(uint16(2 + round)); err != nil && !errors.Is(err, ErrClosed) {
+						t.Errorf("round %d: rotate: %v", round, err)
+					}
+					continue
+				}
+				s.Checkpoint()
+			}
+		}()
+		time.Sleep(time.Duration(5+rng.IntN(40)) * time.Millisecond)
+		m.mu.Lock()
+		m.crashed = true
+		unsynced := rng.IntN(101)
+		clone := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: unsynced, RNG: rand.New(rand.NewPCG(seed, uint64(round)))})
+		snapshot := m.state
+		m.mu.Unlock()
+		cancel()
+		wg.Wait()
+		s.Close()
+		fs = clone
+		o.FS = fs
+
+		s2, err := OpenFile(o)
+		if err != nil {
+			t.Fatalf("round %d: reopen after crash: %v", round, err)
+		}
+		got := drainAll(t, s2, "c1")
+		seen := map[int]bool{}
+		for _, id := range got {
+			if seen[id] {
+				t.Fatalf("round %d: event %d delivered twice after recovery", round, id)
+			}
+			seen[id] = true
+			st, known := snapshot[id]
+			switch {
+			case !known:
+				t.Fatalf("round %d: event %d was never put", round, id)
+			case st == evOpen || st == evRolledBack:
+				t.Fatalf("round %d: uncommitted put of event %d is visible", round, id)
+			case st == evTaken:
+				t.Fatalf("round %d: committed take of event %d delivered again", round, id)
+			}
+		}
+		for id, st := range snapshot {
+			if (st == evAcked || st == evHeld) && !seen[id] {
+				s2.Close()
+				t.Fatalf("round %d: acknowledged event %d (state %d) lost (dirs %d, workers %d, unsynced %d%%, compression %q)",
+					round, id, st, len(o.DataDirs), workers, unsynced, o.Compression)
+			}
+		}
+		if st, _ := s2.Stats("c1"); st.CorruptEventsSkipped != 0 {
+			t.Fatalf("round %d: %d events skipped as corrupt", round, st.CorruptEventsSkipped)
+		}
+		queued = map[int]bool{}
+		rb, _ := s2.BeginPut(context.Background(), PutOptions{})
+		for i, id := range got {
+			if i >= 150 {
+				break
+			}
+			rb.Put("c1", ev(id))
+			queued[id] = true
+		}
+		if err := rb.Commit(context.Background()); err != nil {
+			t.Fatalf("round %d: requeue: %v", round, err)
+		}
+		if err := s2.Close(); err != nil {
+			t.Fatalf("round %d: close: %v", round, err)
+		}
+	}
+}
+
+// Benchmarks: 1 KiB events, 100 per commit, as BenchmarkFilePut's
+// size=1024/batch=100 points; compare events/s with those.
+
+func benchStoreWith(b *testing.B, mutate func(*FileOptions)) *File {
+	root := benchDir(b)
+	o := FileOptions{
+		FS:            vfs.Default,
+		DataDirs:      []string{filepath.Join(root, "data0")},
+		CheckpointDir: filepath.Join(root, "ckpt"),
+		Channels:      []ChannelConfig{{Name: "c", Capacity: 50_000_000, TransactionCapacity: 10_000}},
+		SegmentSize:   256 << 20,
+		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		MinFreeBytes:  -1,
+	}
+	mutate(&o)
+	s, err := OpenFile(o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+func benchPut(b *testing.B, s *File, size, batch, producers int) {
+	body := make([]byte, size)
+	rng := rand.New(rand.NewPCG(1, 1))
+	for i := range body {
+		// Half random, half text: compressible but not trivially.
+		if i%2 == 0 {
+			body[i] = byte(rng.Uint32())
+		} else {
+			body[i] = 'a' + byte(i%26)
+		}
+	}
+	b.SetBytes(int64(batch * size))
+	var next atomic.Int64
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for range producers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := context.Background()
+			events := make([]Event, batch)
+			for i := range events {
+				events[i] = Event{Body: body}
+			}
+			for next.Add(1) <= int64(b.N) {
+				tx, _ := s.BeginPut(ctx, PutOptions{})
+				if err := tx.Put("c", events...); err != nil {
+					b.Error(err)
+					return
+				}
+				if err := tx.Commit(ctx); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
+}
+
+func benchVariants(b *testing.B, mutate func(*FileOptions)) {
+	for _, producers := range []int{1, 16} {
+		b.Run(fmt.Sprintf("size=1024/batch=100/producers=%d", producers), func(b *testing.B) {
+			benchPut(b, benchStoreWith(b, mutate), 1024, 100, producers)
+		})
+	}
+}
+
+func BenchmarkFilePutPlain(b *testing.B) {
+	benchVariants(b, func(*FileOptions) {})
+}
+
+func BenchmarkFilePutEncrypted(b *testing.B) {
+	kr := testKeyring(b, cryptoKeys(b, 1), 1)
+	benchVariants(b, func(o *FileOptions) { o.Encryption = kr })
+}
+
+func BenchmarkFilePutCompressed(b *testing.B) {
+	for _, comp := range []string{"zstd", "s2"} {
+		b.Run(comp, func(b *testing.B) {
+			benchVariants(b, func(o *FileOptions) { o.Compression = comp })
+		})
+	}
+}
+
+func BenchmarkFilePutEncryptedCompressed(b *testing.B) {
+	kr := testKeyring(b, cryptoKeys(b, 1), 1)
+	for _, comp := range []string{"zstd", "s2"} {
+		b.Run(comp, func(b *testing.B) {
+			benchVariants(b, func(o *FileOptions) { o.Encryption = kr; o.Compression = comp })
+		})
+	}
+}

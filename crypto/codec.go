@@ -1,0 +1,383 @@
+package crypto
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/klauspost/compress/s2"
+	"github.com/klauspost/compress/zstd"
+	"github.com/sluicehq/sluice/wal"
+)
+
+// WAL record payloads. The Codec owns the record header's flags byte and key
+// id (see wal/format.go):
+//
+//	flags:  bit 0      payload sealed with AES-256-GCM by key id (key id != 0)
+//	        bits 1..2  compression applied before sealing: 00 none, 01 zstd,
+//	                   10 s2 (11 invalid)
+//	        bits 3..7  zero (anything else is refused: written by a newer build)
+//	key id: 0 when not sealed, else the key that sealed the payload
+//
+// Stored payload:
+//
+//	not sealed:  [compressed] payload
+//	sealed:      +-----------+----------------------------------+---------+
+//	             | nonce (12)| AES-256-GCM ciphertext of        | tag (16)|
+//	             | random    | [compressed] payload             |         |
+//	             +-----------+----------------------------------+---------+
+//	             associated data: "sluice wal v1" | flags | key id (uint16 LE)
+//
+// The associated data binds the flags and key id to the ciphertext, so a
+// flipped compression bit fails authentication. The wal.Codec interface does
+// not tell Encode the record's type, txn id, segment or WOID, so a sealed
+// payload is not bound to its place in the log: someone who can write the
+// data directory and recompute CRCs can move a sealed payload to another
+// record (of the same key) undetected. Binding it would need those fields
+// passed to Encode/Decode (segment and WOID are only known inside wal.Write,
+// after encoding; type and txn id are known at Batch.Add).
+//
+// Payloads are compressed only when that makes them smaller; otherwise the
+// record says "none".
+const (
+	FlagSealed   = 0x01
+	flagZstd     = 0x02
+	flagS2       = 0x04
+	flagCompMask = flagZstd | flagS2
+	flagKnown    = FlagSealed | flagCompMask
+
+	nonceSize = 12
+	tagSize   = 16
+	// Overhead is what sealing adds to a payload.
+	Overhead = nonceSize + tagSize
+
+	walAD = "sluice wal v1"
+	// minCompress: shorter payloads are never worth compressing.
+	minCompress = 64
+	// DefaultMaxDecoded bounds a decompressed payload.
+	DefaultMaxDecoded = 1 << 30
+)
+
+// Compression names a payload compressor.
+type Compression uint8
+
+// Compressors.
+const (
+	CompressNone Compression = iota
+	CompressZstd
+	CompressS2
+)
+
+// ParseCompression maps "", "none", "zstd" and "s2" to a Compression.
+func ParseCompression(s string) (Compression, error) {
+	switch s {
+	case "", "none":
+		return CompressNone, nil
+	case "zstd":
+		return CompressZstd, nil
+	case "s2":
+		return CompressS2, nil
+	}
+	return 0, fmt.Errorf("crypto: unknown compression %q (want \"\", \"zstd\" or \"s2\")", s)
+}
+
+func (c Compression) String() string {
+	switch c {
+	case CompressNone:
+		return "none"
+	case CompressZstd:
+		return "zstd"
+	case CompressS2:
+		return "s2"
+	}
+	return fmt.Sprintf("compression(%d)", uint8(c))
+}
+
+// ErrAuth is wrapped when AES-GCM authentication fails: the ciphertext, its
+// nonce, tag, flags or key id were altered, or the key with this id is not
+// the key that sealed it.
+var ErrAuth = errors.New("crypto: authentication failed (tampered data or wrong key)")
+
+// CorruptError is a payload that cannot be opened or decompressed. It
+// unwraps to wal.ErrCorrupt (so the wal reports and skips the record) and,
+// for an authentication failure, to ErrAuth.
+type CorruptError struct {
+	KeyID  uint16
+	Reason string
+	Auth   bool
+}
+
+func (e *CorruptError) Error() string {
+	if e.Auth {
+		return fmt.Sprintf("crypto: record sealed with key id %d failed authentication: %s", e.KeyID, e.Reason)
+	}
+	return "crypto: " + e.Reason
+}
+
+// Unwrap returns wal.ErrCorrupt, and ErrAuth for authentication failures.
+func (e *CorruptError) Unwrap() []error {
+	if e.Auth {
+		return []error{wal.ErrCorrupt, ErrAuth}
+	}
+	return []error{wal.ErrCorrupt}
+}
+
+// CodecOptions configure a Codec.
+type CodecOptions struct {
+	// Keyring seals new payloads with its active key and opens old ones by
+	// id; nil stores payloads unsealed (and cannot read sealed ones).
+	Keyring *Keyring
+	// Compression for new payloads. Every compressor is always available
+	// for reading.
+	Compression Compression
+	// MaxDecoded bounds a decompressed payload (default DefaultMaxDecoded).
+	MaxDecoded int
+}
+
+// Codec implements wal.Codec and, through Sealer, checkpoint.Sealer. It is
+// safe for concurrent use; SetKeyring swaps keys without stopping writers.
+type Codec struct {
+	ring       atomic.Pointer[Keyring]
+	comp       Compression
+	maxDecoded int
+
+	zenc     *zstd.Encoder
+	zdec     *zstd.Decoder
+	zdecOnce sync.Once
+	zdecErr  error
+	tmp      sync.Pool // *[]byte scratch for compress+seal
+
+	sealed sync.Map // uint16 -> *atomic.Int64
+}
+
+var _ wal.Codec = (*Codec)(nil)
+
+// NewCodec returns a Codec.
+func NewCodec(o CodecOptions) (*Codec, error) {
+	c := &Codec{comp: o.Compression, maxDecoded: o.MaxDecoded}
+	if c.maxDecoded <= 0 {
+		c.maxDecoded = DefaultMaxDecoded
+	}
+	switch o.Compression {
+	case CompressNone, CompressS2:
+	case CompressZstd:
+		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
+		if err != nil {
+			return nil, fmt.Errorf("crypto: zstd encoder: %w", err)
+		}
+		c.zenc = enc
+	default:
+		return nil, fmt.Errorf("crypto: unknown compression %d", o.Compression)
+	}
+	if o.Keyring != nil {
+		c.ring.Store(o.Keyring)
+	}
+	return c, nil
+}
+
+// Keyring returns the current keyring (nil when not encrypting).
+func (c *Codec) Keyring() *Keyring { return c.ring.Load() }
+
+// SetKeyring installs kr: new payloads and checkpoints are sealed with its
+// active key from now on. Sealed data whose key id is not in kr can no longer
+// be read, so callers check that first.
+func (c *Codec) SetKeyring(kr *Keyring) { c.ring.Store(kr) }
+
+// Compression returns the compressor used for new payloads.
+func (c *Codec) Compression() Compression { return c.comp }
+
+// Sealed returns how many WAL payloads this Codec sealed with key id.
+func (c *Codec) Sealed(id uint16) int64 {
+	if n, ok := c.sealed.Load(id); ok {
+		return n.(*atomic.Int64).Load()
+	}
+	return 0
+}
+
+func (c *Codec) countSealed(id uint16) {
+	n, ok := c.sealed.Load(id)
+	if !ok {
+		n, _ = c.sealed.LoadOrStore(id, new(atomic.Int64))
+	}
+	n.(*atomic.Int64).Add(1)
+}
+
+func walAssociated(buf *[24]byte, flags uint8, keyID uint16) []byte {
+	n := copy(buf[:], walAD)
+	buf[n] = flags
+	binary.LittleEndian.PutUint16(buf[n+1:], keyID)
+	return buf[:n+3]
+}
+
+// compress appends the compressed payload to dst; ok is false when it would
+// not be smaller (dst is then returned unchanged).
+func (c *Codec) compress(dst, payload []byte) (out []byte, flag uint8, ok bool) {
+	if c.comp == CompressNone || len(payload) < minCompress {
+		return dst, 0, false
+	}
+	start := len(dst)
+	switch c.comp {
+	case CompressZstd:
+		dst = c.zenc.EncodeAll(payload, dst)
+		flag = flagZstd
+	case CompressS2:
+		need := s2.MaxEncodedLen(len(payload))
+		dst = slices.Grow(dst, need)
+		enc := s2.Encode(dst[start:start+need], payload)
+		dst = append(dst[:start], enc...)
+		flag = flagS2
+	}
+	if len(dst)-start >= len(payload) {
+		return dst[:start], 0, false
+	}
+	return dst, flag, true
+}
+
+// Encode implements wal.Codec: compress (if configured and useful), then
+// seal with the active key (if a keyring is set). The result is appended to
+// dst; it never aliases payload.
+func (c *Codec) Encode(dst, payload []byte) ([]byte, uint8, uint16, error) {
+	kr := c.ring.Load()
+	if kr == nil {
+		out, flag, ok := c.compress(dst, payload)
+		if !ok {
+			return append(dst, payload...), 0, 0, nil
+		}
+		return out, flag, 0, nil
+	}
+	id := kr.active
+	aead := kr.aeads[id]
+	plain := payload
+	var flags uint8 = FlagSealed
+	var bp *[]byte
+	if c.comp != CompressNone {
+		if v := c.tmp.Get(); v != nil {
+			bp = v.(*[]byte)
+		} else {
+			bp = new([]byte)
+		}
+		if out, flag, ok := c.compress((*bp)[:0], payload); ok {
+			*bp = out
+			plain = out
+			flags |= flag
+		}
+	}
+	var adBuf [24]byte
+	out := aead.Seal(dst, nil, plain, walAssociated(&adBuf, flags, id))
+	if bp != nil {
+		c.tmp.Put(bp)
+	}
+	c.countSealed(id)
+	return out, flags, id, nil
+}
+
+// Decode implements wal.Codec. A key id that is not in the keyring is a
+// *KeyError (fail closed); an authentication or decompression failure is a
+// *CorruptError wrapping wal.ErrCorrupt. The result is appended to dst and
+// never aliases stored.
+func (c *Codec) Decode(dst, stored []byte, flags uint8, keyID uint16) ([]byte, error) {
+	if flags&^flagKnown != 0 || flags&flagCompMask == flagCompMask {
+		return nil, fmt.Errorf("crypto: record flags %#x are not understood by this build (written by a newer version?)", flags)
+	}
+	sealed := flags&FlagSealed != 0
+	if sealed != (keyID != 0) {
+		return nil, &CorruptError{KeyID: keyID, Reason: fmt.Sprintf("record flags %#x inconsistent with key id %d", flags, keyID)}
+	}
+	data := stored
+	var bp *[]byte
+	if sealed {
+		aead, err := c.ring.Load().aead(keyID, "a WAL record")
+		if err != nil {
+			return nil, err
+		}
+		if len(stored) < Overhead {
+			return nil, &CorruptError{KeyID: keyID, Auth: true, Reason: fmt.Sprintf("sealed payload of %d bytes is shorter than nonce and tag", len(stored))}
+		}
+		var target []byte
+		if flags&flagCompMask != 0 {
+			if v := c.tmp.Get(); v != nil {
+				bp = v.(*[]byte)
+			} else {
+				bp = new([]byte)
+			}
+			target = (*bp)[:0]
+		} else {
+			target = dst
+		}
+		var adBuf [24]byte
+		plain, err := aead.Open(target, nil, stored, walAssociated(&adBuf, flags, keyID))
+		if err != nil {
+			if bp != nil {
+				c.tmp.Put(bp)
+			}
+			return nil, &CorruptError{KeyID: keyID, Auth: true, Reason: err.Error()}
+		}
+		if flags&flagCompMask == 0 {
+			return plain, nil
+		}
+		*bp = plain
+		data = plain
+		defer c.tmp.Put(bp)
+	}
+	switch flags & flagCompMask {
+	case 0:
+		return append(dst, data...), nil
+	case flagZstd:
+		return c.unzstd(dst, data)
+	default:
+		return c.uns2(dst, data)
+	}
+}
+
+func (c *Codec) decoder() (*zstd.Decoder, error) {
+	c.zdecOnce.Do(func() {
+		c.zdec, c.zdecErr = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(uint64(c.maxDecoded)), zstd.WithDecoderLowmem(true))
+	})
+	return c.zdec, c.zdecErr
+}
+
+func (c *Codec) unzstd(dst, src []byte) ([]byte, error) {
+	d, err := c.decoder()
+	if err != nil {
+		return nil, fmt.Errorf("crypto: zstd decoder: %w", err)
+	}
+	start := len(dst)
+	out, err := d.DecodeAll(src, dst)
+	if err != nil {
+		return nil, &CorruptError{Reason: "zstd: " + err.Error()}
+	}
+	if len(out)-start > c.maxDecoded {
+		return nil, &CorruptError{Reason: fmt.Sprintf("zstd payload decodes to %d bytes, limit %d", len(out)-start, c.maxDecoded)}
+	}
+	return out, nil
+}
+
+func (c *Codec) uns2(dst, src []byte) ([]byte, error) {
+	n, err := s2.DecodedLen(src)
+	if err != nil {
+		return nil, &CorruptError{Reason: "s2: " + err.Error()}
+	}
+	if n > c.maxDecoded {
+		return nil, &CorruptError{Reason: fmt.Sprintf("s2 payload decodes to %d bytes, limit %d", n, c.maxDecoded)}
+	}
+	start := len(dst)
+	dst = slices.Grow(dst, n)
+	out, err := s2.Decode(dst[start:start+n], src)
+	if err != nil {
+		return nil, &CorruptError{Reason: "s2: " + err.Error()}
+	}
+	return append(dst[:start], out...), nil
+}
+
+// Close releases the compressors' resources.
+func (c *Codec) Close() {
+	if c.zenc != nil {
+		c.zenc.Close()
+	}
+	if c.zdec != nil {
+		c.zdec.Close()
+	}
+}
