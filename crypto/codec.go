@@ -189,6 +189,10 @@ func (c *Codec) SetKeyring(kr *Keyring) { c.ring.Store(kr) }
 // Compression returns the compressor used for new payloads.
 func (c *Codec) Compression() Compression { return c.comp }
 
+// Passthrough reports that records are currently stored as they are: no
+// active keyring and no compression (see wal.Passthrough).
+func (c *Codec) Passthrough() bool { return c.ring.Load() == nil && c.comp == CompressNone }
+
 // Sealed returns how many WAL payloads this Codec sealed with key id.
 func (c *Codec) Sealed(id uint16) int64 {
 	if n, ok := c.sealed.Load(id); ok {

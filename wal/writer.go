@@ -54,7 +54,7 @@ func (w *WAL) Write(dir int, b *Batch, ptrs []Pointer) ([]Pointer, SyncToken, er
 		return ptrs, SyncToken{}, nil
 	}
 	buf := b.buf
-	if w.opts.Codec != nil {
+	if c := w.opts.Codec; c != nil && !isPassthrough(c) {
 		var err error
 		if buf, err = b.encodeWith(w.opts.Codec, nil); err != nil {
 			return ptrs, SyncToken{}, err
@@ -326,4 +326,16 @@ func (d *dirState) close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Passthrough is implemented by a Codec that, for now, stores payloads as
+// they are (no key, no compression): Write then skips the encoding copy.
+// Its Decode must still handle records written with other settings.
+type Passthrough interface {
+	Passthrough() bool
+}
+
+func isPassthrough(c Codec) bool {
+	p, ok := c.(Passthrough)
+	return ok && p.Passthrough()
 }
