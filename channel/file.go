@@ -190,6 +190,7 @@ type File struct {
 	cpDone      chan struct{}
 	stop        chan struct{}
 	lockClosers []io.Closer
+	putBufs     sync.Pool // *putBuffers
 	flushBytes  int
 
 	diskMu      sync.Mutex
@@ -231,6 +232,7 @@ func OpenFile(opts FileOptions) (*File, error) {
 		stop:       make(chan struct{}),
 		flushBytes: int(min(putFlushBytes, opts.SegmentSize/4)),
 	}
+	s.putBufs.New = func() any { return new(putBuffers) }
 	for name, c := range cfgs {
 		s.chans[name] = &fileChan{cfg: c, notify: make(chan struct{}), space: make(chan struct{}), rolled: make(map[uint64]uint64)}
 		s.names = append(s.names, name)

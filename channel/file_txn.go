@@ -23,12 +23,11 @@ type filePut struct {
 	id         uint64
 	dir        int
 	opts       PutOptions
-	batch      wal.Batch
-	pending    []putEntry // encoded in batch, pointer not yet known
-	flushed    []putEntry // written to the WAL
+	buf        *putBuffers // pooled; nil once the txn is done
+	pending    []putEntry  // encoded in batch, pointer not yet known
+	flushed    []putEntry  // written to the WAL
 	perChan    map[*fileChan]int64
 	perChanB   map[*fileChan]int64
-	scratch    []byte
 	registered bool // in s.puts (has flushed records)
 	committing bool
 	done       bool
@@ -49,6 +48,7 @@ func (s *File) BeginPut(ctx context.Context, opts PutOptions) (PutTxn, error) {
 	}
 	return &filePut{
 		s:        s,
+		buf:      s.putBufs.Get().(*putBuffers),
 		id:       s.nextTxn.Add(1),
 		dir:      int(s.nextDir.Add(1) % uint64(s.wal.NumDirs())),
 		opts:     opts,
@@ -79,13 +79,13 @@ func (p *filePut) Put(name string, events ...Event) error {
 	}
 	now := time.Now().UnixNano()
 	for _, ev := range events {
-		if p.batch.Len() > 0 && p.batch.Len()+ev.Size()+len(name)+64 > p.s.flushBytes {
+		if p.buf.batch.Len() > 0 && p.buf.batch.Len()+ev.Size()+len(name)+64 > p.s.flushBytes {
 			if err := p.flush(false); err != nil {
 				return err
 			}
 		}
-		p.scratch = appendPutPayload(p.scratch[:0], name, ev, now)
-		p.batch.Add(wal.RecordPut, p.id, p.scratch)
+		p.buf.scratch = appendPutPayload(p.buf.scratch[:0], name, ev, now)
+		p.buf.batch.Add(wal.RecordPut, p.id, p.buf.scratch)
 		sz := uint32(ev.Size())
 		p.pending = append(p.pending, putEntry{ch: c, size: sz})
 		p.perChan[c]++
@@ -102,10 +102,10 @@ func (p *filePut) flush(commit bool) error {
 	if commit {
 		info := commitInfo{producer: p.opts.ProducerID, sequence: p.opts.Sequence,
 			events: uint64(len(p.flushed) + len(p.pending))}
-		p.scratch = appendCommitPayload(p.scratch[:0], info)
-		p.batch.Add(wal.RecordCommit, p.id, p.scratch)
+		p.buf.scratch = appendCommitPayload(p.buf.scratch[:0], info)
+		p.buf.batch.Add(wal.RecordCommit, p.id, p.buf.scratch)
 	}
-	if p.batch.Count() == 0 {
+	if p.buf.batch.Count() == 0 {
 		return nil
 	}
 	s.cpMu.RLock()
@@ -113,12 +113,13 @@ func (p *filePut) flush(commit bool) error {
 		s.cpMu.RUnlock()
 		return ErrClosed
 	}
-	ptrs, tok, err := s.wal.Write(p.dir, &p.batch, nil)
+	ptrs, tok, err := s.wal.Write(p.dir, &p.buf.batch, p.buf.ptrs[:0])
+	p.buf.ptrs = ptrs
 	if err != nil {
 		s.cpMu.RUnlock()
 		return fmt.Errorf("file channel: txn %d: %w", p.id, err)
 	}
-	s.walBytes.Add(int64(p.batch.Len()))
+	s.walBytes.Add(int64(p.buf.batch.Len()))
 	s.mu.Lock()
 	for i := range p.pending {
 		p.pending[i].ptr = ptrs[i]
@@ -135,7 +136,7 @@ func (p *filePut) flush(commit bool) error {
 	}
 	s.mu.Unlock()
 	s.cpMu.RUnlock()
-	p.batch.Reset()
+	p.buf.batch.Reset()
 	if n := len(p.toks); n > 0 && p.toks[n-1].Segment() == tok.Segment() {
 		p.toks[n-1] = tok
 	} else {
@@ -157,6 +158,24 @@ func (p *filePut) syncAll() error {
 	return nil
 }
 
+// putBuffers are the encoding buffers of a put txn, pooled across txns so a
+// txn does not grow its batch from nothing.
+type putBuffers struct {
+	batch   wal.Batch
+	scratch []byte
+	ptrs    []wal.Pointer
+}
+
+// release returns the txn's buffers to the pool. Called once it is done.
+func (p *filePut) release() {
+	if p.buf == nil {
+		return
+	}
+	p.buf.batch.Reset()
+	p.s.putBufs.Put(p.buf)
+	p.buf = nil
+}
+
 func (p *filePut) Deduplicated() bool { return p.dedup }
 
 func (p *filePut) Commit(ctx context.Context) error {
@@ -164,6 +183,7 @@ func (p *filePut) Commit(ctx context.Context) error {
 		return ErrTxnDone
 	}
 	s := p.s
+	defer p.release()
 	if !s.commitStart() {
 		p.rollback(true)
 		return ErrClosed
@@ -241,6 +261,7 @@ func (p *filePut) Rollback() error {
 		return nil
 	}
 	p.rollback(false)
+	p.release()
 	return nil
 }
 
@@ -258,9 +279,9 @@ func (p *filePut) rollback(closing bool) {
 		return // the final checkpoint saved it as in-flight; replay drops it
 	}
 	if len(p.flushed) > 0 && !closing {
-		p.batch.Reset()
-		p.batch.Add(wal.RecordRollback, p.id, nil)
-		_, _, _ = s.wal.Write(p.dir, &p.batch, nil) // best effort: replay drops it anyway
+		p.buf.batch.Reset()
+		p.buf.batch.Add(wal.RecordRollback, p.id, nil)
+		_, _, _ = s.wal.Write(p.dir, &p.buf.batch, nil) // best effort: replay drops it anyway
 	}
 	s.mu.Lock()
 	for _, e := range p.flushed {
