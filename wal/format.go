@@ -354,19 +354,23 @@ func (b *Batch) Reset() {
 
 // encodeWith returns the batch's records passed through codec, as a new buffer.
 func (b *Batch) encodeWith(codec Codec, dst []byte) ([]byte, error) {
-	var scratch []byte
 	for off := 0; off < len(b.buf); {
 		h := decodeRecordHeader(b.buf[off:])
 		payload := b.buf[off+recordHeaderSize : off+recordHeaderSize+int(h.Length)]
-		stored, flags, keyID, err := codec.Encode(scratch[:0], payload)
+		// The codec appends the stored payload right after a reserved
+		// header: no intermediate copy.
+		start := len(dst)
+		dst = append(dst, make([]byte, recordHeaderSize)...)
+		out, flags, keyID, err := codec.Encode(dst, payload)
 		if err != nil {
 			return nil, fmt.Errorf("wal: encoding payload of txn %d: %w", h.TxnID, err)
 		}
-		scratch = stored
-		start := len(dst)
-		dst = append(dst, make([]byte, encodedSize(len(stored)))...)
-		putRecordHeader(dst[start:], h.Type, flags, keyID, h.TxnID, len(stored))
-		copy(dst[start+recordHeaderSize:], stored)
+		dst = out
+		n := len(dst) - start - recordHeaderSize
+		putRecordHeader(dst[start:], h.Type, flags, keyID, h.TxnID, n)
+		if pad := encodedSize(n) - recordHeaderSize - n; pad > 0 {
+			dst = append(dst, make([]byte, pad)...)
+		}
 		off += encodedSize(int(h.Length))
 	}
 	return dst, nil

@@ -113,6 +113,9 @@ type WAL struct {
 	started  bool
 	closed   bool
 	closeErr error
+
+	// encBufs pools the buffers Write encodes batches into through the Codec.
+	encBufs sync.Pool
 }
 
 // Position is a directory's append frontier: the next record goes to Offset
@@ -146,10 +149,11 @@ func Open(opts Options) (*WAL, error) {
 		return nil, err
 	}
 	w := &WAL{
-		opts:   opts,
-		fs:     opts.FS,
-		logger: opts.Logger,
-		segs:   map[uint32]*segment{},
+		opts:    opts,
+		fs:      opts.FS,
+		logger:  opts.Logger,
+		encBufs: sync.Pool{New: func() any { return new([]byte) }},
+		segs:    map[uint32]*segment{},
 	}
 	var maxID uint32
 	for i, path := range opts.Dirs {

@@ -55,8 +55,15 @@ func (w *WAL) Write(dir int, b *Batch, ptrs []Pointer) ([]Pointer, SyncToken, er
 	}
 	buf := b.buf
 	if c := w.opts.Codec; c != nil && !isPassthrough(c) {
+		pooled := w.encBufs.Get().(*[]byte)
+		defer func() {
+			if cap(buf) <= 8<<20 {
+				*pooled = buf[:0]
+				w.encBufs.Put(pooled)
+			}
+		}()
 		var err error
-		if buf, err = b.encodeWith(w.opts.Codec, nil); err != nil {
+		if buf, err = b.encodeWith(w.opts.Codec, (*pooled)[:0]); err != nil {
 			return ptrs, SyncToken{}, err
 		}
 	}
