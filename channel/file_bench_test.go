@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -73,25 +74,65 @@ func BenchmarkRawDiskLimit(b *testing.B) {
 	}
 }
 
-func benchStore(b *testing.B, dirs int) *File {
+func benchStoreWith(b *testing.B, mutate func(*FileOptions)) *File {
 	root := benchDir(b)
 	o := FileOptions{
 		FS:            vfs.Default,
+		DataDirs:      []string{filepath.Join(root, "data0")},
 		CheckpointDir: filepath.Join(root, "ckpt"),
 		Channels:      []ChannelConfig{{Name: "c", Capacity: 50_000_000, TransactionCapacity: 10_000}},
 		SegmentSize:   256 << 20,
 		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		MinFreeBytes:  -1,
 	}
-	for i := range dirs {
-		o.DataDirs = append(o.DataDirs, filepath.Join(root, fmt.Sprintf("data%d", i)))
-	}
+	mutate(&o)
 	s, err := OpenFile(o)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { s.Close() })
 	return s
+}
+
+func benchPut(b *testing.B, s *File, size, batch, producers int) {
+	body := make([]byte, size)
+	rng := rand.New(rand.NewPCG(1, 1))
+	for i := range body {
+		// Half random, half text: compressible but not trivially.
+		if i%2 == 0 {
+			body[i] = byte(rng.Uint32())
+		} else {
+			body[i] = 'a' + byte(i%26)
+		}
+	}
+	b.SetBytes(int64(batch * size))
+	var next atomic.Int64
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for range producers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := context.Background()
+			events := make([]Event, batch)
+			for i := range events {
+				events[i] = Event{Body: body}
+			}
+			for next.Add(1) <= int64(b.N) {
+				tx, _ := s.BeginPut(ctx, PutOptions{})
+				if err := tx.Put("c", events...); err != nil {
+					b.Error(err)
+					return
+				}
+				if err := tx.Commit(ctx); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
 }
 
 func BenchmarkFilePut(b *testing.B) {
@@ -102,36 +143,7 @@ func BenchmarkFilePut(b *testing.B) {
 					continue // 64k events in flight per round: not a useful point
 				}
 				b.Run(fmt.Sprintf("size=%d/batch=%d/producers=%d", size, batch, producers), func(b *testing.B) {
-					s := benchStore(b, 1)
-					body := make([]byte, size)
-					b.SetBytes(int64(batch * size))
-					var next atomic.Int64
-					b.ResetTimer()
-					var wg sync.WaitGroup
-					for range producers {
-						wg.Add(1)
-						go func() {
-							defer wg.Done()
-							ctx := context.Background()
-							events := make([]Event, batch)
-							for i := range events {
-								events[i] = Event{Body: body}
-							}
-							for next.Add(1) <= int64(b.N) {
-								tx, _ := s.BeginPut(ctx, PutOptions{})
-								if err := tx.Put("c", events...); err != nil {
-									b.Error(err)
-									return
-								}
-								if err := tx.Commit(ctx); err != nil {
-									b.Error(err)
-									return
-								}
-							}
-						}()
-					}
-					wg.Wait()
-					b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
+					benchPut(b, benchStoreWith(b, func(*FileOptions) {}), size, batch, producers)
 				})
 			}
 		}
@@ -142,7 +154,7 @@ func BenchmarkFileTake(b *testing.B) {
 	for _, size := range []int{100, 1024} {
 		for _, batch := range []int{1, 100, 1000} {
 			b.Run(fmt.Sprintf("size=%d/batch=%d", size, batch), func(b *testing.B) {
-				s := benchStore(b, 1)
+				s := benchStoreWith(b, func(*FileOptions) {})
 				body := make([]byte, size)
 				ctx := context.Background()
 				total := b.N * batch

@@ -102,18 +102,34 @@ func TestFileCrashSimulation(t *testing.T) {
 	for seed := range n {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			t.Parallel()
-			runCrashSeed(t, uint64(seed))
+			runCrashSeed(t, uint64(seed), crashVariant{})
 		})
 	}
 }
 
-func runCrashSeed(t *testing.T, seed uint64) {
-	rng := rand.New(rand.NewPCG(seed, 0x5105e))
+// crashVariant adapts runCrashSeed: options per seed and per round, and an
+// action the background goroutine may take instead of a checkpoint (e.g. a
+// key rotation). The zero value is the plain store.
+type crashVariant struct {
+	seedRand uint64                                   // PCG stream, so variants explore other seeds
+	setup    func(rng *rand.Rand, o *FileOptions)     // once per seed
+	round    func(round int, o *FileOptions)          // before each round's open
+	action   func(round int, s *File, rng *rand.Rand) // in the background loop, instead of one checkpoint
+}
+
+func runCrashSeed(t *testing.T, seed uint64, v crashVariant) {
+	rng := rand.New(rand.NewPCG(seed, 0x5105e+v.seedRand))
 	fs := vfs.NewCrashableMem()
 	o := testFileOptions(fs, 1+rng.IntN(3), ChannelConfig{Name: "c1", Capacity: 5000, TransactionCapacity: 200})
 	o.CheckpointBytes = int64(16<<10 + rng.IntN(64<<10))
+	if v.setup != nil {
+		v.setup(rng, &o)
+	}
 	queued := map[int]bool{} // ids the store must hold at the start of a round
 	for round := range 3 {
+		if v.round != nil {
+			v.round(round, &o)
+		}
 		s, err := OpenFile(o)
 		if err != nil {
 			t.Fatalf("round %d: open: %v", round, err)
@@ -135,14 +151,20 @@ func runCrashSeed(t *testing.T, seed uint64) {
 				crashWorker(ctx, s, m, rand.New(rand.NewPCG(wseed, uint64(w))), w%2 == 1)
 			}()
 		}
-		bgCkpt := rng.IntN(2) == 0
+		bgCkpt := rng.IntN(2) == 0 || v.action != nil
 		if bgCkpt {
 			wg.Add(1)
 			crng := rand.New(rand.NewPCG(rng.Uint64(), 7))
 			go func() {
 				defer wg.Done()
+				acted := false
 				for ctx.Err() == nil {
 					time.Sleep(time.Duration(crng.IntN(3)+1) * time.Millisecond)
+					if v.action != nil && !acted && crng.IntN(4) == 0 {
+						acted = true
+						v.action(round, s, crng)
+						continue
+					}
 					s.Checkpoint()
 				}
 			}()
@@ -189,11 +211,12 @@ func runCrashSeed(t *testing.T, seed uint64) {
 					round, id, st, len(o.DataDirs), workers, bgCkpt, unsynced, len(got), s.checkpointCount.Load())
 			}
 		}
-		// Put the survivors back (as new ids) for the next round.
+		if st, _ := s2.Stats("c1"); st.CorruptEventsSkipped != 0 {
+			t.Fatalf("round %d: %d events skipped as corrupt", round, st.CorruptEventsSkipped)
+		}
+		// Put the survivors back for the next round.
 		queued = map[int]bool{}
 		rb, _ := s2.BeginPut(context.Background(), PutOptions{})
-		next := (round + 1) * 1_000_000
-		_ = next
 		for i, id := range got {
 			if i >= 150 {
 				break

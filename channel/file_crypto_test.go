@@ -2,22 +2,17 @@ package channel
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/sluicehq/sluice/checkpoint"
@@ -501,176 +496,26 @@ func TestFileCrashSimulationEncrypted(t *testing.T) {
 }
 
 func runCryptoCrashSeed(t *testing.T, seed uint64) {
-	rng := rand.New(rand.NewPCG(seed, 0xc0de))
 	keys := cryptoKeys(t, 1, 2, 3, 4, 5)
-	fs := vfs.NewCrashableMem()
-	o := testFileOptions(fs, 1+rng.IntN(3), ChannelConfig{Name: "c1", Capacity: 5000, TransactionCapacity: 200})
-	o.CheckpointBytes = int64(16<<10 + rng.IntN(64<<10))
-	o.Compression = []string{"", "zstd", "s2"}[rng.IntN(3)]
-	queued := map[int]bool{}
-	for round := range 3 {
-		o.Encryption = testKeyring(t, keys[:2+round], uint16(1+round))
-		s, err := OpenFile(o)
-		if err != nil {
-			t.Fatalf("round %d: open: %v", round, err)
-		}
-		m := &crashModel{state: map[int]evState{}, hist: map[int][]evState{}, nextID: (round + 1) * 1_000_000}
-		for id := range queued {
-			m.state[id] = evAcked
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		workers := 1 + rng.IntN(4)
-		for w := range workers {
-			wg.Add(1)
-			wseed := rng.Uint64()
-			go func() {
-				defer wg.Done()
-				crashWorker(ctx, s, m, rand.New(rand.NewPCG(wseed, uint64(w))), w%2 == 1)
-			}()
-		}
-		wg.Add(1)
-		crng := rand.New(rand.NewPCG(rng.Uint64(), 7))
-		go func() {
-			defer wg.Done()
-			rotated := false
-			for ctx.Err() == nil {
-				time.Sleep(time.Duration(crng.IntN(3)+1) * time.Millisecond)
-				if !rotated && crng.IntN(4) == 0 {
-					rotated = true
-					if err := s.SetActiveKey(uint16(2 + round)); err != nil && !errors.Is(err, ErrClosed) {
-						t.Errorf("round %d: rotate: %v", round, err)
-					}
-					continue
-				}
-				s.Checkpoint()
+	runCrashSeed(t, seed, crashVariant{
+		seedRand: 0xc0de,
+		setup: func(rng *rand.Rand, o *FileOptions) {
+			o.Compression = []string{"", "zstd", "s2"}[rng.IntN(3)]
+		},
+		round: func(round int, o *FileOptions) {
+			o.Encryption = testKeyring(t, keys[:2+round], uint16(1+round))
+		},
+		action: func(round int, s *File, _ *rand.Rand) {
+			// A hot rotation to the round's newest key.
+			if err := s.SetActiveKey(uint16(2 + round)); err != nil && !errors.Is(err, ErrClosed) {
+				t.Errorf("round %d: rotate: %v", round, err)
 			}
-		}()
-		time.Sleep(time.Duration(5+rng.IntN(40)) * time.Millisecond)
-		m.mu.Lock()
-		m.crashed = true
-		unsynced := rng.IntN(101)
-		clone := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: unsynced, RNG: rand.New(rand.NewPCG(seed, uint64(round)))})
-		snapshot := m.state
-		m.mu.Unlock()
-		cancel()
-		wg.Wait()
-		s.Close()
-		fs = clone
-		o.FS = fs
-
-		s2, err := OpenFile(o)
-		if err != nil {
-			t.Fatalf("round %d: reopen after crash: %v", round, err)
-		}
-		got := drainAll(t, s2, "c1")
-		seen := map[int]bool{}
-		for _, id := range got {
-			if seen[id] {
-				t.Fatalf("round %d: event %d delivered twice after recovery", round, id)
-			}
-			seen[id] = true
-			st, known := snapshot[id]
-			switch {
-			case !known:
-				t.Fatalf("round %d: event %d was never put", round, id)
-			case st == evOpen || st == evRolledBack:
-				t.Fatalf("round %d: uncommitted put of event %d is visible", round, id)
-			case st == evTaken:
-				t.Fatalf("round %d: committed take of event %d delivered again", round, id)
-			}
-		}
-		for id, st := range snapshot {
-			if (st == evAcked || st == evHeld) && !seen[id] {
-				s2.Close()
-				t.Fatalf("round %d: acknowledged event %d (state %d) lost (dirs %d, workers %d, unsynced %d%%, compression %q)",
-					round, id, st, len(o.DataDirs), workers, unsynced, o.Compression)
-			}
-		}
-		if st, _ := s2.Stats("c1"); st.CorruptEventsSkipped != 0 {
-			t.Fatalf("round %d: %d events skipped as corrupt", round, st.CorruptEventsSkipped)
-		}
-		queued = map[int]bool{}
-		rb, _ := s2.BeginPut(context.Background(), PutOptions{})
-		for i, id := range got {
-			if i >= 150 {
-				break
-			}
-			rb.Put("c1", ev(id))
-			queued[id] = true
-		}
-		if err := rb.Commit(context.Background()); err != nil {
-			t.Fatalf("round %d: requeue: %v", round, err)
-		}
-		if err := s2.Close(); err != nil {
-			t.Fatalf("round %d: close: %v", round, err)
-		}
-	}
+		},
+	})
 }
 
 // Benchmarks: 1 KiB events, 100 per commit, as BenchmarkFilePut's
 // size=1024/batch=100 points; compare events/s with those.
-
-func benchStoreWith(b *testing.B, mutate func(*FileOptions)) *File {
-	root := benchDir(b)
-	o := FileOptions{
-		FS:            vfs.Default,
-		DataDirs:      []string{filepath.Join(root, "data0")},
-		CheckpointDir: filepath.Join(root, "ckpt"),
-		Channels:      []ChannelConfig{{Name: "c", Capacity: 50_000_000, TransactionCapacity: 10_000}},
-		SegmentSize:   256 << 20,
-		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
-		MinFreeBytes:  -1,
-	}
-	mutate(&o)
-	s, err := OpenFile(o)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { s.Close() })
-	return s
-}
-
-func benchPut(b *testing.B, s *File, size, batch, producers int) {
-	body := make([]byte, size)
-	rng := rand.New(rand.NewPCG(1, 1))
-	for i := range body {
-		// Half random, half text: compressible but not trivially.
-		if i%2 == 0 {
-			body[i] = byte(rng.Uint32())
-		} else {
-			body[i] = 'a' + byte(i%26)
-		}
-	}
-	b.SetBytes(int64(batch * size))
-	var next atomic.Int64
-	b.ResetTimer()
-	var wg sync.WaitGroup
-	for range producers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx := context.Background()
-			events := make([]Event, batch)
-			for i := range events {
-				events[i] = Event{Body: body}
-			}
-			for next.Add(1) <= int64(b.N) {
-				tx, _ := s.BeginPut(ctx, PutOptions{})
-				if err := tx.Put("c", events...); err != nil {
-					b.Error(err)
-					return
-				}
-				if err := tx.Commit(ctx); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
-}
 
 func benchVariants(b *testing.B, mutate func(*FileOptions)) {
 	for _, producers := range []int{1, 16} {
