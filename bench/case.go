@@ -22,17 +22,20 @@ const (
 	// file, bytes per commit as the channel would write (the disk limit).
 	RawPreallocated Kind = "raw-preallocated"
 	// RawAppend: write + fdatasync appending to a growing file.
-	RawAppend  Kind = "raw-append"
-	Memory     Kind = "memory"
-	File       Kind = "file"
-	FileZstd   Kind = "file+zstd"
-	FileS2     Kind = "file+s2"
+	RawAppend Kind = "raw-append"
+	Memory    Kind = "memory"
+	File      Kind = "file"
+	FileZstd  Kind = "file+zstd"
+	FileS2    Kind = "file+s2"
+	// FileAES: the file store with AES-256-GCM on every record and checkpoint
+	// (a random key generated for the run).
+	FileAES    Kind = "file+aes"
 	MemoryGRPC Kind = "memory+grpc"
 	FileGRPC   Kind = "file+grpc"
 )
 
 // AllKinds lists every kind, in report order.
-var AllKinds = []Kind{RawPreallocated, RawAppend, Memory, File, FileZstd, FileS2, MemoryGRPC, FileGRPC}
+var AllKinds = []Kind{RawPreallocated, RawAppend, Memory, File, FileAES, FileZstd, FileS2, MemoryGRPC, FileGRPC}
 
 // Raw reports whether k is a raw disk kind.
 func (k Kind) Raw() bool { return k == RawPreallocated || k == RawAppend }

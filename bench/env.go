@@ -11,6 +11,7 @@ import (
 
 	"github.com/sluicehq/sluice/channel"
 	"github.com/sluicehq/sluice/client"
+	"github.com/sluicehq/sluice/crypto"
 	"github.com/sluicehq/sluice/server"
 )
 
@@ -60,7 +61,7 @@ func openEnv(ctx context.Context, c Case, budget, segment int64, workers int) (*
 			return nil, err
 		}
 		e.store = m
-	case File, FileGRPC, FileZstd, FileS2:
+	case File, FileGRPC, FileZstd, FileS2, FileAES:
 		parent := c.DataDir
 		if parent == "" {
 			parent = os.TempDir()
@@ -84,6 +85,16 @@ func openEnv(ctx context.Context, c Case, budget, segment int64, workers int) (*
 			o.Compression = "zstd"
 		case FileS2:
 			o.Compression = "s2"
+		case FileAES:
+			k, err := crypto.GenerateKey()
+			if err != nil {
+				e.close()
+				return nil, err
+			}
+			if o.Encryption, err = crypto.NewKeyring("(generated for the run)", []crypto.Key{{ID: 1, Secret: k}}, 1); err != nil {
+				e.close()
+				return nil, err
+			}
 		}
 		f, err := channel.OpenFile(o)
 		if err != nil {

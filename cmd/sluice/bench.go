@@ -245,7 +245,7 @@ func parseKinds(s string) ([]bench.Kind, error) {
 		case "memory", "file":
 			base = append(base, bench.Kind(t))
 			add(bench.Kind(t))
-		case "memory+grpc", "file+grpc", "file+zstd", "file+s2":
+		case "memory+grpc", "file+grpc", "file+zstd", "file+s2", "file+aes":
 			add(bench.Kind(t))
 		case "raw":
 			// the raw cases always run unless --no-raw
