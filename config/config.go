@@ -9,6 +9,20 @@
 //	agent.channels.c2.type = memory
 //	sluice.server.grpc.address = 127.0.0.1:7070
 //
+// Encryption at rest and compression are store-wide (like maxFileSize: the
+// channels of one store must agree) and use Flume's names where Flume has
+// them:
+//
+//	agent.channels.c1.encryption.keyProvider.keyFile = /etc/sluice/keys   (alias: keyStoreFile)
+//	agent.channels.c1.encryption.activeKey = 2       key id; default: the highest id in the file
+//	agent.channels.c1.encryption.keyProvider = file  or Flume's JCEKSFILE; accepted, ignored
+//	agent.channels.c1.compression = zstd             none, zstd or s2
+//
+// encryption.cipherProvider and Flume's key store properties
+// (encryption.keyProvider.keys.*, keyStorePasswordFile) are accepted with a
+// warning: Sluice always uses AES-256-GCM with keys from a Sluice key file
+// (see package crypto and sluice keygen).
+//
 // The agent name ("agent" by default) is the prefix of the channel keys.
 // Unknown keys are logged as warnings naming the file and line; invalid
 // values are errors of type *Error, whose text is "FILE:LINE: key K: reason".
@@ -30,6 +44,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/crypto"
 )
 
 // Channel kinds.
@@ -114,9 +129,18 @@ type Channel struct {
 	MinFreeBytes        int64         // 0: the store's default; <0: no check
 	// MaxEventSize is 0 for the store's default.
 	MaxEventSize int
+	// Encryption at rest: KeyFile is empty when not encrypting; ActiveKey
+	// is 0 for the highest key id in the file.
+	KeyFile   string
+	ActiveKey uint16
+	// Compression of new WAL payloads: "" (none), "zstd" or "s2".
+	Compression string
 
 	// set records the line of every store-wide key set explicitly.
 	set map[string]int
+	// keyFileKey is the property that set KeyFile (keyFile or its Flume
+	// alias keyStoreFile), for error messages.
+	keyFileKey string
 }
 
 // Server holds the sluice.server.* keys.
@@ -147,6 +171,22 @@ type Store struct {
 	File channel.FileOptions
 	// Memory is set for TypeMemory.
 	Memory channel.MemoryOptions
+	// KeyFile and ActiveKey configure encryption at rest of a file store
+	// (KeyFile empty: not encrypted; ActiveKey 0: the highest key id in the
+	// file). The key file is read when the store opens (see Keyring), not
+	// by Parse. File.Compression is set from the configuration.
+	KeyFile   string
+	ActiveKey uint16
+}
+
+// Keyring loads the store's key file with crypto.LoadKeyring (which refuses
+// a key file readable or writable by group or others) and selects the
+// active key. It returns nil and no error when the store is not encrypted.
+func (s Store) Keyring() (*crypto.Keyring, error) {
+	if s.KeyFile == "" {
+		return nil, nil
+	}
+	return crypto.LoadKeyring(s.KeyFile, s.ActiveKey)
 }
 
 // MaxEventSize is the store's event size limit (its default when unset).
@@ -229,8 +269,19 @@ var flumeIgnored = map[string]string{
 	"checkpointOnCloseTimeout":      "not applicable",
 }
 
+// Encryption and compression keys (Flume's names where Flume has them).
+const (
+	keyActiveKey    = "encryption.activeKey"
+	keyKeyProvider  = "encryption.keyProvider"
+	keyKeyFile      = "encryption.keyProvider.keyFile"
+	keyKeyStoreFile = "encryption.keyProvider.keyStoreFile" // Flume's name, an alias of keyFile
+	keyCipher       = "encryption.cipherProvider"
+	keyCompression  = "compression"
+)
+
 // per-channel store-wide keys (must agree among channels sharing a store).
-var storeKeys = []string{"backupCheckpointDir", "checkpointInterval", "maxFileSize", "minimumRequiredSpace", "maxEventSize"}
+var storeKeys = []string{"backupCheckpointDir", "checkpointInterval", "maxFileSize", "minimumRequiredSpace", "maxEventSize",
+	keyKeyFile, keyActiveKey, keyCompression}
 
 func (p *parser) run(props []Property) error {
 	// Last value of a repeated key wins, as in Java properties.
@@ -424,14 +475,23 @@ func (p *parser) channel(name string, list *Property, prs []Property) (Channel, 
 			tp.Value, FlumeFileChannelClass, FlumeMemoryChannelClass)
 	}
 	fileOnly := map[string]bool{"dataDirs": true, "checkpointDir": true, "backupCheckpointDir": true,
-		"checkpointInterval": true, "maxFileSize": true, "minimumRequiredSpace": true}
+		"checkpointInterval": true, "maxFileSize": true, "minimumRequiredSpace": true,
+		keyActiveKey: true, keyKeyProvider: true, keyKeyFile: true, keyKeyStoreFile: true, keyCipher: true, keyCompression: true}
+	if a, b := byProp[keyKeyFile], byProp[keyKeyStoreFile]; a.Key != "" && b.Key != "" && a.Value != b.Value {
+		at := max(a.Line, b.Line)
+		k := a.Key
+		if b.Line == at {
+			k = b.Key
+		}
+		return ch, p.errorf(at, k, "%s and its alias keyStoreFile name different files (%q, %q); set one of them", keyKeyFile, a.Value, b.Value)
+	}
 	var capSet, tcSet *Property
 	for _, pr := range prs {
 		prop := strings.TrimPrefix(pr.Key, p.agent+".channels."+name+".")
 		if pr != byProp[prop] {
 			continue
 		}
-		if fileOnly[prop] && ch.Type != TypeFile {
+		if (fileOnly[prop] || strings.HasPrefix(prop, "encryption.")) && ch.Type != TypeFile {
 			p.warn(pr.Line, pr.Key, "applies to file channels only, ignored")
 			continue
 		}
@@ -500,7 +560,46 @@ func (p *parser) channel(name string, list *Property, prs []Property) (Channel, 
 				err = p.errorf(pr.Line, pr.Key, "%d is more than %d (a quarter of the largest segment)", n, MaxSegmentSize/4)
 			}
 			ch.MaxEventSize = int(n)
+		case keyActiveKey:
+			var n int64
+			n, err = p.int64(pr, 1)
+			if err == nil && n > 65535 {
+				err = p.errorf(pr.Line, pr.Key, "key id %d is out of range (1-65535)", n)
+			}
+			ch.ActiveKey = uint16(n)
+		case keyKeyProvider:
+			// Flume's provider of keys from a Java key store; Sluice reads
+			// its own key file format whatever this says.
+			if v := strings.TrimSpace(pr.Value); !strings.EqualFold(v, "JCEKSFILE") && !strings.EqualFold(v, "file") {
+				err = p.errorf(pr.Line, pr.Key, "key provider %q is not supported (want file, or Flume's JCEKSFILE; either reads a Sluice key file)", pr.Value)
+			}
+		case keyKeyFile, keyKeyStoreFile:
+			if strings.TrimSpace(pr.Value) == "" {
+				err = p.errorf(pr.Line, pr.Key, "empty path")
+				break
+			}
+			ch.KeyFile = filepath.Clean(strings.TrimSpace(pr.Value))
+			if ch.keyFileKey == "" || pr.Line > ch.set[keyKeyFile] {
+				ch.keyFileKey = pr.Key
+				ch.set[keyKeyFile] = pr.Line
+			}
+			continue
+		case keyCipher:
+			p.warn(pr.Line, pr.Key, "ignored: Sluice always encrypts with AES-256-GCM")
+			continue
+		case keyCompression:
+			v := strings.ToLower(strings.TrimSpace(pr.Value))
+			var c crypto.Compression
+			if c, err = crypto.ParseCompression(v); err != nil || v == "" {
+				err = p.errorf(pr.Line, pr.Key, "compression %q is not supported (want none, zstd or s2)", pr.Value)
+			} else if c != crypto.CompressNone {
+				ch.Compression = c.String()
+			}
 		default:
+			if strings.HasPrefix(prop, keyKeyProvider+".") {
+				p.warn(pr.Line, pr.Key, "Flume key store property not used by Sluice, ignored: keys come from "+keyKeyFile)
+				continue
+			}
 			if why, ok := flumeIgnored[prop]; ok {
 				p.warn(pr.Line, pr.Key, "Flume property not used by Sluice, ignored: "+why)
 			} else {
@@ -661,6 +760,9 @@ func (c *Config) stores(p *parser) ([]Store, error) {
 				continue
 			}
 			key := c.Agent + ".channels." + ch.Name + "." + k
+			if k == keyKeyFile {
+				key = ch.keyFileKey
+			}
 			if o := g.owner[k]; o != nil && !sameStoreValue(k, o, ch) {
 				return nil, fail(line, key, "differs from channel %q (line %d), which shares its store; store-wide settings must agree",
 					o.Name, o.set[k])
@@ -684,7 +786,20 @@ func (c *Config) stores(p *parser) ([]Store, error) {
 			case "maxEventSize":
 				g.store.File.MaxEventSize = ch.MaxEventSize
 				g.store.Memory.MaxEventSize = ch.MaxEventSize
+			case keyKeyFile:
+				g.store.KeyFile = ch.KeyFile
+			case keyActiveKey:
+				g.store.ActiveKey = ch.ActiveKey
+			case keyCompression:
+				g.store.File.Compression = ch.Compression
 			}
+		}
+	}
+	// An active key id needs a key file (set by any channel of the store).
+	for _, g := range groups {
+		if o := g.owner[keyActiveKey]; o != nil && g.store.KeyFile == "" {
+			return nil, fail(o.set[keyActiveKey], c.Agent+".channels."+o.Name+"."+keyActiveKey,
+				"an active key needs a key file: set %s.channels.%s.%s (see sluice keygen)", c.Agent, o.Name, keyKeyFile)
 		}
 	}
 	// A store-wide segment size set by one channel and an event size set by
@@ -727,6 +842,12 @@ func sameStoreValue(k string, a, b *Channel) bool {
 		return a.MinFreeBytes == b.MinFreeBytes
 	case "maxEventSize":
 		return a.MaxEventSize == b.MaxEventSize
+	case keyKeyFile:
+		return a.KeyFile == b.KeyFile
+	case keyActiveKey:
+		return a.ActiveKey == b.ActiveKey
+	case keyCompression:
+		return a.Compression == b.Compression
 	}
 	return true
 }

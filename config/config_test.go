@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/crypto"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -39,6 +41,17 @@ func TestBadConfigs(t *testing.T) {
 		"store_conflict.properties":           "testdata/bad/store_conflict.properties:9: key agent.channels.c2.maxEventSize: differs from channel \"c1\" (line 5), which shares its store; store-wide settings must agree",
 		"tls_no_key.properties":               "testdata/bad/tls_no_key.properties:3: key sluice.server.tls.certFile: sluice.server.tls.keyFile is required too",
 		"txn_over_capacity.properties":        "testdata/bad/txn_over_capacity.properties:4: key agent.channels.c1.transactionCapacity: transactionCapacity 11 exceeds capacity 10",
+		// Encryption and compression.
+		"enc_active_key_range.properties":         "testdata/bad/enc_active_key_range.properties:6: key agent.channels.c1.encryption.activeKey: key id 70000 is out of range (1-65535)",
+		"enc_active_key_not_int.properties":       "testdata/bad/enc_active_key_not_int.properties:6: key agent.channels.c1.encryption.activeKey: \"first\" is not an integer",
+		"enc_bad_provider.properties":             "testdata/bad/enc_bad_provider.properties:5: key agent.channels.c1.encryption.keyProvider: key provider \"KMS\" is not supported (want file, or Flume's JCEKSFILE; either reads a Sluice key file)",
+		"enc_no_key_file.properties":              "testdata/bad/enc_no_key_file.properties:5: key agent.channels.c1.encryption.activeKey: an active key needs a key file: set agent.channels.c1.encryption.keyProvider.keyFile (see sluice keygen)",
+		"enc_active_key_other_channel.properties": "testdata/bad/enc_active_key_other_channel.properties:5: key agent.channels.c1.encryption.activeKey: an active key needs a key file: set agent.channels.c1.encryption.keyProvider.keyFile (see sluice keygen)",
+		"enc_alias_conflict.properties":           "testdata/bad/enc_alias_conflict.properties:6: key agent.channels.c1.encryption.keyProvider.keyStoreFile: encryption.keyProvider.keyFile and its alias keyStoreFile name different files (\"/k1\", \"/k2\"); set one of them",
+		"enc_empty_key_file.properties":           "testdata/bad/enc_empty_key_file.properties:5: key agent.channels.c1.encryption.keyProvider.keyFile: empty path",
+		"enc_store_conflict.properties":           "testdata/bad/enc_store_conflict.properties:9: key agent.channels.c2.encryption.keyProvider.keyStoreFile: differs from channel \"c1\" (line 5), which shares its store; store-wide settings must agree",
+		"compression_bad.properties":              "testdata/bad/compression_bad.properties:5: key agent.channels.c1.compression: compression \"lz4\" is not supported (want none, zstd or s2)",
+		"compression_store_conflict.properties":   "testdata/bad/compression_store_conflict.properties:9: key agent.channels.c2.compression: differs from channel \"c1\" (line 5), which shares its store; store-wide settings must agree",
 	}
 	files, _ := filepath.Glob("testdata/bad/*.properties")
 	if len(files) != len(tests) {
@@ -191,5 +204,86 @@ agent.channels.n.type = memory
 	}
 	if want := [][]string{{"a", "b"}, {"c"}, {"m", "n"}}; !slices.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("stores %v, want %v", got, want)
+	}
+}
+
+func TestEncryptionConfig(t *testing.T) {
+	src := `agent.channels = a b c m
+agent.channels.a.type = file
+agent.channels.a.dataDirs = /x/d
+agent.channels.a.checkpointDir = /x/c
+agent.channels.a.encryption.activeKey = 2
+agent.channels.a.encryption.cipherProvider = AESCTRNOPADDING
+agent.channels.a.encryption.keyProvider = JCEKSFILE
+agent.channels.a.encryption.keyProvider.keyStoreFile = /keys/sluice.keys
+agent.channels.a.encryption.keyProvider.keyStorePasswordFile = /keys/pw
+agent.channels.a.encryption.keyProvider.keys = key-0
+agent.channels.a.compression = ZSTD
+agent.channels.b.type = file
+agent.channels.b.dataDirs = /x/d
+agent.channels.b.checkpointDir = /x/c
+agent.channels.b.encryption.keyProvider = file
+agent.channels.b.encryption.keyProvider.keyFile = /keys/./sluice.keys
+agent.channels.c.type = file
+agent.channels.c.dataDirs = /y/d
+agent.channels.c.checkpointDir = /y/c
+agent.channels.c.compression = none
+agent.channels.m.type = memory
+agent.channels.m.encryption.activeKey = 1
+agent.channels.m.compression = s2
+`
+	cfg, err := Parse("x", src, "", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := cfg.Stores()
+	if len(st) != 3 {
+		t.Fatalf("%d stores: %+v", len(st), st)
+	}
+	if st[0].KeyFile != "/keys/sluice.keys" || st[0].ActiveKey != 2 || st[0].File.Compression != "zstd" {
+		t.Errorf("store a+b: key file %q, active %d, compression %q", st[0].KeyFile, st[0].ActiveKey, st[0].File.Compression)
+	}
+	if st[1].KeyFile != "" || st[1].ActiveKey != 0 || st[1].File.Compression != "" {
+		t.Errorf("store c: key file %q, active %d, compression %q", st[1].KeyFile, st[1].ActiveKey, st[1].File.Compression)
+	}
+	if kr, err := st[1].Keyring(); kr != nil || err != nil {
+		t.Errorf("unencrypted store: Keyring() = %v, %v", kr, err)
+	}
+	wantWarn := []string{
+		"x:6: key agent.channels.a.encryption.cipherProvider: ignored: Sluice always encrypts with AES-256-GCM",
+		"x:9: key agent.channels.a.encryption.keyProvider.keyStorePasswordFile: Flume key store property not used by Sluice, ignored: keys come from encryption.keyProvider.keyFile",
+		"x:10: key agent.channels.a.encryption.keyProvider.keys: Flume key store property not used by Sluice, ignored: keys come from encryption.keyProvider.keyFile",
+		"x:22: key agent.channels.m.encryption.activeKey: applies to file channels only, ignored",
+		"x:23: key agent.channels.m.compression: applies to file channels only, ignored",
+	}
+	if !slices.Equal(cfg.Warnings, wantWarn) {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(cfg.Warnings, "\n"), strings.Join(wantWarn, "\n"))
+	}
+}
+
+func TestStoreKeyring(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "keys")
+	if _, err := crypto.AppendKey(path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := crypto.AppendKey(path); err != nil {
+		t.Fatal(err)
+	}
+	kr, err := Store{Type: TypeFile, KeyFile: path, ActiveKey: 1}.Keyring()
+	if err != nil || kr.Active() != 1 || !slices.Equal(kr.IDs(), []uint16{1, 2}) {
+		t.Fatalf("keyring: %v %v", kr, err)
+	}
+	if kr, err = (Store{Type: TypeFile, KeyFile: path}).Keyring(); err != nil || kr.Active() != 2 {
+		t.Fatalf("default active key: %v %v", kr, err)
+	}
+	if _, err := (Store{Type: TypeFile, KeyFile: path, ActiveKey: 3}).Keyring(); err == nil || !strings.Contains(err.Error(), path) {
+		t.Errorf("missing active key: %v", err)
+	}
+	if err := os.Chmod(path, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (Store{Type: TypeFile, KeyFile: path}).Keyring(); err == nil || !strings.Contains(err.Error(), path) {
+		t.Errorf("group-readable key file: %v", err)
 	}
 }

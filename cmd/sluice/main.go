@@ -7,6 +7,7 @@
 //	sluice stats [--addr] [--json]
 //	sluice verify [--config F | --data-dirs D --checkpoint-dir C]   offline integrity check
 //	sluice inspect [--config F | --data-dirs D --checkpoint-dir C] [--records] [--json]
+//	sluice keygen --key-file F [--new]         add an encryption key to a key file; print its id
 //	sluice version | help
 //
 // Exit status: 0 on success, 1 on an error, 2 on a usage (flag) error.
@@ -39,6 +40,7 @@ Usage:
   sluice inspect [flags]  offline dump of checkpoints, queues and WAL records
   sluice bench [flags]    measure throughput and latency against the raw disk limit (see docs/benchmarks.md)
   sluice bench recovery   measure open time after a clean close and after kill -9
+  sluice keygen [flags]   add a new encryption key to a key file (created 0600) and print its id
   sluice version          print the version
   sluice help [COMMAND]   print this text or a command's flags
 
@@ -56,6 +58,7 @@ func commands() map[string]func(args []string) int {
 		"verify":  runVerify,
 		"inspect": runInspect,
 		"bench":   runBench,
+		"keygen":  runKeygen,
 		"version": runVersion,
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/sluicehq/sluice/checkpoint"
 	"github.com/sluicehq/sluice/config"
+	"github.com/sluicehq/sluice/crypto"
 	"github.com/sluicehq/sluice/queue"
 	"github.com/sluicehq/sluice/wal"
 )
@@ -26,6 +29,7 @@ type storeFlags struct {
 	configPath, agent       string
 	dataDirs, checkpointDir string
 	backupCheckpointDir     string
+	keyFile                 string
 }
 
 func (s *storeFlags) register(fs *flag.FlagSet) {
@@ -34,6 +38,7 @@ func (s *storeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.dataDirs, "data-dirs", "", "instead of a configuration: the store's data `dirs`, comma-separated")
 	fs.StringVar(&s.checkpointDir, "checkpoint-dir", "", "with --data-dirs: the checkpoint `dir`")
 	fs.StringVar(&s.backupCheckpointDir, "backup-checkpoint-dir", "", "with --data-dirs: the backup checkpoint `dir`, if any")
+	fs.StringVar(&s.keyFile, "key-file", "", "with --data-dirs: the encryption key `file` of an encrypted store")
 }
 
 func (s *storeFlags) stores() ([]config.Store, error) {
@@ -48,6 +53,7 @@ func (s *storeFlags) stores() ([]config.Store, error) {
 			}
 		}
 		st.File.CheckpointDir, st.File.BackupCheckpointDir = s.checkpointDir, s.backupCheckpointDir
+		st.KeyFile = s.keyFile
 		return []config.Store{st}, nil
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -115,7 +121,37 @@ func readStore(st config.Store, onRecord func(wal.Record, wal.Pointer)) (*storeR
 			return nil, fmt.Errorf("%s: %w", r.Store, err)
 		}
 	}
-	for _, c := range checkpoint.Load(vfs.Default, o.CheckpointDir, o.BackupCheckpointDir, nil) {
+	// Encrypted stores: the configured key file opens sealed records and
+	// checkpoints (the codec reads every compressor).
+	kr, err := st.Keyring()
+	if err != nil {
+		return nil, fmt.Errorf("%s: encryption: %w", r.Store, err)
+	}
+	codec, err := crypto.NewCodec(crypto.CodecOptions{Keyring: kr})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", r.Store, err)
+	}
+	defer codec.Close()
+	var sealer checkpoint.Sealer
+	if kr != nil {
+		sealer = codec.Sealer()
+	}
+	cands := checkpoint.Load(vfs.Default, o.CheckpointDir, o.BackupCheckpointDir, sealer)
+	// A plaintext checkpoint from before encryption was turned on is
+	// readable until the store's crypto manifest records a sealed one (as
+	// the store itself decides).
+	manifest, _ := os.ReadFile(filepath.Join(o.CheckpointDir, "crypto.manifest"))
+	sealedBefore := bytes.Contains(manifest, []byte("\nsealed 1\n"))
+	for i, c := range cands {
+		if errors.Is(c.Err, checkpoint.ErrNotSealed) && !sealedBefore {
+			for _, p := range checkpoint.Load(vfs.Default, o.CheckpointDir, o.BackupCheckpointDir, nil) {
+				if p.Path == c.Path {
+					cands[i] = p
+				}
+			}
+		}
+	}
+	for _, c := range cands {
 		cr := checkpointReport{Path: c.Path}
 		if c.Err != nil {
 			cr.Error = c.Err.Error()
@@ -143,7 +179,7 @@ func readStore(st config.Store, onRecord func(wal.Record, wal.Pointer)) (*storeR
 			r.Queues = append(r.Queues, qr)
 		}
 	}
-	w, err := wal.Open(wal.Options{FS: vfs.Default, Dirs: o.DataDirs, SegmentSize: o.SegmentSize,
+	w, err := wal.Open(wal.Options{FS: vfs.Default, Dirs: o.DataDirs, SegmentSize: o.SegmentSize, Codec: codec,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w (is a server using the store?)", r.Store, err)

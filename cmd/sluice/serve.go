@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/sluicehq/sluice/channel"
 	"github.com/sluicehq/sluice/config"
+	"github.com/sluicehq/sluice/crypto"
 	"github.com/sluicehq/sluice/internal/router"
 	"github.com/sluicehq/sluice/server"
 )
@@ -198,6 +200,7 @@ loop:
 				} else {
 					log.Info("SIGHUP: tokens reloaded")
 				}
+				reloadKeys(cfg, stores, opened, log)
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String())
@@ -238,7 +241,14 @@ func openStores(stores []config.Store, log *slog.Logger) ([]channel.Channel, err
 			default:
 				opts := st.File
 				opts.Logger = log.With("store", d)
-				log.Info("recovering store", "store", d, "channels", strings.Join(st.Channels, ","))
+				kr, err := st.Keyring()
+				if err != nil {
+					errs[i] = fmt.Errorf("open %s: encryption: %w", d, err)
+					return
+				}
+				opts.Encryption = kr
+				log.Info("recovering store", "store", d, "channels", strings.Join(st.Channels, ","),
+					"encryption_key", activeKey(kr), "compression", opts.Compression)
 				f, err := channel.OpenFile(opts)
 				if err == nil {
 					out[i] = f
@@ -304,5 +314,71 @@ func recoveringStream(rt *router.Router) grpc.StreamServerInterceptor {
 			}
 		}
 		return h(srv, ss)
+	}
+}
+
+// activeKey describes a keyring for the log.
+func activeKey(kr *crypto.Keyring) string {
+	if kr == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%d (%s)", kr.Active(), kr.File())
+}
+
+// reloadKeys re-reads the configuration and the key files of the encrypted
+// file stores and installs the keys with (*channel.File).Rekey: this is how
+// the active key is rotated without a restart (edit encryption.activeKey, or
+// append a key with sluice keygen when activeKey is unset, then SIGHUP).
+// Nothing else of the configuration is reloaded. Every failure is logged and
+// leaves that store's current keys in force.
+func reloadKeys(cfg *config.Config, stores []config.Store, opened []channel.Channel, log *slog.Logger) {
+	quiet := slog.New(slog.DiscardHandler) // warnings were logged at startup
+	var next *config.Config
+	var err error
+	if cfg.File == config.DefaultFileName {
+		next, err = config.LoadDefault(cfg.Agent, quiet)
+	} else {
+		next, err = config.Load(cfg.File, cfg.Agent, quiet)
+	}
+	if err != nil {
+		log.Error("SIGHUP: re-reading the configuration for encryption keys failed; the current keys stay in force", "err", err)
+		return
+	}
+	nextStores := next.Stores()
+	for i, st := range stores {
+		f, ok := opened[i].(*channel.File)
+		if !ok {
+			continue
+		}
+		d := describeStore(st)
+		var ns *config.Store
+		for j := range nextStores {
+			if nextStores[j].Type == config.TypeFile && slices.Equal(nextStores[j].File.DataDirs, st.File.DataDirs) &&
+				nextStores[j].File.CheckpointDir == st.File.CheckpointDir {
+				ns = &nextStores[j]
+			}
+		}
+		switch {
+		case ns == nil:
+			if f.EncryptionKey() != 0 {
+				log.Error("SIGHUP: the store is no longer in the configuration; its current keys stay in force until restart", "store", d)
+			}
+			continue
+		case ns.KeyFile == "":
+			if f.EncryptionKey() != 0 {
+				log.Error("SIGHUP: encryption cannot be turned off while running; the current keys stay in force", "store", d)
+			}
+			continue
+		}
+		kr, err := ns.Keyring()
+		if err != nil {
+			log.Error("SIGHUP: loading encryption keys failed; the current keys stay in force", "store", d, "err", err)
+			continue
+		}
+		if err := f.Rekey(kr); err != nil {
+			log.Error("SIGHUP: installing encryption keys failed; the current keys stay in force", "store", d, "err", err)
+			continue
+		}
+		log.Info("SIGHUP: encryption keys reloaded", "store", d, "key_file", kr.File(), "active_key", kr.Active(), "keys", len(kr.IDs()))
 	}
 }
