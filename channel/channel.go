@@ -57,15 +57,26 @@ type PutOptions struct {
 	// ProducerID and Sequence, when ProducerID is non-empty, make the put
 	// idempotent: the store durably remembers the highest committed sequence
 	// per producer, and a put whose Sequence is not above it commits as a
-	// no-op (Commit returns nil, Deduplicated reports true).
+	// no-op (Commit returns nil, Deduplicated reports true). A producer must
+	// have at most one put in flight: commits of one producer id are
+	// serialised, and a lower sequence committing after a higher one is
+	// dropped as a duplicate.
 	ProducerID string
 	Sequence   uint64
 }
 
 // PutTxn is an open put transaction. Not safe for concurrent use.
+//
+// Events are copied by Put (the local kinds) or by Commit (the gRPC
+// client): a caller may reuse its buffers once Commit returns. A Commit that
+// returns an error ends the transaction; nothing of it is visible. Its
+// outcome is only uncertain when the error is a storage failure after the
+// commit record was written (e.g. a failed fdatasync): then the events may
+// appear after a restart, and a producer sequence makes the retry safe.
 type PutTxn interface {
 	// Put adds events destined for one channel. Nothing is visible to takers
-	// before Commit returns nil.
+	// before Commit returns nil. Events count against the channel's
+	// TransactionCapacity per transaction.
 	Put(channel string, events ...Event) error
 	// Commit makes every event of the transaction durable and visible in
 	// all its channels at once, or none of them. When ErrChannelFull is
@@ -78,13 +89,18 @@ type PutTxn interface {
 	Deduplicated() bool
 }
 
-// TakeTxn is an open take transaction on one channel. Not safe for concurrent use.
+// TakeTxn is an open take transaction on one channel. Not safe for
+// concurrent use. The caller owns the events Take returns. Events held by an
+// open take still count against the channel's capacity (a rollback always
+// has room to put them back).
 type TakeTxn interface {
 	// Take removes up to max events from the channel head into the
 	// transaction. When events are queued it returns them at once (even if
 	// ctx is done); otherwise it waits until some arrive or ctx is done, in
 	// which case it returns no events and ctx.Err(). The total taken by one
-	// transaction is bounded by transactionCapacity (ErrTxnFull beyond).
+	// transaction is bounded by transactionCapacity: Take returns fewer
+	// than max when the transaction is nearly full, and ErrTxnFull once it
+	// is full. max <= 0 returns nothing.
 	Take(ctx context.Context, max int) ([]Event, error)
 	// Commit makes the removal durable: committed events are never
 	// delivered again.
@@ -120,6 +136,7 @@ type Channel interface {
 	BeginTake(ctx context.Context, channel string) (TakeTxn, error)
 	// Stats reports one channel.
 	Stats(channel string) (Stats, error)
-	// Close rolls back open transactions and releases the store.
+	// Close rolls back open transactions and releases the store. Calling
+	// it again is a no-op.
 	Close() error
 }
