@@ -7,6 +7,7 @@
 //	sluice stats [--addr] [--json]
 //	sluice verify [--config F | --data-dirs D --checkpoint-dir C]   offline integrity check
 //	sluice inspect [--config F | --data-dirs D --checkpoint-dir C] [--records] [--json]
+//	sluice salvage --data-dirs D --checkpoint-dir C --to-data-dirs X --to-checkpoint-dir Y   copy what is readable
 //	sluice keygen --key-file F [--new]         add an encryption key to a key file; print its id
 //	sluice version | help
 //
@@ -38,6 +39,7 @@ Usage:
   sluice stats [flags]    print channel statistics
   sluice verify [flags]   offline integrity check of the file stores (exit 0 only when intact)
   sluice inspect [flags]  offline dump of checkpoints, queues and WAL records
+  sluice salvage [flags]  copy every valid committed event of a damaged store into a new one; report losses
   sluice bench [flags]    measure throughput and latency against the raw disk limit (see docs/benchmarks.md)
   sluice bench recovery   measure open time after a clean close and after kill -9
   sluice keygen [flags]   add a new encryption key to a key file (created 0600) and print its id
@@ -57,6 +59,7 @@ func commands() map[string]func(args []string) int {
 		"stats":   runStats,
 		"verify":  runVerify,
 		"inspect": runInspect,
+		"salvage": runSalvage,
 		"bench":   runBench,
 		"keygen":  runKeygen,
 		"version": runVersion,

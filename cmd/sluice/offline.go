@@ -16,6 +16,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/sluicehq/sluice/channel"
 	"github.com/sluicehq/sluice/checkpoint"
 	"github.com/sluicehq/sluice/config"
 	"github.com/sluicehq/sluice/crypto"
@@ -200,7 +201,52 @@ func readStore(st config.Store, onRecord func(wal.Record, wal.Pointer)) (*storeR
 		r.Problems = append(r.Problems, fmt.Sprintf("WAL damage in %s bytes %d-%d (~%d records): %s", d.File, d.Start, d.End, d.EstimatedRecords, d.Reason))
 	}
 	r.Segments = w.Segments()
+	if r.Newest != nil {
+		r.Problems = append(r.Problems, checkQueues(o, r.Newest, r.Segments)...)
+	}
 	return r, nil
+}
+
+// queueHeaderSize and queueSlotSize mirror the queue file layout (see
+// queue/format.go): a 4096-byte header, then 8-byte slots.
+const queueHeaderSize, queueSlotSize = 4096, 8
+
+// checkQueues opens every queue file of cp with the checkpoint's state (the
+// header and the digest of the live slots must match) and checks that every
+// queued pointer names an existing WAL segment. Each problem reads
+// "<file> offset <n>: <reason>".
+func checkQueues(o channel.FileOptions, cp *checkpoint.Checkpoint, segs []wal.SegmentInfo) []string {
+	have := map[uint32]bool{}
+	for _, s := range segs {
+		have[s.ID] = true
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var problems []string
+	for _, ch := range cp.Channels {
+		qo := queue.Options{Dir: o.CheckpointDir, BackupDir: o.BackupCheckpointDir, Name: ch.Name, Logger: quiet}
+		path := queue.Path(qo, ch.Gen)
+		if _, err := os.Stat(path); err != nil {
+			continue // already reported as a missing queue file
+		}
+		q, err := queue.Open(qo, &queue.State{Gen: ch.Gen, Head: ch.Head, Size: ch.Size, Capacity: ch.Capacity, Digest: ch.Digest})
+		if err != nil {
+			off := int64(0)
+			if errors.Is(err, queue.ErrDigest) && ch.Capacity > 0 {
+				off = queueHeaderSize + int64(ch.Head%ch.Capacity)*queueSlotSize
+			}
+			problems = append(problems, fmt.Sprintf("%s offset %d: channel %s: %v", path, off, ch.Name, err))
+			continue
+		}
+		for i := uint64(0); i < q.Len(); i++ {
+			p := wal.Pointer(q.At(i))
+			if !have[p.Segment()] {
+				off := queueHeaderSize + int64((q.Head()+i)%q.Capacity())*queueSlotSize
+				problems = append(problems, fmt.Sprintf("%s offset %d: channel %s: queued pointer %s names missing WAL segment %d", path, off, ch.Name, p, p.Segment()))
+			}
+		}
+		q.Close()
+	}
+	return problems
 }
 
 func runVerify(args []string) int {

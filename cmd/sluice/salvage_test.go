@@ -1,0 +1,272 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/sluicehq/sluice/channel"
+)
+
+// salvageOpts are the options of the small stores these tests build.
+func salvageOpts(data, ckpt string) channel.FileOptions {
+	return channel.FileOptions{
+		DataDirs:           []string{data},
+		CheckpointDir:      ckpt,
+		SegmentSize:        1 << 20,
+		CheckpointInterval: -1,
+		MinFreeBytes:       -1,
+		MaxEventSize:       1 << 16,
+		Logger:             slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Channels:           []channel.ChannelConfig{{Name: "a", Capacity: 1000, TransactionCapacity: 100}, {Name: "b", Capacity: 1000, TransactionCapacity: 100}},
+	}
+}
+
+func salvageEvent(ch string, i int) channel.Event {
+	return channel.Event{
+		Headers: map[string]string{"n": fmt.Sprint(i), "ch": ch},
+		Body:    []byte(fmt.Sprintf("body-%s-%04d-%s", ch, i, strings.Repeat("x", 40))),
+	}
+}
+
+// buildSalvageStore writes 60 events to each of channels a and b (in
+// transactions of 5) and takes (commits) the first 10 of a. It returns the
+// events still queued per channel.
+func buildSalvageStore(t *testing.T, data, ckpt string) map[string][]channel.Event {
+	t.Helper()
+	st, err := channel.OpenFile(salvageOpts(data, ckpt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	want := map[string][]channel.Event{}
+	for i := 0; i < 60; i += 5 {
+		txn, err := st.BeginPut(ctx, channel.PutOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ch := range []string{"a", "b"} {
+			for j := i; j < i+5; j++ {
+				ev := salvageEvent(ch, j)
+				if err := txn.Put(ch, ev); err != nil {
+					t.Fatal(err)
+				}
+				want[ch] = append(want[ch], ev)
+			}
+		}
+		if err := txn.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An uncommitted put (rolled back) and a committed take of 10.
+	txn, _ := st.BeginPut(ctx, channel.PutOptions{})
+	if err := txn.Put("a", salvageEvent("a", 999)); err != nil {
+		t.Fatal(err)
+	}
+	txn.Rollback()
+	tk, err := st.BeginTake(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := tk.Take(ctx, 10)
+	if err != nil || len(got) != 10 {
+		t.Fatalf("take: %d events, %v", len(got), err)
+	}
+	if err := tk.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want["a"] = want["a"][10:]
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return want
+}
+
+// drainStore opens the store in-process and takes everything.
+func drainStore(t *testing.T, data, ckpt string) map[string][]channel.Event {
+	t.Helper()
+	st, err := channel.OpenFile(salvageOpts(data, ckpt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	out := map[string][]channel.Event{}
+	for _, ch := range st.Channels() {
+		for {
+			tk, err := st.BeginTake(ctx, ch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tctx, cancel := context.WithCancel(ctx)
+			cancel() // return at once when empty
+			evs, _ := tk.Take(tctx, 50)
+			if err := tk.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if len(evs) == 0 {
+				break
+			}
+			out[ch] = append(out[ch], evs...)
+		}
+	}
+	return out
+}
+
+func flipByte(t *testing.T, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x10
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// flipInSegment flips a byte of the first occurrence of needle in a WAL
+// segment of dir and returns the segment path.
+func flipInSegment(t *testing.T, dir, needle string) string {
+	t.Helper()
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.wal"))
+	for _, s := range segs {
+		b, err := os.ReadFile(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := strings.Index(string(b), needle); i >= 0 {
+			flipByte(t, s, int64(i+len(needle)-1))
+			return s
+		}
+	}
+	t.Fatalf("%q not found in any segment of %s", needle, dir)
+	return ""
+}
+
+func sameEvents(t *testing.T, got, want map[string][]channel.Event) {
+	t.Helper()
+	for _, ch := range []string{"a", "b"} {
+		g, w := got[ch], want[ch]
+		if len(g) != len(w) {
+			t.Errorf("channel %s: %d events, want %d", ch, len(g), len(w))
+			continue
+		}
+		for i := range w {
+			if string(g[i].Body) != string(w[i].Body) || !reflect.DeepEqual(g[i].Headers, w[i].Headers) {
+				t.Errorf("channel %s event %d: got %q %v, want %q %v", ch, i, g[i].Body, g[i].Headers, w[i].Body, w[i].Headers)
+				break
+			}
+		}
+	}
+}
+
+func TestSalvageIntact(t *testing.T) {
+	dir := t.TempDir()
+	data, ckpt := filepath.Join(dir, "data"), filepath.Join(dir, "ckpt")
+	want := buildSalvageStore(t, data, ckpt)
+	nd, nc := filepath.Join(dir, "new-data"), filepath.Join(dir, "new-ckpt")
+	out, errOut, code := sluice(t, "", "salvage", "--data-dirs", data, "--checkpoint-dir", ckpt,
+		"--to-data-dirs", nd, "--to-checkpoint-dir", nc, "--to-segment-size", "1048576")
+	if code != 0 {
+		t.Fatalf("salvage exit %d\n%s%s", code, out, errOut)
+	}
+	for _, s := range []string{"channel a: copied 50 events", "channel b: copied 60 events", "nothing lost", "using checkpoint"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("output lacks %q:\n%s", s, out)
+		}
+	}
+	sameEvents(t, drainStore(t, nd, nc), want)
+	// The source is untouched and still intact; a second salvage into the
+	// same target is refused.
+	if out, _, code := sluice(t, "", "verify", "--data-dirs", data, "--checkpoint-dir", ckpt); code != 0 {
+		t.Errorf("verify of the source after salvage: exit %d\n%s", code, out)
+	}
+	if _, errOut, code := sluice(t, "", "salvage", "--data-dirs", data, "--checkpoint-dir", ckpt,
+		"--to-data-dirs", nd, "--to-checkpoint-dir", nc); code != 1 || !strings.Contains(errOut, "already holds a store") {
+		t.Errorf("salvage into a used target: exit %d, %s", code, errOut)
+	}
+	if _, _, code := sluice(t, "", "salvage", "--data-dirs", data, "--checkpoint-dir", ckpt); code != 2 {
+		t.Errorf("salvage without a target: exit %d, want 2", code)
+	}
+}
+
+func TestSalvageDamaged(t *testing.T) {
+	dir := t.TempDir()
+	data, ckpt := filepath.Join(dir, "data"), filepath.Join(dir, "ckpt")
+	want := buildSalvageStore(t, data, ckpt)
+	// A bit flip in the put record of b's event 20 (mid-segment: valid
+	// records follow), and every checkpoint file corrupted.
+	seg := flipInSegment(t, data, "body-b-0020-")
+	cps, _ := filepath.Glob(filepath.Join(ckpt, "checkpoint.*"))
+	if len(cps) == 0 {
+		t.Fatal("no checkpoint files")
+	}
+	for _, c := range cps {
+		flipByte(t, c, 20)
+	}
+	want["b"] = append(append([]channel.Event{}, want["b"][:20]...), want["b"][21:]...)
+
+	nd, nc := filepath.Join(dir, "new-data"), filepath.Join(dir, "new-ckpt")
+	out, errOut, code := sluice(t, "", "salvage", "--data-dirs", data, "--checkpoint-dir", ckpt,
+		"--to-data-dirs", nd, "--to-checkpoint-dir", nc, "--to-segment-size", "1048576")
+	if code != 1 {
+		t.Fatalf("salvage exit %d, want 1\n%s%s", code, out, errOut)
+	}
+	for _, s := range []string{"LOST: damaged WAL range " + seg, "no usable checkpoint", "channel a: copied 50 events",
+		"channel b: copied 59 events", "have no readable put record", "LOSS:"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("output lacks %q:\n%s", s, out)
+		}
+	}
+	sameEvents(t, drainStore(t, nd, nc), want)
+}
+
+func TestVerifyCorruptQueue(t *testing.T) {
+	dir := t.TempDir()
+	data, ckpt := filepath.Join(dir, "data"), filepath.Join(dir, "ckpt")
+	buildSalvageStore(t, data, ckpt)
+	if out, _, code := sluice(t, "", "verify", "--data-dirs", data, "--checkpoint-dir", ckpt); code != 0 {
+		t.Fatalf("verify of an intact store: exit %d\n%s", code, out)
+	}
+	// Corrupt slot 20 of every queue file: live in both (a holds logical
+	// positions 10..59, b 0..59).
+	ents, err := os.ReadDir(ckpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var queues []string
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil && fi.Size() > queueHeaderSize && !strings.HasPrefix(e.Name(), "checkpoint.") {
+			queues = append(queues, filepath.Join(ckpt, e.Name()))
+			flipByte(t, filepath.Join(ckpt, e.Name()), queueHeaderSize+20*queueSlotSize+2)
+		}
+	}
+	if len(queues) == 0 {
+		t.Fatalf("no queue files in %s", ckpt)
+	}
+	out, _, code := sluice(t, "", "verify", "--data-dirs", data, "--checkpoint-dir", ckpt)
+	if code != 1 || !strings.Contains(out, "NOT INTACT") {
+		t.Fatalf("verify of a corrupt queue: exit %d\n%s", code, out)
+	}
+	found := false
+	for _, q := range queues {
+		if strings.Contains(out, "PROBLEM: "+q+" offset ") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no PROBLEM line names a queue file %v:\n%s", queues, out)
+	}
+}
