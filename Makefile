@@ -4,7 +4,7 @@ PKGS := ./...
 # Packages with concurrency that must pass the race detector.
 RACE_PKGS := ./wal/... ./queue/... ./checkpoint/... ./channel/... ./crypto/... ./server/... ./client/... ./metrics/... ./internal/... ./config/... ./bench/...
 
-.PHONY: all build run test test-short race vet fmt bench fuzz crash-sim clean
+.PHONY: all build run test test-short race vet fmt bench fuzz crash-sim torture clean
 
 all: build
 
@@ -53,3 +53,9 @@ proto:
 	  --go_out=api --go_opt=module=github.com/sluicehq/sluice/api \
 	  --go-grpc_out=api --go-grpc_opt=module=github.com/sluicehq/sluice/api \
 	  api/sluice/v1/sluice.proto
+
+# Real crash torture: `sluice serve` SIGKILLed at random moments under
+# concurrent put and take clients, TORTURE_CYCLES times (`make test` runs 30).
+TORTURE_CYCLES ?= 300
+torture:
+	SLUICE_TORTURE_CYCLES=$(TORTURE_CYCLES) $(GO) test -run TestTorture -count=1 -timeout 60m -v ./cmd/sluice/
