@@ -193,9 +193,12 @@ type File struct {
 	putBufs     sync.Pool // *putBuffers
 	flushBytes  int
 
-	diskMu      sync.Mutex
-	diskChecked time.Time
-	diskErr     error
+	diskMu       sync.Mutex
+	diskChecked  time.Time
+	diskErr      error
+	diskWritten  int64        // walTotal at the last check
+	diskHeadroom int64        // free bytes above MinFreeBytes at the last check
+	walTotal     atomic.Int64 // WAL bytes written since open
 
 	fallbacks       atomic.Int64 // checkpoints recovery could not use
 	damaged         atomic.Int64 // damaged WAL ranges found by recovery
@@ -246,10 +249,13 @@ func OpenFile(opts FileOptions) (*File, error) {
 		return nil, err
 	}
 	s.wal, err = wal.Open(wal.Options{
-		FS:           opts.FS,
-		Dirs:         opts.DataDirs,
-		SegmentSize:  opts.SegmentSize,
-		MinFreeBytes: max(opts.MinFreeBytes, 0),
+		FS:          opts.FS,
+		Dirs:        opts.DataDirs,
+		SegmentSize: opts.SegmentSize,
+		// The free-space guard is the store's (checkDiskSpace), and it
+		// refuses puts only: takes and checkpoints must still be able to
+		// start a segment on a guarded disk, or a full store could not drain.
+		MinFreeBytes: 0,
 		Logger:       opts.Logger,
 		Codec:        s.walCodec(),
 	})
@@ -407,16 +413,23 @@ func (s *File) checkDiskSpace() error {
 	}
 	s.diskMu.Lock()
 	defer s.diskMu.Unlock()
-	if time.Since(s.diskChecked) < time.Second {
-		return s.diskErr
+	// The cached answer holds for a second, and only while the WAL has not
+	// written half of the headroom seen at the last look: a burst of puts
+	// cannot run far past the threshold.
+	written := s.walTotal.Load() - s.diskWritten
+	if time.Since(s.diskChecked) < time.Second && s.diskErr == nil && written < s.diskHeadroom/2 {
+		return nil
 	}
 	s.diskChecked = time.Now()
+	s.diskWritten = s.walTotal.Load()
 	s.diskErr = nil
+	s.diskHeadroom = 1 << 62
 	for _, d := range s.opts.DataDirs {
 		u, err := s.fs.GetDiskUsage(d)
 		if err != nil {
 			continue // not supported by this FS
 		}
+		s.diskHeadroom = min(s.diskHeadroom, int64(u.AvailBytes)-s.opts.MinFreeBytes)
 		if int64(u.AvailBytes) < s.opts.MinFreeBytes {
 			s.diskErr = fmt.Errorf("%w: data directory %s has %d bytes free, minimum required is %d", ErrDiskSpace, d, u.AvailBytes, s.opts.MinFreeBytes)
 			break

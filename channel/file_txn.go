@@ -108,6 +108,9 @@ func (p *filePut) flush(commit bool) error {
 	if p.buf.batch.Count() == 0 {
 		return nil
 	}
+	if err := s.checkDiskSpace(); err != nil {
+		return err
+	}
 	s.cpMu.RLock()
 	if s.isClosed.Load() {
 		s.cpMu.RUnlock()
@@ -117,9 +120,10 @@ func (p *filePut) flush(commit bool) error {
 	p.buf.ptrs = ptrs
 	if err != nil {
 		s.cpMu.RUnlock()
-		return fmt.Errorf("file channel: txn %d: %w", p.id, err)
+		return fmt.Errorf("file channel: txn %d: %w", p.id, walError(err))
 	}
 	s.walBytes.Add(int64(p.buf.batch.Len()))
+	s.walTotal.Add(int64(p.buf.batch.Len()))
 	s.mu.Lock()
 	for i := range p.pending {
 		p.pending[i].ptr = ptrs[i]
@@ -569,6 +573,7 @@ func (t *fileTake) Commit(ctx context.Context) error {
 		t.committing = true
 		s.mu.Unlock()
 		s.walBytes.Add(int64(b.Len()))
+		s.walTotal.Add(int64(b.Len()))
 	}
 	s.cpMu.RUnlock()
 	if err == nil {
@@ -579,7 +584,7 @@ func (t *fileTake) Commit(ctx context.Context) error {
 		t.committing = false
 		s.mu.Unlock()
 		t.rollback(false)
-		return fmt.Errorf("file channel: commit take txn %d: %w", t.id, err)
+		return fmt.Errorf("file channel: commit take txn %d: %w", t.id, walError(err))
 	}
 	var bytes int64
 	for _, e := range t.entries {
@@ -697,4 +702,13 @@ func (c *fileChan) requeue(entries []takeEntry, s *File) {
 		// Cannot happen: in-flight takes count against capacity.
 		s.log.Error("file channel: rollback could not requeue events", "channel", c.cfg.Name, "events", len(ptrs), "err", err)
 	}
+}
+
+// walError makes the WAL's disk-space refusal match channel.ErrDiskSpace
+// too, so callers (and the gRPC status mapping) see one sentinel.
+func walError(err error) error {
+	if errors.Is(err, wal.ErrDiskSpace) && !errors.Is(err, ErrDiskSpace) {
+		return fmt.Errorf("%w: %w", ErrDiskSpace, err)
+	}
+	return err
 }
