@@ -46,9 +46,12 @@ func (s *File) BeginPut(ctx context.Context, opts PutOptions) (PutTxn, error) {
 	if closed {
 		return nil, ErrClosed
 	}
+	buf := s.putBufs.Get().(*putBuffers)
 	return &filePut{
 		s:        s,
-		buf:      s.putBufs.Get().(*putBuffers),
+		buf:      buf,
+		pending:  buf.pending[:0],
+		flushed:  buf.flushed[:0],
 		id:       s.nextTxn.Add(1),
 		dir:      int(s.nextDir.Add(1) % uint64(s.wal.NumDirs())),
 		opts:     opts,
@@ -168,6 +171,8 @@ type putBuffers struct {
 	batch   wal.Batch
 	scratch []byte
 	ptrs    []wal.Pointer
+	pending []putEntry
+	flushed []putEntry
 }
 
 // release returns the txn's buffers to the pool. Called once it is done.
@@ -176,6 +181,8 @@ func (p *filePut) release() {
 		return
 	}
 	p.buf.batch.Reset()
+	p.buf.pending, p.buf.flushed = p.pending[:0], p.flushed[:0]
+	p.pending, p.flushed = nil, nil
 	p.s.putBufs.Put(p.buf)
 	p.buf = nil
 }
