@@ -186,7 +186,7 @@ func runCrashSeed(t *testing.T, seed uint64, v crashVariant) {
 		if err != nil {
 			t.Fatalf("round %d: reopen after crash: %v", round, err)
 		}
-		got := drainAll(t, s2, "c1")
+		got := drain(t, s2, "c1")
 		seen := map[int]bool{}
 		for _, id := range got {
 			if seen[id] {
@@ -232,9 +232,6 @@ func runCrashSeed(t *testing.T, seed uint64, v crashVariant) {
 		}
 	}
 }
-
-// drainAll takes everything with take txns of random size, committing.
-func drainAll(t *testing.T, s Channel, ch string) []int { return drain(t, s, ch) }
 
 func crashWorker(ctx context.Context, s *File, m *crashModel, rng *rand.Rand, taker bool) {
 	for ctx.Err() == nil {

@@ -131,11 +131,6 @@ func (s *File) recover() error {
 		s.log.Error("file channel: damaged WAL range skipped", "file", d.File, "start", d.Start, "end", d.End,
 			"estimated_records_lost", d.EstimatedRecords, "reason", d.Reason)
 	}
-	for name, n := range rs.unknown {
-		if n > 0 {
-			return fmt.Errorf("file channel: the WAL holds %d committed events of channel %q, which is not configured; add it back (and drain it) rather than losing them", n, name)
-		}
-	}
 	if cp != nil {
 		for _, ch := range cp.Channels {
 			if _, ok := s.chans[ch.Name]; !ok && (ch.Size > 0 || rs.appendedCount(ch.Name) > 0) {

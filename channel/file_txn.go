@@ -679,8 +679,6 @@ func (s *File) inflight() ([]checkpoint.PutTxn, []checkpoint.TakeTxn) {
 	return puts, takes
 }
 
-var errNoCheckpoint = errors.New("no usable checkpoint")
-
 // requeue puts rolled-back events back at the head in their original order,
 // merged with events earlier rollbacks put there (concurrent take txns may
 // roll back in any order). Called with s.mu held.
