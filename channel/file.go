@@ -45,6 +45,11 @@ type FileOptions struct {
 	// has less free space (default 500 MiB as Flume; 0 keeps the default, a
 	// negative value disables the check).
 	MinFreeBytes int64
+	// SpareSegments is how many emptied WAL segments each data directory
+	// keeps for reuse instead of deleting them (default 2, negative none):
+	// appends into a recycled segment skip pre-zeroing and usually hit the
+	// page cache. Set it to cover the backlog a burst leaves behind.
+	SpareSegments int
 	// Logger for recovery reports and errors (default slog.Default()).
 	Logger *slog.Logger
 	// Encryption, when set, seals new WAL records and checkpoints with its
@@ -256,6 +261,7 @@ func OpenFile(opts FileOptions) (*File, error) {
 		// refuses puts only: takes and checkpoints must still be able to
 		// start a segment on a guarded disk, or a full store could not drain.
 		MinFreeBytes: 0,
+		Spares:       opts.SpareSegments,
 		Logger:       opts.Logger,
 		Codec:        s.walCodec(),
 	})

@@ -514,13 +514,13 @@ func runCryptoCrashSeed(t *testing.T, seed uint64) {
 	})
 }
 
-// Benchmarks: 1 KiB events, 100 per commit, as BenchmarkFilePut's
+// Benchmarks (steady regime, see benchPut): 1 KiB events, 100 per commit, as BenchmarkFilePut's
 // size=1024/batch=100 points; compare events/s with those.
 
 func benchVariants(b *testing.B, mutate func(*FileOptions)) {
 	for _, producers := range []int{1, 16} {
 		b.Run(fmt.Sprintf("size=1024/batch=100/producers=%d", producers), func(b *testing.B) {
-			benchPut(b, benchStoreWith(b, mutate), 1024, 100, producers)
+			benchPut(b, benchSteadyStore(b, mutate), 1024, 100, producers, true)
 		})
 	}
 }

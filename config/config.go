@@ -70,6 +70,8 @@ const (
 const (
 	MinSegmentSize = 64 << 10
 	MaxSegmentSize = 1 << 30
+	// MaxSpareSegments bounds spareSegments (per data directory).
+	MaxSpareSegments = 1 << 16
 )
 
 // Default is the embedded configuration `sluice serve` runs without
@@ -127,6 +129,7 @@ type Channel struct {
 	CheckpointInterval  time.Duration // 0: the store's default
 	SegmentSize         int64         // 0: the store's default
 	MinFreeBytes        int64         // 0: the store's default; <0: no check
+	SpareSegments       int           // 0: the store's default; <0: none
 	// MaxEventSize is 0 for the store's default.
 	MaxEventSize int
 	// Encryption at rest: KeyFile is empty when not encrypting; ActiveKey
@@ -281,7 +284,7 @@ const (
 
 // per-channel store-wide keys (must agree among channels sharing a store).
 var storeKeys = []string{"backupCheckpointDir", "checkpointInterval", "maxFileSize", "minimumRequiredSpace", "maxEventSize",
-	keyKeyFile, keyActiveKey, keyCompression}
+	"spareSegments", keyKeyFile, keyActiveKey, keyCompression}
 
 func (p *parser) run(props []Property) error {
 	// Last value of a repeated key wins, as in Java properties.
@@ -476,7 +479,7 @@ func (p *parser) channel(name string, list *Property, prs []Property) (Channel, 
 	}
 	fileOnly := map[string]bool{"dataDirs": true, "checkpointDir": true, "backupCheckpointDir": true,
 		"checkpointInterval": true, "maxFileSize": true, "minimumRequiredSpace": true,
-		keyActiveKey: true, keyKeyProvider: true, keyKeyFile: true, keyKeyStoreFile: true, keyCipher: true, keyCompression: true}
+		"spareSegments": true, keyActiveKey: true, keyKeyProvider: true, keyKeyFile: true, keyKeyStoreFile: true, keyCipher: true, keyCompression: true}
 	if a, b := byProp[keyKeyFile], byProp[keyKeyStoreFile]; a.Key != "" && b.Key != "" && a.Value != b.Value {
 		at := max(a.Line, b.Line)
 		k := a.Key
@@ -552,6 +555,16 @@ func (p *parser) channel(name string, list *Property, prs []Property) (Channel, 
 			ch.MinFreeBytes, err = p.int64(pr, 0)
 			if ch.MinFreeBytes == 0 {
 				ch.MinFreeBytes = -1 // 0 disables the check
+			}
+		case "spareSegments":
+			var n int64
+			n, err = p.int64(pr, 0)
+			if err == nil && n > MaxSpareSegments {
+				err = p.errorf(pr.Line, pr.Key, "%d is more than %d", n, MaxSpareSegments)
+			}
+			ch.SpareSegments = int(n)
+			if n == 0 {
+				ch.SpareSegments = -1 // 0 keeps none
 			}
 		case "maxEventSize":
 			var n int64
@@ -783,6 +796,8 @@ func (c *Config) stores(p *parser) ([]Store, error) {
 				g.store.File.SegmentSize = ch.SegmentSize
 			case "minimumRequiredSpace":
 				g.store.File.MinFreeBytes = ch.MinFreeBytes
+			case "spareSegments":
+				g.store.File.SpareSegments = ch.SpareSegments
 			case "maxEventSize":
 				g.store.File.MaxEventSize = ch.MaxEventSize
 				g.store.Memory.MaxEventSize = ch.MaxEventSize
@@ -840,6 +855,8 @@ func sameStoreValue(k string, a, b *Channel) bool {
 		return a.SegmentSize == b.SegmentSize
 	case "minimumRequiredSpace":
 		return a.MinFreeBytes == b.MinFreeBytes
+	case "spareSegments":
+		return a.SpareSegments == b.SpareSegments
 	case "maxEventSize":
 		return a.MaxEventSize == b.MaxEventSize
 	case keyKeyFile:

@@ -18,11 +18,15 @@ import (
 // A new segment is created under a temporary name, preallocated, given its
 // header (synced), then renamed to <id>.wal and the directory synced: a .wal
 // file always has a durable, valid header. Its body is then zeroed by the
-// directory's allocator goroutine in ZeroChunk pieces, each synced before the
-// writer may append into it (zeroing turns the preallocated extents into
-// written ones, so an fdatasync after an append does not also have to commit
-// extent metadata). A removed segment becomes a spare (<old id>.spare) unless
-// the directory already keeps maxSpares; a spare is recycled by rewriting its
+// directory's allocator goroutine in ZeroChunk pieces, each synced (zeroing
+// turns the preallocated extents into written ones, so an fdatasync after an
+// append there does not also have to commit extent metadata). Zeroing is only
+// a speed-up: when the writer catches up with it, the segment is "overtaken",
+// its zeroing stops and appends go on into the preallocated (unwritten) rest,
+// whose fdatasyncs then commit the extent changes too. So the writer never
+// waits longer than one chunk, and the allocator moves on to the next
+// segment, which has a whole segment's worth of appends to get ahead. A removed segment becomes a spare (<old id>.spare) unless
+// the directory already keeps Options.Spares; a spare is recycled by rewriting its
 // header with a new id and renaming it. Its stale records never validate
 // because record checksums are seeded with the segment id.
 
@@ -83,6 +87,11 @@ type segment struct {
 	durable atomic.Int64
 	// zeroed: [0, zeroed) is zeroed (or recycled) and synced.
 	zeroed atomic.Int64
+	// zeroing is true while the allocator zeroes the chunk after zeroed;
+	// overtaken is set once the writer needs space beyond zeroed and stops
+	// all further zeroing of the segment (both under dir.amu).
+	zeroing   bool
+	overtaken bool
 	// poisoned: a write or sync failed; no more appends.
 	poisoned atomic.Bool
 	// syncErr is the sticky sync failure (under dir.smu).
@@ -292,10 +301,22 @@ func (d *dirState) allocLoop() {
 			d.acond.Broadcast()
 		case len(d.zeroQ) > 0:
 			s := d.zeroQ[0]
+			if s.overtaken {
+				d.zeroQ = d.zeroQ[1:]
+				continue
+			}
+			if g := d.w.opts.zeroGate; g != nil {
+				d.amu.Unlock()
+				<-g
+				d.amu.Lock()
+				continue
+			}
+			s.zeroing = true
 			d.amu.Unlock()
 			done := d.zeroChunk(s)
 			d.amu.Lock()
-			if done && len(d.zeroQ) > 0 && d.zeroQ[0] == s {
+			s.zeroing = false
+			if (done || s.overtaken) && len(d.zeroQ) > 0 && d.zeroQ[0] == s {
 				d.zeroQ = d.zeroQ[1:]
 			}
 			d.acond.Broadcast()
@@ -461,7 +482,7 @@ func (d *dirState) recycle(sp spare, path string, hdr []byte) (vfs.File, error) 
 func (d *dirState) retire(s *segment) error {
 	fs := d.w.fs
 	d.amu.Lock()
-	keep := len(d.spares) < maxSpares && s.badHeader == ""
+	keep := len(d.spares) < d.w.opts.Spares && s.badHeader == ""
 	d.amu.Unlock()
 	if keep {
 		sp := spare{path: fs.PathJoin(d.path, spareName(s.id)), oldID: s.id}

@@ -18,9 +18,11 @@ const (
 	maxSegmentSize     = 1 << 30
 	defaultSegmentSize = 1 << 30
 	defaultZeroChunk   = 4 << 20
-	// maxSpares is how many removed segments a directory keeps for recycling.
-	maxSpares    = 2
-	lockFileName = "LOCK"
+	// defaultSpares is how many removed segments a directory keeps for
+	// recycling unless Options.Spares says otherwise.
+	defaultSpares = 2
+	maxSpares     = 1 << 16
+	lockFileName  = "LOCK"
 )
 
 // Options configures a WAL. The zero value of every field means its default.
@@ -35,6 +37,13 @@ type Options struct {
 	// MinFreeBytes is the free space a directory must keep: creating a new
 	// segment that would leave less fails with ErrDiskSpace. 0 disables it.
 	MinFreeBytes int64
+	// Spares is how many removed segments each directory keeps (renamed to
+	// <id>.spare) for new segments to recycle: default 2, negative none.
+	// A recycled segment is already zeroed and usually still in the page
+	// cache, so appends into it cost what overwriting a file costs; a new
+	// segment must be zeroed first (see segment.go). Spares hold disk space:
+	// Spares × SegmentSize per directory at most.
+	Spares int
 	// ZeroChunk is the granularity of progressive pre-zeroing of new
 	// segments; default 4 MiB.
 	ZeroChunk int64
@@ -43,6 +52,10 @@ type Options struct {
 	// Logger receives damage reports and background errors; default
 	// slog.Default().
 	Logger *slog.Logger
+
+	// zeroGate, set by tests, parks the allocator before each zero chunk
+	// until it can receive (close it to let zeroing run).
+	zeroGate chan struct{}
 }
 
 // EnsureDefaults fills in defaults for unset fields.
@@ -55,6 +68,12 @@ func (o *Options) EnsureDefaults() {
 	}
 	if o.ZeroChunk == 0 {
 		o.ZeroChunk = defaultZeroChunk
+	}
+	switch {
+	case o.Spares == 0:
+		o.Spares = defaultSpares
+	case o.Spares < 0:
+		o.Spares = -1
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -87,6 +106,9 @@ func (o *Options) Validate() error {
 	}
 	if o.MinFreeBytes < 0 {
 		return fmt.Errorf("wal: Options.MinFreeBytes %d is negative", o.MinFreeBytes)
+	}
+	if o.Spares > maxSpares {
+		return fmt.Errorf("wal: Options.Spares %d is more than %d", o.Spares, maxSpares)
 	}
 	if o.ZeroChunk < 4<<10 {
 		return fmt.Errorf("wal: Options.ZeroChunk %d is below 4096", o.ZeroChunk)

@@ -817,3 +817,98 @@ func TestCodecSeam(t *testing.T) {
 		t.Fatal("encoded records replayed without a codec")
 	}
 }
+
+// TestWriterOvertakesZeroing: when appends reach the part of a new segment
+// the allocator has not zeroed yet, the writer does not wait for it: zeroing
+// of that segment stops and the appends (synced) survive a crash.
+func TestWriterOvertakesZeroing(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	opts := testOpts(fs, "/z")
+	gate := make(chan struct{})
+	opts.zeroGate = gate
+	w := mustOpen(t, opts)
+	w.Start(1)
+	rng := rand.New(rand.NewPCG(3, 3))
+	done := make(chan []written)
+	go func() { done <- writeRecords(t, w, 0, 40, rng) }() // ~12 KiB of the 64 KiB segment
+	var recs []written
+	select {
+	case recs = <-done:
+	case <-time.After(10 * time.Second):
+		close(gate)
+		t.Fatal("writer waited for the parked allocator")
+	}
+	active := w.dirs[0].active
+	if z, off := active.zeroed.Load(), active.written.Load(); z >= off {
+		t.Fatalf("segment zeroed to %d, written to %d: the writer did not overtake", z, off)
+	}
+	w.dirs[0].amu.Lock()
+	overtaken := active.overtaken
+	w.dirs[0].amu.Unlock()
+	if !overtaken {
+		t.Fatal("segment not marked overtaken")
+	}
+	crashed := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0})
+	close(gate)
+	// Zeroing resumes elsewhere but must not touch the overtaken segment:
+	// more appends and a clean close keep every record.
+	recs = append(recs, writeRecords(t, w, 100, 40, rng)...)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w = mustOpen(t, testOpts(fs, "/z"))
+	got, stats := replayAll(t, w, nil)
+	w.Close()
+	if len(stats.Damaged) != 0 {
+		t.Fatalf("damage after clean close: %+v", stats.Damaged)
+	}
+	checkReplay(t, got, recs)
+
+	w = mustOpen(t, testOpts(crashed, "/z"))
+	got, _ = replayAll(t, w, nil)
+	w.Close()
+	checkReplay(t, got, recs[:40])
+}
+
+// TestSparesOption: removed segments are kept as spares up to Options.Spares
+// per directory (none when negative), the rest deleted.
+func TestSparesOption(t *testing.T) {
+	for _, c := range []struct{ spares, want int }{{0, defaultSpares}, {5, 5}, {-1, 0}} {
+		t.Run(fmt.Sprint(c.spares), func(t *testing.T) {
+			fs := vfs.NewMem()
+			opts := testOpts(fs, "/s")
+			opts.Spares = c.spares
+			w := mustOpen(t, opts)
+			w.Start(1)
+			writeRecords(t, w, 0, 2000, rand.New(rand.NewPCG(5, 5))) // ~9 segments
+			removed := 0
+			for _, s := range w.Segments() {
+				if !s.Active {
+					if err := w.Remove(s.ID); err != nil {
+						t.Fatal(err)
+					}
+					removed++
+				}
+			}
+			if removed < 7 {
+				t.Fatalf("only %d segments to remove", removed)
+			}
+			names, _ := fs.List("/s")
+			spares := 0
+			for _, n := range names {
+				if strings.HasSuffix(n, spareSuffix) {
+					spares++
+				}
+			}
+			if spares != c.want {
+				t.Fatalf("%d spares kept, want %d (files %v)", spares, c.want, names)
+			}
+			w.Close()
+		})
+	}
+	o := testOpts(vfs.NewMem(), "/s")
+	o.Spares = maxSpares + 1
+	if _, err := Open(o); err == nil || !strings.Contains(err.Error(), "Spares") {
+		t.Fatalf("Spares %d accepted: %v", o.Spares, err)
+	}
+}

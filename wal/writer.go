@@ -131,7 +131,9 @@ func (d *dirState) activeFor(n int64) (*segment, error) {
 	return nil, fmt.Errorf("wal: directory %s: no usable segment: %w", d.path, lastErr)
 }
 
-// waitZeroed waits until [0, end) of s is zeroed and synced.
+// waitZeroed makes [0, end) of s ready for appends. If the allocator has not
+// zeroed that far, zeroing of s stops (the rest stays preallocated but
+// unwritten, see segment.go) once any chunk in flight is done.
 func (d *dirState) waitZeroed(s *segment, end int64) error {
 	if s.zeroed.Load() >= end {
 		return nil
@@ -144,6 +146,10 @@ func (d *dirState) waitZeroed(s *segment, end int64) error {
 		}
 		if d.stopping {
 			return ErrClosed
+		}
+		if !s.zeroing {
+			s.overtaken = true
+			return nil
 		}
 		d.acond.Wait()
 	}
