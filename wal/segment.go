@@ -179,12 +179,13 @@ type dirState struct {
 	spares      []spare
 	stopping    bool
 
-	// Syncer state (writer.go), under smu.
+	// Group commit state (writer.go), under smu: syncing while a leader's
+	// fdatasync is in flight; syncDone is closed when it ends.
 	smu      sync.Mutex
+	syncing  bool
 	syncDone chan struct{}
-	kick     chan struct{}
-	stop     chan struct{}
-	wg       sync.WaitGroup
+
+	wg sync.WaitGroup
 }
 
 func newDirState(w *WAL, idx int, path string, lock io.Closer) *dirState {
@@ -194,8 +195,6 @@ func newDirState(w *WAL, idx int, path string, lock io.Closer) *dirState {
 		path:     path,
 		lock:     lock,
 		syncDone: make(chan struct{}),
-		kick:     make(chan struct{}, 1),
-		stop:     make(chan struct{}),
 	}
 	d.acond = sync.NewCond(&d.amu)
 	return d
@@ -268,9 +267,8 @@ func (d *dirState) removeTemps() {
 }
 
 func (d *dirState) startBackground() {
-	d.wg.Add(2)
+	d.wg.Add(1)
 	go d.allocLoop()
-	go d.syncLoop()
 }
 
 // allocLoop prepares the next segment and zeroes new segments, one chunk at

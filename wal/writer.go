@@ -8,12 +8,15 @@ import (
 
 // Appending, rotation and group commit.
 //
-// Each directory has one writer mutex (dirState.mu) and one syncer goroutine.
-// Write assigns WOIDs and checksums and appends a whole batch with one WriteAt
-// under the mutex, so within a directory WOIDs increase with the offset. Sync
-// waits until an fdatasync that started after the write has completed; the
-// syncer runs one fdatasync for everyone who asked while the previous one was
-// in flight (group commit).
+// Each directory has one writer mutex (dirState.mu). Write assigns WOIDs and
+// checksums and appends a whole batch with one WriteAt under the mutex, so
+// within a directory WOIDs increase with the offset. Sync waits until an
+// fdatasync that started after the write has completed. Group commit is
+// leader/follower: a caller that finds no fdatasync in flight in its
+// directory runs one itself, covering every write completed so far; callers
+// arriving meanwhile wait for it, and the first of them not covered leads the
+// next one. A lone committer so never hands off to another goroutine (two
+// wake-ups less per commit); concurrent ones share fdatasyncs.
 
 // SyncToken names the end of a write: its directory, segment and end offset.
 type SyncToken struct {
@@ -221,6 +224,12 @@ func (d *dirState) syncSegment(s *segment, target int64) {
 	s.fmu.RLock()
 	var err error
 	if s.wf == nil {
+		// Closed after a final sync by retireActive (which a concurrent
+		// leader may race with): fine if that sync covered target.
+		if target <= s.durable.Load() {
+			s.fmu.RUnlock()
+			return
+		}
 		err = fmt.Errorf("wal: sync %s: file already closed", s.path)
 	} else if err = s.wf.SyncData(); err != nil {
 		err = fmt.Errorf("wal: fdatasync %s up to offset %d: %w", s.path, target, err)
@@ -239,26 +248,9 @@ func (d *dirState) syncSegment(s *segment, target int64) {
 	d.smu.Unlock()
 }
 
-// syncLoop is the directory's group-commit syncer.
-func (d *dirState) syncLoop() {
-	defer d.wg.Done()
-	for {
-		select {
-		case <-d.kick:
-		case <-d.stop:
-			return
-		}
-		s := d.activeNow.Load()
-		if s == nil {
-			continue
-		}
-		d.syncSegment(s, s.written.Load())
-	}
-}
-
 // Sync returns once everything up to tok is durable. Concurrent callers share
 // fdatasyncs; a failed fdatasync is returned to every caller it covered.
-// Cancelling ctx stops the wait, not the sync.
+// Cancelling ctx stops the wait, not the fdatasync.
 func (w *WAL) Sync(ctx context.Context, tok SyncToken) error {
 	s := tok.seg
 	if s == nil || s.durable.Load() >= tok.end {
@@ -277,28 +269,36 @@ func (w *WAL) Sync(ctx context.Context, tok SyncToken) error {
 			return err
 		}
 		done := d.syncDone
-		d.smu.Unlock()
-		select {
-		case d.kick <- struct{}{}:
-		default:
+		if !d.syncing {
+			d.syncing = true
+			d.smu.Unlock()
+			if ctx.Done() == nil {
+				d.leadSync(s)
+				continue
+			}
+			// A cancellable caller must be able to stop waiting for a
+			// slow disk: the fdatasync runs on its own goroutine.
+			go d.leadSync(s)
+		} else {
+			d.smu.Unlock()
 		}
 		select {
 		case <-done:
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-d.stop:
-			d.smu.Lock()
-			ok, err := s.durable.Load() >= tok.end, s.syncErr
-			d.smu.Unlock()
-			if ok {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			return ErrClosed
 		}
 	}
+}
+
+// leadSync runs a leader's fdatasync of s, covering every completed write,
+// then wakes all waiters (those not covered elect the next leader).
+func (d *dirState) leadSync(s *segment) {
+	d.syncSegment(s, s.written.Load())
+	d.smu.Lock()
+	d.syncing = false
+	close(d.syncDone)
+	d.syncDone = make(chan struct{})
+	d.smu.Unlock()
 }
 
 // close seals and syncs the active segment, stops the background goroutines
@@ -321,7 +321,6 @@ func (d *dirState) close() error {
 	d.stopping = true
 	d.acond.Broadcast()
 	d.amu.Unlock()
-	close(d.stop)
 	d.wg.Wait()
 
 	d.amu.Lock()
