@@ -30,9 +30,9 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-func appendPutPayload(b []byte, ch string, ev Event, putTime int64) []byte {
+func appendPutPayload(b []byte, ch string, ev Event, size int, putTime int64) []byte {
 	b = appendString(b, ch)
-	b = binary.AppendUvarint(b, uint64(ev.Size()))
+	b = binary.AppendUvarint(b, uint64(size))
 	b = binary.LittleEndian.AppendUint64(b, uint64(putTime))
 	b = binary.AppendUvarint(b, uint64(len(ev.Headers)))
 	for k, v := range ev.Headers {

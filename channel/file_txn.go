@@ -81,18 +81,24 @@ func (p *filePut) Put(name string, events ...Event) error {
 		}
 	}
 	now := time.Now().UnixNano()
+	var added, addedBytes int64
+	defer func() { // also on a failed flush: counts what was added
+		p.perChan[c] += added
+		p.perChanB[c] += addedBytes
+	}()
 	for _, ev := range events {
-		if p.buf.batch.Len() > 0 && p.buf.batch.Len()+ev.Size()+len(name)+64 > p.s.flushBytes {
+		sz := ev.Size()
+		if p.buf.batch.Len() > 0 && p.buf.batch.Len()+sz+len(name)+64 > p.s.flushBytes {
 			if err := p.flush(false); err != nil {
 				return err
 			}
 		}
-		p.buf.scratch = appendPutPayload(p.buf.scratch[:0], name, ev, now)
-		p.buf.batch.Add(wal.RecordPut, p.id, p.buf.scratch)
-		sz := uint32(ev.Size())
-		p.pending = append(p.pending, putEntry{ch: c, size: sz})
-		p.perChan[c]++
-		p.perChanB[c] += int64(sz)
+		b := p.buf.batch.Begin()
+		b = appendPutPayload(b, name, ev, sz, now)
+		p.buf.batch.End(wal.RecordPut, p.id, b)
+		p.pending = append(p.pending, putEntry{ch: c, size: uint32(sz)})
+		added++
+		addedBytes += int64(sz)
 	}
 	return nil
 }
@@ -128,9 +134,14 @@ func (p *filePut) flush(commit bool) error {
 	s.walBytes.Add(int64(p.buf.batch.Len()))
 	s.walTotal.Add(int64(p.buf.batch.Len()))
 	s.mu.Lock()
-	for i := range p.pending {
-		p.pending[i].ptr = ptrs[i]
-		s.live[ptrs[i].Segment()]++
+	for i := 0; i < len(p.pending); {
+		// One map update per run of records in the same segment.
+		seg, j := ptrs[i].Segment(), i
+		for ; j < len(p.pending) && ptrs[j].Segment() == seg; j++ {
+			p.pending[j].ptr = ptrs[j]
+		}
+		s.live[seg] += int64(j - i)
+		i = j
 	}
 	p.flushed = append(p.flushed, p.pending...)
 	p.pending = p.pending[:0]

@@ -37,6 +37,17 @@ func (d *deque) resize(c int) {
 	d.buf, d.start = nb, 0
 }
 
+// resizeInto moves the elements into nb (used to its capacity), which must
+// hold them all.
+func (d *deque) resizeInto(nb []uint64) {
+	nb = nb[:cap(nb)]
+	if d.n > 0 {
+		k := copy(nb, d.buf[d.start:min(len(d.buf), d.start+d.n)])
+		copy(nb[k:d.n], d.buf)
+	}
+	d.buf, d.start = nb, 0
+}
+
 func (d *deque) grow() {
 	if d.n == len(d.buf) {
 		d.resize(len(d.buf) + len(d.buf)/2)

@@ -109,6 +109,11 @@ type Queue struct {
 	head, size uint64
 	cur        overlay
 	frozen     *Frozen
+	// spare is the appended-values buffer of the last installed snapshot's
+	// overlay, reused when the current one outgrows its own: an overlay
+	// refills to about the same size every checkpoint interval, and
+	// regrowing it from nothing costs a copy and fresh memory each time.
+	spare []uint64
 }
 
 // baseFile is a read-only view of the slots of a file.
@@ -340,6 +345,10 @@ func (q *Queue) PushBack(p uint64) error {
 	}
 	if q.size >= q.capa {
 		return ErrFull
+	}
+	if d := &q.cur.post; d.n == len(d.buf) && cap(q.spare) > len(d.buf) {
+		d.resizeInto(q.spare)
+		q.spare = nil
 	}
 	q.cur.post.pushBack(p)
 	q.size++
@@ -593,6 +602,10 @@ func (q *Queue) Install(f *Frozen, st State) {
 	}
 	q.setBase(st.Gen, b)
 	q.frozen = nil
+	if buf := f.ov.post.buf; cap(buf) > cap(q.spare) {
+		q.spare = buf
+	}
+	f.ov = overlay{} // f is spent; its buffers may be reused
 }
 
 // Abort discards a frozen snapshot whose checkpoint failed: its overlay is

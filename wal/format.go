@@ -243,17 +243,27 @@ func putRecordHeader(dst []byte, typ RecordType, flags uint8, keyID uint16, txnI
 // recordCRC computes the checksum of an encoded record (header + payload,
 // without padding) for the given segment.
 func recordCRC(segID uint32, rec []byte) uint32 {
+	return crc32.Update(segmentSeed(segID), castagnoli, rec[4:])
+}
+
+// segmentSeed is the CRC state after the segment id, where every record
+// checksum of the segment starts.
+func segmentSeed(segID uint32) uint32 {
 	var seed [4]byte
 	binary.LittleEndian.PutUint32(seed[:], segID)
-	crc := crc32.Update(0, castagnoli, seed[:])
-	return crc32.Update(crc, castagnoli, rec[4:])
+	return crc32.Update(0, castagnoli, seed[:])
 }
 
 // finishRecord stamps the WOID into an encoded record (header + payload,
 // without padding) and computes its CRC for segment segID.
 func finishRecord(segID uint32, rec []byte, woid uint64) {
+	finishRecordSeeded(segmentSeed(segID), rec, woid)
+}
+
+// finishRecordSeeded is finishRecord with the segment's seed precomputed.
+func finishRecordSeeded(seed uint32, rec []byte, woid uint64) {
 	binary.LittleEndian.PutUint64(rec[20:28], woid)
-	binary.LittleEndian.PutUint32(rec[0:4], recordCRC(segID, rec))
+	binary.LittleEndian.PutUint32(rec[0:4], crc32.Update(seed, castagnoli, rec[4:]))
 }
 
 // appendRecord appends one complete, checksummed record to dst.
@@ -328,6 +338,7 @@ type Codec interface {
 type Batch struct {
 	buf   []byte
 	count int
+	open  int // start of the record between Begin and End
 }
 
 // Add appends a record. The payload is copied; the WOID and CRC are filled in
@@ -337,6 +348,26 @@ func (b *Batch) Add(typ RecordType, txnID uint64, payload []byte) {
 	b.buf = append(b.buf, make([]byte, encodedSize(len(payload)))...)
 	putRecordHeader(b.buf[start:], typ, 0, 0, txnID, len(payload))
 	copy(b.buf[start+recordHeaderSize:], payload)
+	b.count++
+}
+
+var zeroHeader [recordHeaderSize + recordAlign]byte
+
+// Begin starts a record whose payload the caller encodes in place: it
+// returns the batch buffer with room for the header reserved; append the
+// payload to it and pass the result to End. Saves the copy Add makes.
+func (b *Batch) Begin() []byte {
+	b.open = len(b.buf)
+	return append(b.buf, zeroHeader[:recordHeaderSize]...)
+}
+
+// End finishes the record started by Begin; buf is Begin's slice with the
+// payload appended.
+func (b *Batch) End(typ RecordType, txnID uint64, buf []byte) {
+	start := b.open
+	n := len(buf) - start - recordHeaderSize
+	putRecordHeader(buf[start:], typ, 0, 0, txnID, n)
+	b.buf = append(buf, zeroHeader[:encodedSize(n)-recordHeaderSize-n]...)
 	b.count++
 }
 

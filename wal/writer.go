@@ -90,10 +90,11 @@ func (w *WAL) Write(dir int, b *Batch, ptrs []Pointer) ([]Pointer, SyncToken, er
 	last := w.woid.Add(count)
 	woid := last - count + 1
 	start := len(ptrs)
+	seed := segmentSeed(s.id)
 	for pos := 0; pos < len(buf); {
 		h := decodeRecordHeader(buf[pos:])
 		recLen := recordHeaderSize + int(h.Length)
-		finishRecord(s.id, buf[pos:pos+recLen], woid)
+		finishRecordSeeded(seed, buf[pos:pos+recLen], woid)
 		ptrs = append(ptrs, MakePointer(s.id, uint32(s.off)+uint32(pos)))
 		woid++
 		pos += encodedSize(int(h.Length))
