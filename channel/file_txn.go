@@ -184,6 +184,7 @@ type putBuffers struct {
 	ptrs    []wal.Pointer
 	pending []putEntry
 	flushed []putEntry
+	qptrs   []uint64 // queue pointers of one channel's run at commit
 }
 
 // release returns the txn's buffers to the pool. Called once it is done.
@@ -254,11 +255,16 @@ func (p *filePut) Commit(ctx context.Context) error {
 	}
 	s.cpMu.RLock()
 	s.mu.Lock()
-	for _, e := range p.flushed {
-		if err := e.ch.q.PushBack(uint64(e.ptr)); err != nil {
+	for i := 0; i < len(p.flushed); {
+		// One queue append per run of events for the same channel.
+		c, qp := p.flushed[i].ch, p.buf.qptrs[:0]
+		for ; i < len(p.flushed) && p.flushed[i].ch == c; i++ {
+			qp = append(qp, uint64(p.flushed[i].ptr))
+		}
+		p.buf.qptrs = qp
+		if err := c.q.PushBackN(qp); err != nil {
 			// Cannot happen: capacity was reserved. Report loudly.
-			s.log.Error("file channel: queue push after reservation failed", "channel", e.ch.cfg.Name, "err", err)
-			continue
+			s.log.Error("file channel: queue push after reservation failed", "channel", c.cfg.Name, "events", len(qp), "err", err)
 		}
 	}
 	for c, n := range p.perChan {

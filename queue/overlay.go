@@ -60,6 +60,22 @@ func (d *deque) pushBack(v uint64) {
 	d.n++
 }
 
+// pushBackN appends vs in order.
+func (d *deque) pushBackN(vs []uint64) {
+	if len(vs) == 0 {
+		return
+	}
+	if need := d.n + len(vs); need > len(d.buf) {
+		d.resize(max(need, len(d.buf)+len(d.buf)/2))
+	}
+	// The free slots run from the tail to the end of buf, then from 0 up to
+	// start; when the tail has wrapped, they end at start and the first
+	// copy holds all of vs.
+	k := copy(d.buf[d.idx(d.n):], vs)
+	copy(d.buf, vs[k:])
+	d.n += len(vs)
+}
+
 func (d *deque) pushFront(v uint64) {
 	d.grow()
 	d.start--

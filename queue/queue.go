@@ -338,6 +338,24 @@ func (q *Queue) At(i uint64) uint64 {
 	return q.get(q.head + i)
 }
 
+// PushBackN appends ps at the tail in order: all of them, or none when they
+// do not fit (ErrFull).
+func (q *Queue) PushBackN(ps []uint64) error {
+	if q.closed {
+		return ErrClosed
+	}
+	if uint64(len(ps)) > q.capa-min(q.size, q.capa) {
+		return ErrFull
+	}
+	if d := &q.cur.post; d.n+len(ps) > len(d.buf) && cap(q.spare) >= d.n+len(ps) {
+		d.resizeInto(q.spare)
+		q.spare = nil
+	}
+	q.cur.post.pushBackN(ps)
+	q.size += uint64(len(ps))
+	return nil
+}
+
 // PushBack appends p at the tail.
 func (q *Queue) PushBack(p uint64) error {
 	if q.closed {

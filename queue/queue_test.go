@@ -88,6 +88,24 @@ func runModel(t *testing.T, k backingKind, seed uint64, steps int) (wraps uint64
 	for step := 0; step < steps; step++ {
 		what := fmt.Sprintf("seed %d step %d", seed, step)
 		switch r := rng.IntN(100); {
+		case r < 13:
+			// A batch: all of it fits, or none is added.
+			ps := make([]uint64, rng.IntN(12))
+			for i := range ps {
+				ps[i] = next + uint64(i)
+			}
+			err := q.PushBackN(ps)
+			if uint64(len(m.vals)+len(ps)) > q.Capacity() {
+				if !errors.Is(err, ErrFull) {
+					t.Fatalf("%s: PushBackN of %d beyond capacity: %v", what, len(ps), err)
+				}
+			} else {
+				if err != nil {
+					t.Fatalf("%s: PushBackN: %v", what, err)
+				}
+				m.vals = append(m.vals, ps...)
+				next += uint64(len(ps))
+			}
 		case r < 33:
 			err := q.PushBack(next)
 			if uint64(len(m.vals)) == q.Capacity() {
