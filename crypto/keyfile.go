@@ -35,9 +35,13 @@
 //
 // # Limits
 //
-// Nonces are 96 random bits per record, so a key should seal well under 2^32
-// records (NIST SP 800-38D); rotate keys (AppendKey + reload) long before
-// that. Codec.Sealed reports how many records this process sealed per key.
+// A nonce is a random 96-bit base, drawn each time a keyring is built,
+// XORed with a per-key counter (see counterGCM): it never repeats within a
+// process and is far less likely to repeat across restarts than random
+// per-record nonces, which limit a key to about 2^32 records (NIST SP
+// 800-38D). Rotating keys from time to time (AppendKey + reload) is still
+// good practice; Codec.Sealed reports how many records this process sealed
+// per key.
 package crypto
 
 import (
@@ -327,7 +331,7 @@ func NewKeyring(file string, keys []Key, active uint16) (*Keyring, error) {
 		if err != nil {
 			return nil, fmt.Errorf("crypto: key %d of %s: %w", k.ID, file, err)
 		}
-		aead, err := cipher.NewGCMWithRandomNonce(block)
+		aead, err := newCounterGCM(block)
 		if err != nil {
 			return nil, fmt.Errorf("crypto: key %d of %s: %w", k.ID, file, err)
 		}
