@@ -29,12 +29,7 @@ func (d *deque) resize(c int) {
 	if c < dequeMinCap {
 		c = dequeMinCap
 	}
-	nb := make([]uint64, c)
-	if d.n > 0 {
-		k := copy(nb, d.buf[d.start:min(len(d.buf), d.start+d.n)])
-		copy(nb[k:d.n], d.buf)
-	}
-	d.buf, d.start = nb, 0
+	d.resizeInto(make([]uint64, c))
 }
 
 // resizeInto moves the elements into nb (used to its capacity), which must

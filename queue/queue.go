@@ -338,6 +338,15 @@ func (q *Queue) At(i uint64) uint64 {
 	return q.get(q.head + i)
 }
 
+// roomFromSpare moves the current overlay's appended values into the spare
+// buffer when k more do not fit and the spare is large enough.
+func (q *Queue) roomFromSpare(k int) {
+	if d := &q.cur.post; d.n+k > len(d.buf) && cap(q.spare) >= d.n+k {
+		d.resizeInto(q.spare)
+		q.spare = nil
+	}
+}
+
 // PushBackN appends ps at the tail in order: all of them, or none when they
 // do not fit (ErrFull).
 func (q *Queue) PushBackN(ps []uint64) error {
@@ -347,10 +356,7 @@ func (q *Queue) PushBackN(ps []uint64) error {
 	if uint64(len(ps)) > q.capa-min(q.size, q.capa) {
 		return ErrFull
 	}
-	if d := &q.cur.post; d.n+len(ps) > len(d.buf) && cap(q.spare) >= d.n+len(ps) {
-		d.resizeInto(q.spare)
-		q.spare = nil
-	}
+	q.roomFromSpare(len(ps))
 	q.cur.post.pushBackN(ps)
 	q.size += uint64(len(ps))
 	return nil
@@ -364,10 +370,7 @@ func (q *Queue) PushBack(p uint64) error {
 	if q.size >= q.capa {
 		return ErrFull
 	}
-	if d := &q.cur.post; d.n == len(d.buf) && cap(q.spare) > len(d.buf) {
-		d.resizeInto(q.spare)
-		q.spare = nil
-	}
+	q.roomFromSpare(1)
 	q.cur.post.pushBack(p)
 	q.size++
 	return nil

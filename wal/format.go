@@ -344,11 +344,7 @@ type Batch struct {
 // Add appends a record. The payload is copied; the WOID and CRC are filled in
 // by Write.
 func (b *Batch) Add(typ RecordType, txnID uint64, payload []byte) {
-	start := len(b.buf)
-	b.buf = append(b.buf, make([]byte, encodedSize(len(payload)))...)
-	putRecordHeader(b.buf[start:], typ, 0, 0, txnID, len(payload))
-	copy(b.buf[start+recordHeaderSize:], payload)
-	b.count++
+	b.End(typ, txnID, append(b.Begin(), payload...))
 }
 
 var zeroHeader [recordHeaderSize + recordAlign]byte
