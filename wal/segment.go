@@ -25,9 +25,10 @@ import (
 // its zeroing stops and appends go on into the preallocated (unwritten) rest,
 // whose fdatasyncs then commit the extent changes too. So the writer never
 // waits longer than one chunk, and the allocator moves on to the next
-// segment, which has a whole segment's worth of appends to get ahead. A removed segment becomes a spare (<old id>.spare) unless
-// the directory already keeps Options.Spares; a spare is recycled by rewriting its
-// header with a new id and renaming it. Its stale records never validate
+// segment, which has a whole segment's worth of appends to get ahead. A
+// removed segment becomes a spare (<old id>.spare) unless the directory
+// already keeps Options.Spares; a spare is recycled by rewriting its header
+// with a new id and renaming it. Its stale records never validate
 // because record checksums are seeded with the segment id.
 
 const (
@@ -166,8 +167,6 @@ type dirState struct {
 	mu     sync.Mutex
 	active *segment
 	closed bool
-	// activeNow mirrors active for the syncer, which must not take mu.
-	activeNow atomic.Pointer[segment]
 
 	// Allocator state, under amu.
 	amu         sync.Mutex

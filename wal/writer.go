@@ -184,7 +184,6 @@ func (d *dirState) rotateLocked() error {
 	}
 	old := d.active
 	d.active = next
-	d.activeNow.Store(next)
 	if old != nil {
 		d.retireActive(old)
 	}
