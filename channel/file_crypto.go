@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -59,18 +60,16 @@ type cryptoManifest struct {
 	keys   map[uint16]manifestKey
 }
 
+// keyIDs returns the manifest's key ids in ascending order.
+func (m *cryptoManifest) keyIDs() []uint16 { return slices.Sorted(maps.Keys(m.keys)) }
+
 func (m *cryptoManifest) empty() bool { return !m.sealed && len(m.keys) == 0 }
 
 func (m *cryptoManifest) marshal() []byte {
 	var b bytes.Buffer
 	b.WriteString("sluice crypto manifest v1\n")
 	fmt.Fprintf(&b, "sealed %d\n", map[bool]int{false: 0, true: 1}[m.sealed])
-	ids := make([]uint16, 0, len(m.keys))
-	for id := range m.keys {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
+	for _, id := range m.keyIDs() {
 		k := m.keys[id]
 		fmt.Fprintf(&b, "key %d %s %d\n", id, k.check, k.retired)
 	}
@@ -243,12 +242,7 @@ func (s *File) checkKeys(m *cryptoManifest, kr *sluicecrypto.Keyring) error {
 	if kr != nil {
 		file = kr.File()
 	}
-	ids := make([]uint16, 0, len(m.keys))
-	for id := range m.keys {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
+	for _, id := range m.keyIDs() {
 		k := m.keys[id]
 		if kr != nil {
 			if check, ok := kr.CheckValue(id); ok && check != k.check {
