@@ -1,103 +1,116 @@
 package queue
 
-// deque is a ring buffer of uint64 supporting push at both ends and pop at
-// the front. Its backing array holds at most 2 slots per element (plus a
-// small minimum): it grows to 1.5× when full and shrinks to 1.5× the length
-// when less than half full, so memory stays ≤ 16 bytes per element while
-// resizes remain amortized O(1).
+// deque is a double-ended queue of uint64 kept in fixed-size blocks: it
+// supports push at both ends and pop at the front, and never moves stored
+// values, so growing costs no copy and no transient double allocation. It
+// holds at most one partly used block at each end beyond its elements
+// (8 bytes each). Emptied blocks go to the queue's blockPool for reuse.
 type deque struct {
-	buf   []uint64
-	start int // index in buf of element 0
-	n     int
+	blocks [][]uint64 // each dequeBlock values long
+	first  int        // index in blocks[0] of element 0
+	n      int
+	pool   *blockPool
 }
 
-const dequeMinCap = 16
+// dequeBlock is the number of values per block (8 KiB).
+const dequeBlock = 1024
+
+// blockPool keeps emptied deque blocks of one queue for reuse, up to keep of
+// them: an overlay refills to about the same size every checkpoint interval,
+// and allocating that much afresh each time costs fresh (zeroed) memory.
+type blockPool struct {
+	free [][]uint64
+	keep int
+}
+
+func (p *blockPool) get() []uint64 {
+	if p != nil && len(p.free) > 0 {
+		b := p.free[len(p.free)-1]
+		p.free[len(p.free)-1] = nil
+		p.free = p.free[:len(p.free)-1]
+		return b
+	}
+	return make([]uint64, dequeBlock)
+}
+
+func (p *blockPool) put(b []uint64) {
+	if p != nil && len(p.free) < p.keep {
+		p.free = append(p.free, b)
+	}
+}
+
+// trim drops pooled blocks beyond keep.
+func (p *blockPool) trim() {
+	for len(p.free) > p.keep {
+		p.free[len(p.free)-1] = nil
+		p.free = p.free[:len(p.free)-1]
+	}
+}
 
 func (d *deque) len() int { return d.n }
 
-func (d *deque) idx(i int) int {
-	j := d.start + i
-	if j >= len(d.buf) {
-		j -= len(d.buf)
-	}
-	return j
-}
-
-func (d *deque) at(i int) uint64 { return d.buf[d.idx(i)] }
-
-func (d *deque) resize(c int) {
-	if c < dequeMinCap {
-		c = dequeMinCap
-	}
-	d.resizeInto(make([]uint64, c))
-}
-
-// resizeInto moves the elements into nb (used to its capacity), which must
-// hold them all.
-func (d *deque) resizeInto(nb []uint64) {
-	nb = nb[:cap(nb)]
-	if d.n > 0 {
-		k := copy(nb, d.buf[d.start:min(len(d.buf), d.start+d.n)])
-		copy(nb[k:d.n], d.buf)
-	}
-	d.buf, d.start = nb, 0
-}
-
-func (d *deque) grow() {
-	if d.n == len(d.buf) {
-		d.resize(len(d.buf) + len(d.buf)/2)
-	}
+func (d *deque) at(i int) uint64 {
+	j := d.first + i
+	return d.blocks[j/dequeBlock][j%dequeBlock]
 }
 
 func (d *deque) pushBack(v uint64) {
-	d.grow()
-	d.buf[d.idx(d.n)] = v
+	j := d.first + d.n
+	if j/dequeBlock == len(d.blocks) {
+		d.blocks = append(d.blocks, d.pool.get())
+	}
+	d.blocks[j/dequeBlock][j%dequeBlock] = v
 	d.n++
 }
 
 // pushBackN appends vs in order.
 func (d *deque) pushBackN(vs []uint64) {
-	if len(vs) == 0 {
-		return
+	for len(vs) > 0 {
+		j := d.first + d.n
+		if j/dequeBlock == len(d.blocks) {
+			d.blocks = append(d.blocks, d.pool.get())
+		}
+		k := copy(d.blocks[j/dequeBlock][j%dequeBlock:], vs)
+		d.n += k
+		vs = vs[k:]
 	}
-	if need := d.n + len(vs); need > len(d.buf) {
-		d.resize(max(need, len(d.buf)+len(d.buf)/2))
-	}
-	// The free slots run from the tail to the end of buf, then from 0 up to
-	// start; when the tail has wrapped, they end at start and the first
-	// copy holds all of vs.
-	k := copy(d.buf[d.idx(d.n):], vs)
-	copy(d.buf, vs[k:])
-	d.n += len(vs)
 }
 
 func (d *deque) pushFront(v uint64) {
-	d.grow()
-	d.start--
-	if d.start < 0 {
-		d.start += len(d.buf)
+	if d.first == 0 {
+		d.blocks = append(d.blocks, nil)
+		copy(d.blocks[1:], d.blocks)
+		d.blocks[0] = d.pool.get()
+		d.first = dequeBlock
 	}
-	d.buf[d.start] = v
+	d.first--
+	d.blocks[0][d.first] = v
 	d.n++
 }
 
 // popFront drops the first element.
 func (d *deque) popFront() {
-	d.start++
-	if d.start == len(d.buf) {
-		d.start = 0
-	}
+	d.first++
 	d.n--
 	if d.n == 0 {
-		d.start = 0
-		if len(d.buf) > dequeMinCap {
-			d.buf = nil
-		}
+		d.release()
 		return
 	}
-	if len(d.buf) > dequeMinCap && d.n < len(d.buf)/2 {
-		d.resize(d.n + d.n/2)
+	if d.first == dequeBlock {
+		d.pool.put(d.blocks[0])
+		d.blocks[0] = nil
+		d.blocks = d.blocks[1:]
+		d.first = 0
 	}
+}
+
+// release empties d, giving its blocks to the pool.
+func (d *deque) release() {
+	for i, b := range d.blocks {
+		d.pool.put(b)
+		d.blocks[i] = nil
+	}
+	d.blocks, d.first, d.n = d.blocks[:0], 0, 0
 }
 
 // overlay holds the values written since a reference state (the base file,
@@ -114,8 +127,8 @@ func (d *deque) popFront() {
 //     reference: they cost no memory.
 //
 // Every stored value belongs to a live position (pops trim both deques), so
-// an overlay costs at most 8 bytes (16 with ring slack) per queued event it
-// covers and nothing for unchanged ones.
+// an overlay costs 8 bytes (plus at most two partly used blocks per deque)
+// per queued event it covers and nothing for unchanged ones.
 type overlay struct {
 	rH, rT uint64
 	pre    deque
@@ -123,8 +136,17 @@ type overlay struct {
 	post   deque
 }
 
-func newOverlay(h, t uint64) overlay {
-	return overlay{rH: h, rT: t, postLo: t}
+func newOverlay(h, t uint64, pool *blockPool) overlay {
+	return overlay{rH: h, rT: t, postLo: t, pre: deque{pool: pool}, post: deque{pool: pool}}
+}
+
+// blockCount is the number of blocks the overlay's deques hold.
+func (o *overlay) blockCount() int { return len(o.pre.blocks) + len(o.post.blocks) }
+
+// release gives the overlay's blocks to the pool.
+func (o *overlay) release() {
+	o.pre.release()
+	o.post.release()
 }
 
 // lookup returns the stored value for live position p, or ok == false when

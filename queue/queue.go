@@ -109,11 +109,9 @@ type Queue struct {
 	head, size uint64
 	cur        overlay
 	frozen     *Frozen
-	// spare is the appended-values buffer of the last installed snapshot's
-	// overlay, reused when the current one outgrows its own: an overlay
-	// refills to about the same size every checkpoint interval, and
-	// regrowing it from nothing costs a copy and fresh memory each time.
-	spare []uint64
+	// pool holds the overlay blocks of the last installed snapshot (and
+	// blocks emptied by pops since), for the current overlay to refill.
+	pool blockPool
 }
 
 // baseFile is a read-only view of the slots of a file.
@@ -198,7 +196,7 @@ func Open(opts Options, st *State) (*Queue, error) {
 		}
 		q.capa = opts.Capacity
 		q.setBase(0, b)
-		q.cur = newOverlay(0, 0)
+		q.cur = newOverlay(0, 0, &q.pool)
 		return q, nil
 	}
 
@@ -226,7 +224,7 @@ func Open(opts Options, st *State) (*Queue, error) {
 	}
 	q.head, q.size = st.Head, st.Size
 	q.setBase(st.Gen, b)
-	q.cur = newOverlay(st.Head, st.Head+st.Size)
+	q.cur = newOverlay(st.Head, st.Head+st.Size, &q.pool)
 	return q, nil
 }
 
@@ -338,15 +336,6 @@ func (q *Queue) At(i uint64) uint64 {
 	return q.get(q.head + i)
 }
 
-// roomFromSpare moves the current overlay's appended values into the spare
-// buffer when k more do not fit and the spare is large enough.
-func (q *Queue) roomFromSpare(k int) {
-	if d := &q.cur.post; d.n+k > len(d.buf) && cap(q.spare) >= d.n+k {
-		d.resizeInto(q.spare)
-		q.spare = nil
-	}
-}
-
 // PushBackN appends ps at the tail in order: all of them, or none when they
 // do not fit (ErrFull).
 func (q *Queue) PushBackN(ps []uint64) error {
@@ -356,7 +345,6 @@ func (q *Queue) PushBackN(ps []uint64) error {
 	if uint64(len(ps)) > q.capa-min(q.size, q.capa) {
 		return ErrFull
 	}
-	q.roomFromSpare(len(ps))
 	q.cur.post.pushBackN(ps)
 	q.size += uint64(len(ps))
 	return nil
@@ -370,7 +358,6 @@ func (q *Queue) PushBack(p uint64) error {
 	if q.size >= q.capa {
 		return ErrFull
 	}
-	q.roomFromSpare(1)
 	q.cur.post.pushBack(p)
 	q.size++
 	return nil
@@ -454,7 +441,7 @@ func (q *Queue) Freeze() *Frozen {
 	}
 	f := &Frozen{head: q.head, size: q.size, ov: q.cur, base: q.base, baseGen: q.baseGen}
 	q.frozen = f
-	q.cur = newOverlay(q.head, q.head+q.size)
+	q.cur = newOverlay(q.head, q.head+q.size, &q.pool)
 	return f
 }
 
@@ -623,10 +610,11 @@ func (q *Queue) Install(f *Frozen, st State) {
 	}
 	q.setBase(st.Gen, b)
 	q.frozen = nil
-	if buf := f.ov.post.buf; cap(buf) > cap(q.spare) {
-		q.spare = buf
-	}
-	f.ov = overlay{} // f is spent; its buffers may be reused
+	// The next overlay will grow about as large as this one did.
+	q.pool.keep = f.ov.blockCount() + 2
+	f.ov.release()
+	q.pool.trim()
+	f.ov = overlay{} // f is spent
 }
 
 // Abort discards a frozen snapshot whose checkpoint failed: its overlay is
@@ -641,7 +629,7 @@ func (q *Queue) Abort(f *Frozen) {
 	// from the merged view (current → frozen → base).
 	h, t := q.head, q.head+q.size
 	bo, co := &f.ov, &q.cur
-	n := newOverlay(bo.rH, bo.rT)
+	n := newOverlay(bo.rH, bo.rT, &q.pool)
 	for p := min(bo.rH, t) - 1; p >= h && p < bo.rH; p-- {
 		n.pre.pushFront(q.get(p))
 	}
@@ -655,7 +643,11 @@ func (q *Queue) Abort(f *Frozen) {
 	for p := lo; p < t; p++ {
 		n.post.pushBack(q.get(p))
 	}
+	old := q.cur
 	q.cur = n
+	old.release()
+	f.ov.release()
+	f.ov = overlay{} // f is spent
 	q.frozen = nil
 }
 
