@@ -35,6 +35,9 @@ func appendPutPayload(b []byte, ch string, ev Event, size int, putTime int64) []
 	b = binary.AppendUvarint(b, uint64(size))
 	b = binary.LittleEndian.AppendUint64(b, uint64(putTime))
 	b = binary.AppendUvarint(b, uint64(len(ev.Headers)))
+	if len(ev.Headers) == 0 {
+		return append(b, ev.Body...) // skips the map iterator's setup
+	}
 	for k, v := range ev.Headers {
 		b = appendString(b, k)
 		b = appendString(b, v)

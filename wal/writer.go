@@ -2,8 +2,10 @@ package wal
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Appending, rotation and group commit.
@@ -91,13 +93,13 @@ func (w *WAL) Write(dir int, b *Batch, ptrs []Pointer) ([]Pointer, SyncToken, er
 	woid := last - count + 1
 	start := len(ptrs)
 	seed := segmentSeed(s.id)
+	ptrs = slices.Grow(ptrs, b.count)
 	for pos := 0; pos < len(buf); {
-		h := decodeRecordHeader(buf[pos:])
-		recLen := recordHeaderSize + int(h.Length)
-		finishRecordSeeded(seed, buf[pos:pos+recLen], woid)
+		length := int(binary.LittleEndian.Uint32(buf[pos+4:]))
+		finishRecordSeeded(seed, buf[pos:pos+recordHeaderSize+length], woid)
 		ptrs = append(ptrs, MakePointer(s.id, uint32(s.off)+uint32(pos)))
 		woid++
-		pos += encodedSize(int(h.Length))
+		pos += encodedSize(length)
 	}
 	if _, err := s.wf.WriteAt(buf, s.off); err != nil {
 		s.writeFailed = true
