@@ -442,6 +442,7 @@ type fileTake struct {
 	ch         *fileChan
 	entries    []takeEntry
 	buf        []byte
+	ptrs       []wal.Pointer // read scratch
 	committing bool
 	done       bool
 }
@@ -533,15 +534,18 @@ func (t *fileTake) read(first int) ([]Event, error) {
 	if s.walClosed {
 		return nil, ErrClosed
 	}
-	for i := first; i < len(t.entries); i++ {
-		e := t.entries[i]
-		rec, err := s.wal.ReadRecord(e.ptr, t.buf)
+	ptrs := t.ptrs[:0]
+	for _, e := range t.entries[first:] {
+		ptrs = append(ptrs, e.ptr)
+	}
+	t.ptrs = ptrs
+	var err error
+	t.buf, err = s.wal.ReadRecords(ptrs, t.buf, func(i int, rec wal.Record, err error) error {
 		var ev Event
 		var h putHeader
 		if err == nil {
-			t.buf = rec.Payload[:0]
 			if rec.Type != wal.RecordPut {
-				err = fmt.Errorf("record at %v is type %d, not a put", e.ptr, rec.Type)
+				err = fmt.Errorf("record at %v is type %d, not a put", ptrs[i], rec.Type)
 			} else {
 				h, ev, err = decodePut(rec.Payload)
 			}
@@ -549,12 +553,16 @@ func (t *fileTake) read(first int) ([]Event, error) {
 		if err != nil {
 			c.corrupt.Add(1)
 			s.log.Error("file channel: skipping unreadable event", "channel", c.cfg.Name,
-				"segment", e.ptr.Segment(), "offset", e.ptr.Offset(), "err", err)
-			continue
+				"segment", ptrs[i].Segment(), "offset", ptrs[i].Offset(), "err", err)
+			return nil
 		}
-		sizes[i-first] = h.size
+		sizes[i] = h.size
 		bytes += int64(h.size)
 		out = append(out, ev)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	s.mu.Lock()
 	for i, sz := range sizes {

@@ -76,6 +76,84 @@ func (w *WAL) ReadRecord(p Pointer, buf []byte) (Record, error) {
 	return w.decodePayload(rec, s.path, off, nil)
 }
 
+// readSpan bounds the bytes one pread of ReadRecords covers; readAhead is
+// how far past the last pointer of a run it reads to catch that record whole.
+const (
+	readSpan  = 1 << 20
+	readAhead = 4 << 10
+)
+
+// ReadRecords reads and verifies the records at ps and calls fn with each,
+// in order: the record, or the error ReadRecord would have returned for it
+// (e.g. a *CorruptionError), after which reading goes on. rec.Payload is
+// valid only during fn. Runs of pointers into one segment at ascending
+// offsets less than readSpan apart are read with one pread, so a stretch of
+// consecutive records costs one system call, not one each. buf is a reusable
+// read buffer; the grown buffer is returned. An error from fn stops the
+// reading and is returned. Safe to call concurrently with Write.
+func (w *WAL) ReadRecords(ps []Pointer, buf []byte, fn func(i int, rec Record, err error) error) ([]byte, error) {
+	var dec []byte // codec output, reused across records
+	for i := 0; i < len(ps); {
+		seg, lo := ps[i].Segment(), int64(ps[i].Offset())
+		j := i + 1
+		for j < len(ps) && ps[j].Segment() == seg && ps[j].Offset() > ps[j-1].Offset() && int64(ps[j].Offset())-lo < readSpan {
+			j++
+		}
+		w.mu.RLock()
+		s := w.segs[seg]
+		w.mu.RUnlock()
+		var data []byte
+		if j > i+1 && s != nil && lo >= segmentHeaderSize && lo < s.size {
+			hi := min(int64(ps[j-1].Offset())+readAhead, s.size)
+			if int64(cap(buf)) < hi-lo {
+				buf = make([]byte, hi-lo)
+			}
+			if f, release, err := s.reader(); err == nil {
+				n, _ := f.ReadAt(buf[:hi-lo], lo)
+				release()
+				data = buf[:n] // a short read leaves the rest to ReadRecord
+			}
+		}
+		for k := i; k < j; k++ {
+			rec, ok, err := w.recordInRun(s, data, lo, int64(ps[k].Offset()), &dec)
+			if !ok {
+				// Not wholly in the run's buffer (or no buffer): the
+				// single-record path reads it and names any error.
+				rec, err = w.ReadRecord(ps[k], nil)
+			}
+			if ferr := fn(k, rec, err); ferr != nil {
+				return buf, ferr
+			}
+		}
+		i = j
+	}
+	return buf, nil
+}
+
+// recordInRun decodes the record at segment offset off from data, which holds
+// s from offset lo on. ok is false when the record does not lie wholly in
+// data at a valid record position: ReadRecord then decides.
+func (w *WAL) recordInRun(s *segment, data []byte, lo, off int64, dec *[]byte) (Record, bool, error) {
+	rel := off - lo
+	if s == nil || off%recordAlign != 0 || rel < 0 || rel+recordHeaderSize > int64(len(data)) {
+		return Record{}, false, nil
+	}
+	h := decodeRecordHeader(data[rel:])
+	if reason := checkRecordHeader(h, off, s.size); reason != "" {
+		return Record{}, true, &CorruptionError{File: s.path, Offset: off, Reason: reason}
+	}
+	end := rel + recordHeaderSize + int64(h.Length)
+	if end > int64(len(data)) {
+		return Record{}, false, nil
+	}
+	rec, reason := decodeRecord(s.id, data[rel:end], off, s.size)
+	if reason != "" {
+		return Record{}, true, &CorruptionError{File: s.path, Offset: off, Reason: reason}
+	}
+	rec, err := w.decodePayload(rec, s.path, off, dec)
+	return rec, true, err
+}
+
 // decodePayload passes a record's payload through the Codec.
 func (w *WAL) decodePayload(rec Record, file string, off int64, scratch *[]byte) (Record, error) {
 	if w.opts.Codec == nil {

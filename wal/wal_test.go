@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -910,5 +911,121 @@ func TestSparesOption(t *testing.T) {
 	o.Spares = maxSpares + 1
 	if _, err := Open(o); err == nil || !strings.Contains(err.Error(), "Spares") {
 		t.Fatalf("Spares %d accepted: %v", o.Spares, err)
+	}
+}
+
+// TestReadRecords checks the batched reader against ReadRecord: runs in one
+// segment, pointers out of order, across segments and directories, records
+// bigger than the read-ahead at the end of a run, a corrupt record in the
+// middle of a run (reported, its neighbours still read) and an unknown
+// segment.
+func TestReadRecords(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	opts := testOpts(fs, "/r1", "/r2")
+	opts.SegmentSize = 1 << 20
+	w := mustOpen(t, opts)
+	defer w.Close()
+	w.Start(1)
+	rng := rand.New(rand.NewPCG(21, 21))
+	var recs []written
+	var b Batch
+	for i := range 3000 {
+		if i%50 == 0 || b.Len() > 64<<10 {
+			if b.Count() > 0 {
+				ptrs, tok, err := w.Write(i%2, &b, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := w.Sync(context.Background(), tok); err != nil {
+					t.Fatal(err)
+				}
+				for k, p := range ptrs {
+					recs[len(recs)-len(ptrs)+k].ptr = p
+				}
+			}
+			b.Reset()
+		}
+		size := 1 + rng.IntN(300)
+		if rng.IntN(40) == 0 {
+			size = readAhead + rng.IntN(3*readAhead) // crosses the read-ahead
+		}
+		p := payloadFor(i, size)
+		b.Add(RecordPut, uint64(i), p)
+		recs = append(recs, written{txn: uint64(i), payload: p})
+	}
+	ptrs, tok, err := w.Write(0, &b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Sync(context.Background(), tok); err != nil {
+		t.Fatal(err)
+	}
+	for k, p := range ptrs {
+		recs[len(recs)-len(ptrs)+k].ptr = p
+	}
+
+	check := func(name string, sel []written, wantErr map[int]bool) {
+		t.Helper()
+		ps := make([]Pointer, len(sel))
+		for i, r := range sel {
+			ps[i] = r.ptr
+		}
+		next := 0
+		_, err := w.ReadRecords(ps, nil, func(i int, rec Record, err error) error {
+			if i != next {
+				t.Fatalf("%s: fn called for %d, want %d", name, i, next)
+			}
+			next++
+			if wantErr[i] {
+				if err == nil {
+					t.Fatalf("%s: record %d (%v) read without error", name, i, ps[i])
+				}
+				return nil
+			}
+			if err != nil || rec.TxnID != sel[i].txn || !bytes.Equal(rec.Payload, sel[i].payload) {
+				t.Fatalf("%s: record %d at %v: %v (txn %d)", name, i, ps[i], err, rec.TxnID)
+			}
+			return nil
+		})
+		if err != nil || next != len(sel) {
+			t.Fatalf("%s: %v after %d of %d", name, err, next, len(sel))
+		}
+	}
+	check("all in write order", recs, nil)
+	shuffled := slices.Clone(recs)
+	rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+	check("shuffled", shuffled[:500], nil)
+	var sparse []written
+	for i := 0; i < len(recs); i += 1 + rng.IntN(5) {
+		sparse = append(sparse, recs[i])
+	}
+	check("sparse ascending", sparse, nil)
+
+	// Corrupt one record in the middle of a run: only it fails.
+	victim := 1234
+	patchFile(t, fs, segPath(w, recs[victim].ptr.Segment()), int64(recs[victim].ptr.Offset())+recordHeaderSize, func(b []byte) { b[0] ^= 1 })
+	check("corrupt record", recs, map[int]bool{victim: true})
+	_, err = w.ReadRecords([]Pointer{recs[victim].ptr}, nil, func(_ int, _ Record, err error) error {
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("single corrupt record: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Unknown segment and a misaligned offset inside a run.
+	bad := append([]written{recs[0], {ptr: MakePointer(9999, 32)}, recs[1]}, written{ptr: MakePointer(recs[2].ptr.Segment(), recs[2].ptr.Offset()+3)}, recs[3])
+	check("bad pointers", bad, map[int]bool{1: true, 3: true})
+
+	// fn's error stops the reading.
+	stop := errors.New("stop")
+	calls := 0
+	if _, err := w.ReadRecords([]Pointer{recs[0].ptr, recs[1].ptr, recs[2].ptr}, nil, func(int, Record, error) error {
+		calls++
+		return stop
+	}); err != stop || calls != 1 {
+		t.Fatalf("fn error: %v after %d calls", err, calls)
 	}
 }
