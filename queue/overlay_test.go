@@ -100,8 +100,12 @@ func TestInstallRecyclesBlocks(t *testing.T) {
 		t.Fatalf("took %d pooled blocks, overlay holds %d", got, len(q.cur.post.blocks))
 	}
 	for i := range uint64(25_000) {
-		if v, _ := q.PopFront(); v != map[bool]uint64{true: i + 1, false: 30_000 + i - 20_000}[i < 20_000] {
-			t.Fatalf("pop %d = %d", i, v)
+		want := i + 1 // the checkpointed values, then the pushed ones
+		if i >= 20_000 {
+			want = 30_000 + i - 20_000
+		}
+		if v, _ := q.PopFront(); v != want {
+			t.Fatalf("pop %d = %d, want %d", i, v, want)
 		}
 	}
 	if q.Len() != 0 {

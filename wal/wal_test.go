@@ -929,21 +929,23 @@ func TestReadRecords(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 21))
 	var recs []written
 	var b Batch
+	// flush writes b to dir and fills in the pointers of its records.
+	flush := func(dir int) {
+		ptrs, tok, err := w.Write(dir, &b, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Sync(context.Background(), tok); err != nil {
+			t.Fatal(err)
+		}
+		for k, p := range ptrs {
+			recs[len(recs)-len(ptrs)+k].ptr = p
+		}
+		b.Reset()
+	}
 	for i := range 3000 {
-		if i%50 == 0 || b.Len() > 64<<10 {
-			if b.Count() > 0 {
-				ptrs, tok, err := w.Write(i%2, &b, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := w.Sync(context.Background(), tok); err != nil {
-					t.Fatal(err)
-				}
-				for k, p := range ptrs {
-					recs[len(recs)-len(ptrs)+k].ptr = p
-				}
-			}
-			b.Reset()
+		if b.Count() > 0 && (i%50 == 0 || b.Len() > 64<<10) {
+			flush(i % 2)
 		}
 		size := 1 + rng.IntN(300)
 		if rng.IntN(40) == 0 {
@@ -953,16 +955,7 @@ func TestReadRecords(t *testing.T) {
 		b.Add(RecordPut, uint64(i), p)
 		recs = append(recs, written{txn: uint64(i), payload: p})
 	}
-	ptrs, tok, err := w.Write(0, &b, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Sync(context.Background(), tok); err != nil {
-		t.Fatal(err)
-	}
-	for k, p := range ptrs {
-		recs[len(recs)-len(ptrs)+k].ptr = p
-	}
+	flush(0)
 
 	check := func(name string, sel []written, wantErr map[int]bool) {
 		t.Helper()
@@ -1005,7 +998,7 @@ func TestReadRecords(t *testing.T) {
 	victim := 1234
 	patchFile(t, fs, segPath(w, recs[victim].ptr.Segment()), int64(recs[victim].ptr.Offset())+recordHeaderSize, func(b []byte) { b[0] ^= 1 })
 	check("corrupt record", recs, map[int]bool{victim: true})
-	_, err = w.ReadRecords([]Pointer{recs[victim].ptr}, nil, func(_ int, _ Record, err error) error {
+	_, err := w.ReadRecords([]Pointer{recs[victim].ptr}, nil, func(_ int, _ Record, err error) error {
 		if !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("single corrupt record: %v", err)
 		}
