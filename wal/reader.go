@@ -118,8 +118,13 @@ func (w *WAL) ReadRecords(ps []Pointer, buf []byte, fn func(i int, rec Record, e
 			rec, ok, err := w.recordInRun(s, data, lo, int64(ps[k].Offset()), &dec)
 			if !ok {
 				// Not wholly in the run's buffer (or no buffer): the
-				// single-record path reads it and names any error.
-				rec, err = w.ReadRecord(ps[k], nil)
+				// single-record path reads it and names any error. It
+				// may use buf only when no run is being decoded from it.
+				var scratch []byte
+				if data == nil {
+					scratch = buf
+				}
+				rec, err = w.ReadRecord(ps[k], scratch)
 			}
 			if ferr := fn(k, rec, err); ferr != nil {
 				return buf, ferr
