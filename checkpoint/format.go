@@ -3,8 +3,9 @@ package checkpoint
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"math"
+
+	"github.com/sluicehq/sluice/internal/crc32c"
 )
 
 // The checkpoint file format (version 1). All fixed-width integers are
@@ -74,8 +75,6 @@ const (
 	maxBodyLen    = math.MaxUint32
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // Compile-time check that magicLen matches magic.
 var _ = [1]struct{}{}[len(magic)-magicLen]
 
@@ -108,7 +107,7 @@ func Marshal(c *Checkpoint, s Sealer) ([]byte, error) {
 	out[offVersion] = formatVersion
 	out[offFlags] = flags
 	binary.LittleEndian.PutUint32(out[offBodyLen:], uint32(bodyLen))
-	out = binary.LittleEndian.AppendUint32(out, crc32.Checksum(out, castagnoli))
+	out = binary.LittleEndian.AppendUint32(out, crc32c.Checksum(out))
 	return out, nil
 }
 
@@ -267,7 +266,7 @@ func Unmarshal(b []byte, s Sealer) (*Checkpoint, error) {
 		return nil, corruptf(int64(headerLen+trailerLen+bodyLen), "%d trailing bytes after the CRC", have-bodyLen)
 	}
 	crcOff := len(b) - trailerLen
-	if want, got := binary.LittleEndian.Uint32(b[crcOff:]), crc32.Checksum(b[:crcOff], castagnoli); want != got {
+	if want, got := binary.LittleEndian.Uint32(b[crcOff:]), crc32c.Checksum(b[:crcOff]); want != got {
 		return nil, corruptf(int64(crcOff), "CRC32C mismatch: stored %#08x, computed %#08x", want, got)
 	}
 	body := b[headerLen:crcOff]

@@ -3,8 +3,9 @@ package queue
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"strings"
+
+	"github.com/sluicehq/sluice/internal/crc32c"
 )
 
 // Queue file layout (all integers little endian):
@@ -41,8 +42,6 @@ const (
 	slotsPerPage  = 4096 / slotSize
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // fileSize returns the size in bytes of a queue file with capacity c.
 func fileSize(c uint64) int64 { return headerSize + int64(c)*slotSize }
 
@@ -54,7 +53,7 @@ func encodeHeader(b []byte, c uint64, gen uint8) {
 	b[7] = formatVersion
 	binary.LittleEndian.PutUint64(b[8:], c)
 	b[16] = gen
-	binary.LittleEndian.PutUint32(b[headerCRCOff:], crc32.Checksum(b[:headerCRCOff], castagnoli))
+	binary.LittleEndian.PutUint32(b[headerCRCOff:], crc32c.Checksum(b[:headerCRCOff]))
 }
 
 // fileHeader is a decoded queue file header.
@@ -75,7 +74,7 @@ func decodeHeader(b []byte) (fileHeader, error) {
 		return fileHeader{}, fmt.Errorf("unsupported format version %d", b[7])
 	}
 	want := binary.LittleEndian.Uint32(b[headerCRCOff:])
-	if got := crc32.Checksum(b[:headerCRCOff], castagnoli); got != want {
+	if got := crc32c.Checksum(b[:headerCRCOff]); got != want {
 		return fileHeader{}, fmt.Errorf("header checksum mismatch (stored %08x, computed %08x)", want, got)
 	}
 	h := fileHeader{capacity: binary.LittleEndian.Uint64(b[8:]), gen: b[16]}

@@ -36,11 +36,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"log/slog"
 	"os"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/sluicehq/sluice/internal/crc32c"
 )
 
 // Options configures a queue.
@@ -258,7 +258,7 @@ func fileDigest(slots []byte, c, head, size uint64) uint32 {
 	s := head % c
 	for size > 0 {
 		n := min(size, c-s)
-		crc = crc32.Update(crc, castagnoli, slots[s*slotSize:(s+n)*slotSize])
+		crc = crc32c.Update(crc, slots[s*slotSize:(s+n)*slotSize])
 		size -= n
 		s = 0
 	}
@@ -275,7 +275,7 @@ func Digest(ps []uint64) uint32 {
 		for i, p := range ps[:n] {
 			binary.LittleEndian.PutUint64(buf[i*slotSize:], p)
 		}
-		crc = crc32.Update(crc, castagnoli, buf[:n*slotSize])
+		crc = crc32c.Update(crc, buf[:n*slotSize])
 		ps = ps[n:]
 	}
 	return crc
@@ -559,7 +559,7 @@ func (w *snapWriter) chunk(p, n uint64) uint64 {
 }
 
 func (w *snapWriter) put(p uint64, src []byte) {
-	w.crc = crc32.Update(w.crc, castagnoli, src)
+	w.crc = crc32c.Update(w.crc, src)
 	off := (p % w.c) * slotSize
 	dst := w.dst[off : off+uint64(len(src))]
 	if !bytes.Equal(dst, src) {

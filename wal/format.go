@@ -56,7 +56,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
+
+	"github.com/sluicehq/sluice/internal/crc32c"
 )
 
 const (
@@ -73,8 +74,6 @@ const (
 	// this much room free at its end.
 	sealRecordSize = (recordHeaderSize + recordAlign - 1) &^ (recordAlign - 1)
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // RecordType says what a record means to the channel layer.
 type RecordType uint8
@@ -175,7 +174,7 @@ func (h segmentHeader) encode(dst []byte) {
 	dst[4] = formatVersion
 	binary.LittleEndian.PutUint32(dst[8:12], h.ID)
 	binary.LittleEndian.PutUint64(dst[16:24], uint64(h.Size))
-	binary.LittleEndian.PutUint32(dst[24:28], crc32.Checksum(dst[0:24], castagnoli))
+	binary.LittleEndian.PutUint32(dst[24:28], crc32c.Checksum(dst[0:24]))
 }
 
 // decodeSegmentHeader validates and decodes a segment header. The returned
@@ -190,7 +189,7 @@ func decodeSegmentHeader(src []byte) (segmentHeader, error) {
 	if src[4] != formatVersion {
 		return segmentHeader{}, fmt.Errorf("unsupported format version %d", src[4])
 	}
-	if got, want := binary.LittleEndian.Uint32(src[24:28]), crc32.Checksum(src[0:24], castagnoli); got != want {
+	if got, want := binary.LittleEndian.Uint32(src[24:28]), crc32c.Checksum(src[0:24]); got != want {
 		return segmentHeader{}, fmt.Errorf("header checksum mismatch (stored %08x, computed %08x)", got, want)
 	}
 	h := segmentHeader{
@@ -243,7 +242,7 @@ func putRecordHeader(dst []byte, typ RecordType, flags uint8, keyID uint16, txnI
 // recordCRC computes the checksum of an encoded record (header + payload,
 // without padding) for the given segment.
 func recordCRC(segID uint32, rec []byte) uint32 {
-	return crc32.Update(segmentSeed(segID), castagnoli, rec[4:])
+	return crc32c.Update(segmentSeed(segID), rec[4:])
 }
 
 // segmentSeed is the CRC state after the segment id, where every record
@@ -251,19 +250,19 @@ func recordCRC(segID uint32, rec []byte) uint32 {
 func segmentSeed(segID uint32) uint32 {
 	var seed [4]byte
 	binary.LittleEndian.PutUint32(seed[:], segID)
-	return crc32.Update(0, castagnoli, seed[:])
+	return crc32c.Update(0, seed[:])
 }
 
 // finishRecord stamps the WOID into an encoded record (header + payload,
 // without padding) and computes its CRC for segment segID.
 func finishRecord(segID uint32, rec []byte, woid uint64) {
-	finishRecordSeeded(segmentSeed(segID), rec, woid)
+	binary.LittleEndian.PutUint64(rec[20:28], woid)
+	checksumRecord(segmentSeed(segID), rec)
 }
 
-// finishRecordSeeded is finishRecord with the segment's seed precomputed.
-func finishRecordSeeded(seed uint32, rec []byte, woid uint64) {
-	binary.LittleEndian.PutUint64(rec[20:28], woid)
-	binary.LittleEndian.PutUint32(rec[0:4], crc32.Update(seed, castagnoli, rec[4:]))
+// checksumRecord stores the CRC of an encoded record whose WOID is set.
+func checksumRecord(seed uint32, rec []byte) {
+	binary.LittleEndian.PutUint32(rec[0:4], crc32c.Update(seed, rec[4:]))
 }
 
 // appendRecord appends one complete, checksummed record to dst.

@@ -4,9 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"slices"
+
+	"github.com/sluicehq/sluice/internal/crc32c"
 )
 
 // Reading: single records by pointer, and whole-log replay.
@@ -250,7 +251,7 @@ func (sc *segScanner) recordAt(off int64) (rec Record, size int64, reason string
 		// large allocation.
 		var seed [4]byte
 		binary.LittleEndian.PutUint32(seed[:], sc.s.id)
-		crc := crc32.Update(0, castagnoli, seed[:])
+		crc := crc32c.Update(0, seed[:])
 		for pos := 0; pos < n; {
 			k := min(windowSize, n-pos)
 			chunk, err := sc.load(off+int64(pos), k)
@@ -260,7 +261,7 @@ func (sc *segScanner) recordAt(off int64) (rec Record, size int64, reason string
 			if pos == 0 {
 				chunk = chunk[4:]
 			}
-			crc = crc32.Update(crc, castagnoli, chunk)
+			crc = crc32c.Update(crc, chunk)
 			pos += k
 		}
 		if crc != h.CRC {

@@ -94,11 +94,19 @@ func (w *WAL) Write(dir int, b *Batch, ptrs []Pointer) ([]Pointer, SyncToken, er
 	start := len(ptrs)
 	seed := segmentSeed(s.id)
 	ptrs = slices.Grow(ptrs, b.count)
+	// Two passes: stamping the WOIDs first keeps the checksum's wide loads
+	// from waiting on the store of the WOID they cover (a store-forwarding
+	// stall per record, a third of the checksum time for small records).
 	for pos := 0; pos < len(buf); {
 		length := int(binary.LittleEndian.Uint32(buf[pos+4:]))
-		finishRecordSeeded(seed, buf[pos:pos+recordHeaderSize+length], woid)
+		binary.LittleEndian.PutUint64(buf[pos+20:pos+28], woid)
 		ptrs = append(ptrs, MakePointer(s.id, uint32(s.off)+uint32(pos)))
 		woid++
+		pos += encodedSize(length)
+	}
+	for pos := 0; pos < len(buf); {
+		length := int(binary.LittleEndian.Uint32(buf[pos+4:]))
+		checksumRecord(seed, buf[pos:pos+recordHeaderSize+length])
 		pos += encodedSize(length)
 	}
 	if _, err := s.wf.WriteAt(buf, s.off); err != nil {
