@@ -7,4 +7,6 @@ const (
 	hasFold = false
 )
 
-func foldUpdate(crc uint32, p []byte, k *[18]uint64) uint32 { panic("crc32c: no folding on this architecture") }
+func foldUpdate(crc uint32, p []byte, k *[18]uint64) uint32 {
+	panic("crc32c: no folding on this architecture")
+}
