@@ -47,7 +47,6 @@ package crypto
 import (
 	"bufio"
 	"bytes"
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/rand"
@@ -296,6 +295,22 @@ type Keyring struct {
 	ids    []uint16 // sorted
 	aeads  map[uint16]cipher.AEAD
 	checks map[uint16]string
+
+	// The active key's AEAD and WAL associated data per compression
+	// (index flags>>1), so sealing a record needs no map lookup and builds
+	// nothing.
+	activeAEAD cipher.AEAD
+	activeAD   [4][]byte
+}
+
+// setActive makes id, which must be in k.aeads, the active key.
+func (k *Keyring) setActive(id uint16) {
+	k.active = id
+	k.activeAEAD = k.aeads[id]
+	for i := range k.activeAD {
+		var buf [24]byte
+		k.activeAD[i] = slices.Clone(walAssociated(&buf, FlagSealed|uint8(i)<<1, id))
+	}
 }
 
 // Keyring returns a Keyring of the file's keys with the given active id (0:
@@ -327,11 +342,7 @@ func NewKeyring(file string, keys []Key, active uint16) (*Keyring, error) {
 		if _, dup := kr.aeads[k.ID]; dup {
 			return nil, fmt.Errorf("crypto: key file %s: key id %d defined twice", file, k.ID)
 		}
-		block, err := aes.NewCipher(k.Secret[:])
-		if err != nil {
-			return nil, fmt.Errorf("crypto: key %d of %s: %w", k.ID, file, err)
-		}
-		aead, err := newCounterGCM(block)
+		aead, err := newCounterGCM(k.Secret[:])
 		if err != nil {
 			return nil, fmt.Errorf("crypto: key %d of %s: %w", k.ID, file, err)
 		}
@@ -346,7 +357,7 @@ func NewKeyring(file string, keys []Key, active uint16) (*Keyring, error) {
 	if _, ok := kr.aeads[active]; !ok {
 		return nil, &KeyError{ID: active, File: file, What: "the configured active key"}
 	}
-	kr.active = active
+	kr.setActive(active)
 	return kr, nil
 }
 
@@ -365,7 +376,7 @@ func (k *Keyring) WithActive(id uint16) (*Keyring, error) {
 		return nil, &KeyError{ID: id, File: k.file, What: "the requested active key"}
 	}
 	c := *k
-	c.active = id
+	c.setActive(id)
 	return &c, nil
 }
 

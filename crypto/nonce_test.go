@@ -5,6 +5,8 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"testing"
+
+	"github.com/sluicehq/sluice/crypto/internal/vgcm"
 )
 
 func TestCounterGCM(t *testing.T) {
@@ -13,11 +15,11 @@ func TestCounterGCM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := newCounterGCM(block)
+	a, err := newCounterGCM(secret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := newCounterGCM(block) // another process or reload, same key
+	b, err := newCounterGCM(secret) // another process or reload, same key
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,5 +69,38 @@ func TestCounterGCM(t *testing.T) {
 	}
 	if _, err := a.Open(nil, nil, sealed[:5], ad); err == nil {
 		t.Fatal("short input accepted")
+	}
+}
+
+// TestGCMMatchesStdlib checks that the AES-GCM the keyring uses (vgcm where
+// the CPU has VAES) seals exactly as crypto/cipher does, across the record
+// sizes a WAL holds, and opens crypto/cipher's output.
+func TestGCMMatchesStdlib(t *testing.T) {
+	secret := bytes.Repeat([]byte{9}, 32)
+	ours, err := newGCM(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("AES-GCM implementation: %T (vgcm supported: %v)", ours, vgcm.Supported())
+	block, err := aes.NewCipher(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	std, err := cipher.NewGCM(block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := make([]byte, nonceSize)
+	ad := []byte("sluice wal v1\x01\x02\x00")
+	for n := 0; n <= 5000; n += 1 + n/7 {
+		plain := bytes.Repeat([]byte{byte(n)}, n)
+		nonce[0], nonce[11] = byte(n), byte(n>>8)
+		got, want := ours.Seal(nil, nonce, plain, ad), std.Seal(nil, nonce, plain, ad)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%d bytes: sealed differently from crypto/cipher", n)
+		}
+		if back, err := ours.Open(nil, nonce, want, ad); err != nil || !bytes.Equal(back, plain) {
+			t.Fatalf("%d bytes: opening crypto/cipher's output: %v", n, err)
+		}
 	}
 }
