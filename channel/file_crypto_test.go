@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/sluicehq/sluice/checkpoint"
@@ -547,6 +548,53 @@ func BenchmarkFilePutEncryptedCompressed(b *testing.B) {
 	for _, comp := range []string{"zstd", "s2"} {
 		b.Run(comp, func(b *testing.B) {
 			benchVariants(b, func(o *FileOptions) { o.Encryption = kr; o.Compression = comp })
+		})
+	}
+}
+
+// BenchmarkFilePutEncryptionCost measures what encryption costs with the
+// disk's drift cancelled out: a plain and an encrypted store (steady regime,
+// same directory's file system) take turns, round by round (at most
+// benchCycleBytes/8 of WAL each, drained untimed in between), so both see the
+// same disk. It reports each store's events/s and the cost, 1 - encrypted /
+// plain, in percent.
+func BenchmarkFilePutEncryptionCost(b *testing.B) {
+	kr := testKeyring(b, cryptoKeys(b, 1), 1)
+	const size, batch = 1024, 100
+	for _, producers := range []int{1, 16} {
+		b.Run(fmt.Sprintf("size=%d/batch=%d/producers=%d", size, batch, producers), func(b *testing.B) {
+			stores := []*File{
+				benchSteadyStore(b, func(*FileOptions) {}),
+				benchSteadyStore(b, func(o *FileOptions) { o.Encryption = kr }),
+			}
+			body := benchBody(size)
+			perCommit := batch * (size + recordOverhead)
+			warm := benchCycleBytes / (1000 * (size + recordOverhead))
+			for _, s := range stores {
+				benchPutRound(b, s, body, 1000, 1, warm+1)
+				benchDrain(b, s)
+			}
+			round := max(1, benchCycleBytes/8/perCommit)
+			var spent [2]time.Duration
+			var done [2]int
+			b.ResetTimer()
+			for left := b.N; left > 0; {
+				n := min(left, round)
+				for i, s := range stores {
+					start := time.Now()
+					benchPutRound(b, s, body, batch, producers, n)
+					spent[i] += time.Since(start)
+					done[i] += n
+					b.StopTimer()
+					benchDrain(b, s)
+					b.StartTimer()
+				}
+				left -= n
+			}
+			rate := func(i int) float64 { return float64(done[i]*batch) / spent[i].Seconds() }
+			b.ReportMetric(rate(0), "plain-events/s")
+			b.ReportMetric(rate(1), "encrypted-events/s")
+			b.ReportMetric(100*(1-rate(1)/rate(0)), "cost-%")
 		})
 	}
 }
