@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
@@ -40,38 +41,57 @@ func BenchmarkRawDiskLimit(b *testing.B) {
 	for _, size := range []int{100, 1024} {
 		for _, batch := range []int{1, 100, 1000} {
 			b.Run(fmt.Sprintf("size=%d/batch=%d", size, batch), func(b *testing.B) {
-				dir := benchDir(b)
-				const fileSize = 256 << 20
-				f, err := os.Create(filepath.Join(dir, "raw"))
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer f.Close()
-				zero := make([]byte, 1<<20)
-				for off := 0; off < fileSize; off += len(zero) {
-					f.Write(zero)
-				}
-				f.Sync()
-				buf := make([]byte, batch*(size+recordOverhead))
+				raw := newRawWriter(b, batch*(size+recordOverhead))
 				b.SetBytes(int64(batch * size))
 				b.ResetTimer()
-				var off int64
 				for range b.N {
-					if off+int64(len(buf)) > fileSize {
-						off = 0
-					}
-					if _, err := f.WriteAt(buf, off); err != nil {
-						b.Fatal(err)
-					}
-					if err := fdatasync(f); err != nil {
-						b.Fatal(err)
-					}
-					off += int64(len(buf))
+					raw.commit(b)
 				}
 				b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
 			})
 		}
 	}
+}
+
+// rawWriter is the raw disk limit: writes of one commit's bytes, each
+// followed by fdatasync, cycling through a preallocated, zeroed 256 MiB file.
+type rawWriter struct {
+	f   *os.File
+	buf []byte
+	off int64
+}
+
+const rawFileSize = 256 << 20
+
+func newRawWriter(b *testing.B, perCommit int) *rawWriter {
+	f, err := os.Create(filepath.Join(benchDir(b), "raw"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	zero := make([]byte, 1<<20)
+	for off := 0; off < rawFileSize; off += len(zero) {
+		if _, err := f.Write(zero); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	return &rawWriter{f: f, buf: make([]byte, perCommit)}
+}
+
+func (r *rawWriter) commit(b *testing.B) {
+	if r.off+int64(len(r.buf)) > rawFileSize {
+		r.off = 0
+	}
+	if _, err := r.f.WriteAt(r.buf, r.off); err != nil {
+		b.Fatal(err)
+	}
+	if err := fdatasync(r.f); err != nil {
+		b.Fatal(err)
+	}
+	r.off += int64(len(r.buf))
 }
 
 func benchStoreWith(b *testing.B, mutate func(*FileOptions)) *File {
@@ -404,6 +424,48 @@ func BenchmarkFilePutTake(b *testing.B) {
 					b.Fatal(err)
 				}
 				b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
+			})
+		}
+	}
+}
+
+// BenchmarkFilePutVsRaw is the put-to-raw-limit ratio with the disk's drift
+// cancelled out: one producer's puts (steady regime) and the raw limit's
+// write+fdatasync of the same bytes per commit take turns, round by round
+// (at most benchCycleBytes/8 of WAL each; the store is drained untimed in
+// between). It reports both rates and ratio = store / raw.
+func BenchmarkFilePutVsRaw(b *testing.B) {
+	for _, size := range []int{100, 1024} {
+		for _, batch := range []int{100, 1000} {
+			b.Run(fmt.Sprintf("size=%d/batch=%d/producers=1", size, batch), func(b *testing.B) {
+				perCommit := batch * (size + recordOverhead)
+				raw := newRawWriter(b, perCommit)
+				s := benchSteadyStore(b, func(*FileOptions) {})
+				body := benchBody(size)
+				benchPutRound(b, s, body, 1000, 1, benchCycleBytes/(1000*(size+recordOverhead))+1)
+				benchDrain(b, s)
+				round := max(1, benchCycleBytes/8/perCommit)
+				var rawTime, putTime time.Duration
+				b.ResetTimer()
+				for left := b.N; left > 0; {
+					n := min(left, round)
+					start := time.Now()
+					for range n {
+						raw.commit(b)
+					}
+					rawTime += time.Since(start)
+					start = time.Now()
+					benchPutRound(b, s, body, batch, 1, n)
+					putTime += time.Since(start)
+					b.StopTimer()
+					benchDrain(b, s)
+					b.StartTimer()
+					left -= n
+				}
+				events := float64(b.N * batch)
+				b.ReportMetric(events/rawTime.Seconds(), "raw-events/s")
+				b.ReportMetric(events/putTime.Seconds(), "put-events/s")
+				b.ReportMetric(rawTime.Seconds()/putTime.Seconds(), "ratio")
 			})
 		}
 	}
