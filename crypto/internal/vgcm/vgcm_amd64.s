@@ -355,10 +355,29 @@ GLOBL polyK<>(SB), RODATA|NOPTR, $64
 	LEAQ HP_H1(AX)(CX*1), R11; \
 	MOVQ $-1, DX
 
+// WRITE_TAG stores the tag and returns. Z16..Z31 (round keys, E_K(J0)) are
+// zeroed first: no key material is left in registers that VZEROUPPER does
+// not clear.
 #define WRITE_TAG \
 	VPSHUFB X15, X11, X11; \
 	VPXORQ X31, X11, X11; \
 	VMOVDQU X11, 0(R10); \
+	VPXORD Z16, Z16, Z16; \
+	VPXORD Z17, Z17, Z17; \
+	VPXORD Z18, Z18, Z18; \
+	VPXORD Z19, Z19, Z19; \
+	VPXORD Z20, Z20, Z20; \
+	VPXORD Z21, Z21, Z21; \
+	VPXORD Z22, Z22, Z22; \
+	VPXORD Z23, Z23, Z23; \
+	VPXORD Z24, Z24, Z24; \
+	VPXORD Z25, Z25, Z25; \
+	VPXORD Z26, Z26, Z26; \
+	VPXORD Z27, Z27, Z27; \
+	VPXORD Z28, Z28, Z28; \
+	VPXORD Z29, Z29, Z29; \
+	VPXORD Z30, Z30, Z30; \
+	VPXORD Z31, Z31, Z31; \
 	VZEROUPPER; \
 	RET
 
