@@ -240,9 +240,9 @@ func putRecordHeader(dst []byte, typ RecordType, flags uint8, keyID uint16, txnI
 }
 
 // recordCRC computes the checksum of an encoded record (header + payload,
-// without padding) for the given segment.
-func recordCRC(segID uint32, rec []byte) uint32 {
-	return crc32c.Update(segmentSeed(segID), rec[4:])
+// without padding) from its segment's seed (segmentSeed).
+func recordCRC(seed uint32, rec []byte) uint32 {
+	return crc32c.Update(seed, rec[4:])
 }
 
 // segmentSeed is the CRC state after the segment id, where every record
@@ -262,7 +262,7 @@ func finishRecord(segID uint32, rec []byte, woid uint64) {
 
 // checksumRecord stores the CRC of an encoded record whose WOID is set.
 func checksumRecord(seed uint32, rec []byte) {
-	binary.LittleEndian.PutUint32(rec[0:4], crc32c.Update(seed, rec[4:]))
+	binary.LittleEndian.PutUint32(rec[0:4], recordCRC(seed, rec))
 }
 
 // appendRecord appends one complete, checksummed record to dst.
@@ -310,7 +310,7 @@ func decodeRecord(segID uint32, src []byte, off, end int64) (Record, string) {
 	if len(src) < n {
 		return Record{}, "short record payload"
 	}
-	if crc := recordCRC(segID, src[:n]); crc != h.CRC {
+	if crc := recordCRC(segmentSeed(segID), src[:n]); crc != h.CRC {
 		return Record{}, fmt.Sprintf("checksum mismatch (stored %08x, computed %08x)", h.CRC, crc)
 	}
 	return Record{

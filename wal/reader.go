@@ -249,9 +249,7 @@ func (sc *segScanner) recordAt(off int64) (rec Record, size int64, reason string
 	} else {
 		// Checksum by streaming first so that a bogus length never causes a
 		// large allocation.
-		var seed [4]byte
-		binary.LittleEndian.PutUint32(seed[:], sc.s.id)
-		crc := crc32c.Update(0, seed[:])
+		crc := segmentSeed(sc.s.id)
 		for pos := 0; pos < n; {
 			k := min(windowSize, n-pos)
 			chunk, err := sc.load(off+int64(pos), k)
