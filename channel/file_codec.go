@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/sluicehq/sluice/wal"
 )
 
 // WAL record payloads of the file channel. The wal package treats payloads
@@ -43,6 +45,36 @@ func appendPutPayload(b []byte, ch string, ev Event, size int, putTime int64) []
 		b = appendString(b, v)
 	}
 	return append(b, ev.Body...)
+}
+
+// putPrefix is the record prefix shared by the put records of a txn into
+// channel ch: the header and the channel name (appendPutPayload's first
+// field). ok is false for a name too long for a wal.Prefix.
+func putPrefix(txnID uint64, ch string) (wal.Prefix, bool) {
+	var b [wal.PrefixCap]byte
+	n := binary.PutUvarint(b[:], uint64(len(ch)))
+	if len(ch) > len(b)-n {
+		return wal.Prefix{}, false
+	}
+	n += copy(b[n:], ch)
+	return wal.MakePrefix(wal.RecordPut, txnID, b[:n])
+}
+
+// putMiddle returns what follows the channel name in the put payload of a
+// headerless event of size bytes (size varint, put time, zero header
+// count) as two little-endian words and its length, for
+// wal.Batch.AppendPrefixed.
+func putMiddle(size uint32, putTime int64) (m0, m1 uint64, n int) {
+	var v uint64 // the varint's bytes, little endian
+	x := uint64(size)
+	for n = 0; x >= 0x80; n++ {
+		v |= (x&0x7f | 0x80) << (8 * n)
+		x >>= 7
+	}
+	v |= x << (8 * n)
+	n++ // at most 5 bytes for a uint32
+	t := uint64(putTime)
+	return v | t<<(8*n), t >> (64 - 8*n), n + 9
 }
 
 type payloadReader struct {

@@ -244,8 +244,11 @@ func crashWorker(ctx context.Context, s *File, m *crashModel, rng *rand.Rand, ta
 			}
 			for _, id := range ids {
 				e := ev(id)
-				if rng.IntN(8) == 0 {
+				switch rng.IntN(8) {
+				case 0:
 					e.Headers["pad"] = string(make([]byte, rng.IntN(4000)))
+				case 1, 2, 3:
+					e = evPlain(id)
 				}
 				if err := tx.Put("c1", e); err != nil {
 					tx.Rollback()
@@ -279,7 +282,7 @@ func crashWorker(ctx context.Context, s *File, m *crashModel, rng *rand.Rand, ta
 		cancel()
 		ids := make([]int, len(evs))
 		for i, e := range evs {
-			ids[i], _ = strconv.Atoi(string(e.Body[len("event-"):]))
+			ids[i] = bodyID(e.Body)
 		}
 		if !m.set(ids, evHeld) {
 			return
@@ -318,10 +321,11 @@ func explainLoss(o FileOptions, id int) string {
 	var out []string
 	var txn uint64
 	want := "event-" + strconv.Itoa(id)
+	wantPlain := "plain-" + strconv.Itoa(id)
 	_, err = w.Replay(nil, func(rec wal.Record, ptr wal.Pointer) error {
 		switch rec.Type {
 		case wal.RecordPut:
-			if _, e, err := decodePut(rec.Payload); err == nil && string(e.Body) == want {
+			if _, e, err := decodePut(rec.Payload); err == nil && (string(e.Body) == want || string(e.Body) == wantPlain) {
 				txn = rec.TxnID
 				out = append(out, fmt.Sprintf("put txn %d woid %d at %d/%d", rec.TxnID, rec.WOID, ptr.Segment(), ptr.Offset()))
 			}

@@ -51,8 +51,28 @@ func ev(id int) Event {
 	return Event{Headers: map[string]string{"id": strconv.Itoa(id)}, Body: []byte("event-" + strconv.Itoa(id))}
 }
 
+// evPlain is event id without headers: the put path's templated encoding.
+func evPlain(id int) Event { return Event{Body: []byte("plain-" + strconv.Itoa(id))} }
+
+// bodyID is the id in the body of an ev or evPlain event (-1 if none).
+func bodyID(body []byte) int {
+	_, n, _ := strings.Cut(string(body), "-")
+	id, err := strconv.Atoi(n)
+	if err != nil {
+		return -1
+	}
+	return id
+}
+
 func evID(t testing.TB, e Event) int {
 	t.Helper()
+	if rest, ok := strings.CutPrefix(string(e.Body), "plain-"); ok {
+		id, err := strconv.Atoi(rest)
+		if err != nil || e.Headers != nil {
+			t.Fatalf("unexpected event %q %v", e.Body, e.Headers)
+		}
+		return id
+	}
 	id, err := strconv.Atoi(strings.TrimPrefix(string(e.Body), "event-"))
 	if err != nil || e.Headers["id"] != strconv.Itoa(id) {
 		t.Fatalf("unexpected event %q %v", e.Body, e.Headers)

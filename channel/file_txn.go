@@ -75,9 +75,13 @@ func (p *filePut) Put(name string, events ...Event) error {
 	if n := p.perChan[c] + int64(len(events)); n > int64(c.cfg.TransactionCapacity) {
 		return fmt.Errorf("%w: %d events for channel %q, transactionCapacity is %d", ErrTxnFull, n, name, c.cfg.TransactionCapacity)
 	}
+	plain := true // no event has headers: the templated encoding applies
 	for i, ev := range events {
 		if sz := ev.Size(); sz > p.s.opts.MaxEventSize {
 			return fmt.Errorf("%w: event %d is %d bytes, maximum is %d", ErrEventTooLarge, i, sz, p.s.opts.MaxEventSize)
+		}
+		if len(ev.Headers) != 0 {
+			plain = false
 		}
 	}
 	now := time.Now().UnixNano()
@@ -86,17 +90,48 @@ func (p *filePut) Put(name string, events ...Event) error {
 		p.perChan[c] += added
 		p.perChanB[c] += addedBytes
 	}()
+	pending := p.pending
+	defer func() { p.pending = pending }()
+	if plain {
+		// Every record starts with the same header and channel name, and
+		// the put time and zero header count follow the size: one prefix
+		// copy, one middle copy and the body per event.
+		if pre, ok := putPrefix(p.id, name); ok {
+			lastSz, m0, m1, m := -1, uint64(0), uint64(0), 0
+			for _, ev := range events {
+				sz := len(ev.Body)
+				if p.buf.batch.Len() > 0 && p.buf.batch.Len()+sz+len(name)+64 > p.s.flushBytes {
+					p.pending = pending
+					if err := p.flush(false); err != nil {
+						return err
+					}
+					pending = p.pending
+				}
+				if sz != lastSz { // usually one size for all
+					m0, m1, m = putMiddle(uint32(sz), now)
+					lastSz = sz
+				}
+				p.buf.batch.AppendPrefixed(&pre, m0, m1, m, ev.Body)
+				pending = append(pending, putEntry{ch: c, size: uint32(sz)})
+				added++
+				addedBytes += int64(sz)
+			}
+			return nil
+		}
+	}
 	for _, ev := range events {
 		sz := ev.Size()
 		if p.buf.batch.Len() > 0 && p.buf.batch.Len()+sz+len(name)+64 > p.s.flushBytes {
+			p.pending = pending
 			if err := p.flush(false); err != nil {
 				return err
 			}
+			pending = p.pending
 		}
 		b := p.buf.batch.Begin()
 		b = appendPutPayload(b, name, ev, sz, now)
 		p.buf.batch.End(wal.RecordPut, p.id, b)
-		p.pending = append(p.pending, putEntry{ch: c, size: uint32(sz)})
+		pending = append(pending, putEntry{ch: c, size: uint32(sz)})
 		added++
 		addedBytes += int64(sz)
 	}

@@ -56,6 +56,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/sluicehq/sluice/internal/crc32c"
 )
@@ -335,9 +336,12 @@ type Codec interface {
 // Batch is a transaction's records, encoded but not yet written. The zero
 // value is an empty batch ready for use.
 type Batch struct {
-	buf   []byte
-	count int
-	open  int // start of the record between Begin and End
+	buf []byte
+	// offs holds each record's start in buf: Write walks the records by
+	// them rather than by the lengths in the headers, whose loads would
+	// chain one iteration to the next.
+	offs []uint32
+	open int // start of the record between Begin and End
 }
 
 // Add appends a record. The payload is copied; the WOID and CRC are filled in
@@ -363,33 +367,87 @@ func (b *Batch) End(typ RecordType, txnID uint64, buf []byte) {
 	n := len(buf) - start - recordHeaderSize
 	putRecordHeader(buf[start:], typ, 0, 0, txnID, n)
 	b.buf = append(buf, zeroHeader[:encodedSize(n)-recordHeaderSize-n]...)
-	b.count++
+	b.offs = append(b.offs, uint32(start))
+}
+
+// PrefixCap bounds a Prefix: the record header plus at most
+// PrefixCap-28 bytes of payload.
+const PrefixCap = 64
+
+// Prefix is a record header (type and transaction) plus the first bytes of
+// the payload, shared by many records: AppendPrefixed lays it down with one
+// fixed-size copy instead of encoding the header field by field.
+type Prefix struct {
+	b [PrefixCap]byte // header, payload prefix, zeroes
+	n int             // header + payload prefix bytes
+}
+
+// MakePrefix returns the prefix of records of type typ in transaction txnID
+// whose payloads start with payload. ok is false when payload is longer than
+// PrefixCap-28 bytes.
+func MakePrefix(typ RecordType, txnID uint64, payload []byte) (p Prefix, ok bool) {
+	if len(payload) > PrefixCap-recordHeaderSize {
+		return Prefix{}, false
+	}
+	putRecordHeader(p.b[:], typ, 0, 0, txnID, 0)
+	p.n = recordHeaderSize + copy(p.b[recordHeaderSize:], payload)
+	return p, true
+}
+
+// AppendPrefixed appends a record whose payload is p's payload bytes, then
+// the midLen (at most 16) low-order bytes of the little-endian words m0, m1,
+// then body. The words' bytes beyond midLen must be zero: the stores are
+// fixed-size and their zero tails become padding or are overwritten by what
+// follows. (Words in registers, not a byte array: reloading bytes just
+// stored one by one stalls on store forwarding.)
+func (b *Batch) AppendPrefixed(p *Prefix, m0, m1 uint64, midLen int, body []byte) {
+	n := p.n - recordHeaderSize + midLen + len(body)
+	size := encodedSize(n)
+	off := len(b.buf)
+	// The fixed-size stores may run past the record (into capacity only).
+	const span = PrefixCap + 16
+	if need := off + max(size, span); need > cap(b.buf) {
+		b.buf = slices.Grow(b.buf, need-off+need/4)
+	}
+	r := b.buf[off : off+max(size, span)]
+	binary.LittleEndian.PutUint64(r[size-recordAlign:], 0) // padding first: any later write may cover it
+	*(*[PrefixCap]byte)(r) = p.b
+	binary.LittleEndian.PutUint32(r[4:8], uint32(n))
+	m := r[p.n : p.n+16]
+	binary.LittleEndian.PutUint64(m[0:], m0)
+	binary.LittleEndian.PutUint64(m[8:], m1)
+	copy(r[p.n+midLen:], body)
+	b.buf = b.buf[:off+size]
+	b.offs = append(b.offs, uint32(off))
 }
 
 // Len returns the encoded size of the batch in bytes.
 func (b *Batch) Len() int { return len(b.buf) }
 
 // Count returns the number of records in the batch.
-func (b *Batch) Count() int { return b.count }
+func (b *Batch) Count() int { return len(b.offs) }
 
 // Reset empties the batch, keeping its buffer.
 func (b *Batch) Reset() {
 	b.buf = b.buf[:0]
-	b.count = 0
+	b.offs = b.offs[:0]
 }
 
-// encodeWith returns the batch's records passed through codec, as a new buffer.
-func (b *Batch) encodeWith(codec Codec, dst []byte) ([]byte, error) {
-	for off := 0; off < len(b.buf); {
+// encodeWith returns the batch's records passed through codec, as a new buffer,
+// and their offsets in it (appended to offs).
+func (b *Batch) encodeWith(codec Codec, dst []byte, offs []uint32) ([]byte, []uint32, error) {
+	for _, o := range b.offs {
+		off := int(o)
 		h := decodeRecordHeader(b.buf[off:])
 		payload := b.buf[off+recordHeaderSize : off+recordHeaderSize+int(h.Length)]
 		// The codec appends the stored payload right after a reserved
 		// header: no intermediate copy.
 		start := len(dst)
+		offs = append(offs, uint32(start))
 		dst = append(dst, make([]byte, recordHeaderSize)...)
 		out, flags, keyID, err := codec.Encode(dst, payload)
 		if err != nil {
-			return nil, fmt.Errorf("wal: encoding payload of txn %d: %w", h.TxnID, err)
+			return nil, offs, fmt.Errorf("wal: encoding payload of txn %d: %w", h.TxnID, err)
 		}
 		dst = out
 		n := len(dst) - start - recordHeaderSize
@@ -397,7 +455,6 @@ func (b *Batch) encodeWith(codec Codec, dst []byte) ([]byte, error) {
 		if pad := encodedSize(n) - recordHeaderSize - n; pad > 0 {
 			dst = append(dst, make([]byte, pad)...)
 		}
-		off += encodedSize(int(h.Length))
 	}
-	return dst, nil
+	return dst, offs, nil
 }

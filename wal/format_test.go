@@ -2,9 +2,14 @@ package wal
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 func TestPointer(t *testing.T) {
@@ -124,4 +129,74 @@ func FuzzDecodeRecord(f *testing.F) {
 		decodeRecord(1, b, segmentHeaderSize, segmentHeaderSize+int64(len(b)))
 		decodeSegmentHeader(b)
 	})
+}
+
+// TestAppendPrefixedMatchesAdd checks the templated encoding byte for byte
+// against Add, over prefix and middle lengths, payload sizes around the
+// padding boundaries, and a reused buffer full of garbage (the fixed-size
+// stores must leave only zero padding behind).
+func TestAppendPrefixedMatchesAdd(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, preLen := range []int{0, 1, 2, 7, 20, PrefixCap - recordHeaderSize} {
+		prefix := make([]byte, preLen)
+		for i := range prefix {
+			prefix[i] = byte(rng.Uint32()) | 1
+		}
+		pre, ok := MakePrefix(RecordPut, 0x0102030405060708, prefix)
+		if !ok {
+			t.Fatalf("prefix of %d bytes refused", preLen)
+		}
+		var got, want Batch
+		for midLen := 0; midLen <= 16; midLen++ {
+			for bodyLen := 0; bodyLen <= 40; bodyLen++ {
+				var mid [16]byte
+				for i := range midLen {
+					mid[i] = byte(rng.Uint32()) | 1
+				}
+				body := make([]byte, bodyLen)
+				for i := range body {
+					body[i] = byte(rng.Uint32()) | 1
+				}
+				// Garbage where the record will go.
+				got.buf = append(got.buf, bytes.Repeat([]byte{0xee}, 200)...)[:len(got.buf)]
+				m0 := binary.LittleEndian.Uint64(mid[0:])
+				m1 := binary.LittleEndian.Uint64(mid[8:])
+				got.AppendPrefixed(&pre, m0, m1, midLen, body)
+				payload := append(append(append([]byte(nil), prefix...), mid[:midLen]...), body...)
+				want.Add(RecordPut, 0x0102030405060708, payload)
+			}
+		}
+		if got.Count() != want.Count() || !bytes.Equal(got.buf, want.buf) {
+			t.Fatalf("prefix %d bytes: AppendPrefixed differs from Add (count %d vs %d, len %d vs %d)",
+				preLen, got.Count(), want.Count(), got.Len(), want.Len())
+		}
+		if !slices.Equal(got.offs, want.offs) {
+			t.Fatalf("prefix %d bytes: offsets differ", preLen)
+		}
+	}
+	if _, ok := MakePrefix(RecordPut, 1, make([]byte, PrefixCap-recordHeaderSize+1)); ok {
+		t.Fatal("an oversized prefix was accepted")
+	}
+}
+
+// TestWriteRefusesMalformedBatch: a record claiming more payload than the
+// batch holds is an error, not a panic or a corrupt write.
+func TestWriteRefusesMalformedBatch(t *testing.T) {
+	w := mustOpen(t, testOpts(vfs.NewMem(), "d0"))
+	defer w.Close()
+	var b Batch
+	b.Add(RecordPut, 1, []byte("abcdef"))
+	if _, _, err := w.Write(0, &b, nil); !errors.Is(err, errNotStarted) {
+		t.Fatalf("Write before Start: %v", err)
+	}
+	if _, err := w.Replay(nil, func(Record, Pointer) error { return nil }, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	binary.LittleEndian.PutUint32(b.buf[4:8], 1000)
+	if _, _, err := w.Write(0, &b, nil); err == nil || !strings.Contains(err.Error(), "malformed batch") {
+		t.Fatalf("Write of a malformed batch: %v", err)
+	}
 }

@@ -130,14 +130,23 @@ type WAL struct {
 	// replayMaxWOID is the largest WOID Replay saw; Start never goes below it.
 	replayMaxWOID atomic.Uint64
 
-	mu       sync.RWMutex
-	segs     map[uint32]*segment // every known segment, by id
-	started  bool
+	mu      sync.RWMutex
+	segs    map[uint32]*segment // every known segment, by id
+	started bool
+	// running is set once Start has started the segment allocators: a
+	// Write before that would wait for a segment forever.
+	running  atomic.Bool
 	closed   bool
 	closeErr error
 
 	// encBufs pools the buffers Write encodes batches into through the Codec.
 	encBufs sync.Pool
+}
+
+// encBuf is a batch after the Codec: records and their offsets.
+type encBuf struct {
+	buf  []byte
+	offs []uint32
 }
 
 // Position is a directory's append frontier: the next record goes to Offset
@@ -174,7 +183,7 @@ func Open(opts Options) (*WAL, error) {
 		opts:    opts,
 		fs:      opts.FS,
 		logger:  opts.Logger,
-		encBufs: sync.Pool{New: func() any { return new([]byte) }},
+		encBufs: sync.Pool{New: func() any { return new(encBuf) }},
 		segs:    map[uint32]*segment{},
 	}
 	var maxID uint32
@@ -271,6 +280,7 @@ func (w *WAL) StartAt(nextWOID uint64, minSegmentID uint32) error {
 		d.removeTemps()
 		d.startBackground()
 	}
+	w.running.Store(true)
 	for _, d := range w.dirs {
 		d.mu.Lock()
 		err := d.rotateLocked()

@@ -45,7 +45,10 @@ func (t SyncToken) Segment() uint32 {
 // End returns the end offset of the write in its segment.
 func (t SyncToken) End() int64 { return t.end }
 
-var errPoisoned = errors.New("wal: segment poisoned")
+var (
+	errPoisoned   = errors.New("wal: segment poisoned")
+	errNotStarted = errors.New("wal: write before Start")
+)
 
 // Write appends every record of b to directory dir's active segment with one
 // WriteAt, appends one Pointer per record to ptrs and returns it with a token
@@ -55,26 +58,29 @@ func (w *WAL) Write(dir int, b *Batch, ptrs []Pointer) ([]Pointer, SyncToken, er
 	if dir < 0 || dir >= len(w.dirs) {
 		return ptrs, SyncToken{}, fmt.Errorf("wal: write: directory index %d out of range [0, %d)", dir, len(w.dirs))
 	}
-	if b.count == 0 {
+	if len(b.offs) == 0 {
 		return ptrs, SyncToken{}, nil
 	}
-	buf := b.buf
+	if !w.running.Load() {
+		return ptrs, SyncToken{}, errNotStarted
+	}
+	buf, offs := b.buf, b.offs
 	if c := w.opts.Codec; c != nil && !isPassthrough(c) {
-		pooled := w.encBufs.Get().(*[]byte)
+		pooled := w.encBufs.Get().(*encBuf)
 		defer func() {
 			if cap(buf) <= 8<<20 {
-				*pooled = buf[:0]
+				pooled.buf, pooled.offs = buf[:0], offs[:0]
 				w.encBufs.Put(pooled)
 			}
 		}()
 		var err error
-		if buf, err = b.encodeWith(w.opts.Codec, (*pooled)[:0]); err != nil {
+		if buf, offs, err = b.encodeWith(w.opts.Codec, pooled.buf[:0], pooled.offs[:0]); err != nil {
 			return ptrs, SyncToken{}, err
 		}
 	}
 	n := int64(len(buf))
 	if limit := w.opts.SegmentSize - segmentHeaderSize - sealRecordSize; n > limit {
-		return ptrs, SyncToken{}, fmt.Errorf("wal: write of %d records, %d bytes, segment holds %d: %w", b.count, n, limit, ErrBatchTooLarge)
+		return ptrs, SyncToken{}, fmt.Errorf("wal: write of %d records, %d bytes, segment holds %d: %w", len(offs), n, limit, ErrBatchTooLarge)
 	}
 
 	d := w.dirs[dir]
@@ -88,26 +94,30 @@ func (w *WAL) Write(dir int, b *Batch, ptrs []Pointer) ([]Pointer, SyncToken, er
 		return ptrs, SyncToken{}, err
 	}
 
-	count := uint64(b.count)
+	count := uint64(len(offs))
 	last := w.woid.Add(count)
 	woid := last - count + 1
 	start := len(ptrs)
 	seed := segmentSeed(s.id)
-	ptrs = slices.Grow(ptrs, b.count)
+	ptrs = slices.Grow(ptrs, len(offs))
 	// Two passes: stamping the WOIDs first keeps the checksum's wide loads
 	// from waiting on the store of the WOID they cover (a store-forwarding
 	// stall per record, a third of the checksum time for small records).
-	for pos := 0; pos < len(buf); {
-		length := int(binary.LittleEndian.Uint32(buf[pos+4:]))
-		binary.LittleEndian.PutUint64(buf[pos+20:pos+28], woid)
-		ptrs = append(ptrs, MakePointer(s.id, uint32(s.off)+uint32(pos)))
-		woid++
-		pos += encodedSize(length)
+	// Both walk the offsets, not the header lengths: no load chains one
+	// record to the next.
+	base := uint32(s.off)
+	for i, off := range offs {
+		binary.LittleEndian.PutUint64(buf[off+20:off+28], woid+uint64(i))
+		ptrs = append(ptrs, MakePointer(s.id, base+off))
 	}
-	for pos := 0; pos < len(buf); {
-		length := int(binary.LittleEndian.Uint32(buf[pos+4:]))
-		checksumRecord(seed, buf[pos:pos+recordHeaderSize+length])
-		pos += encodedSize(length)
+	for _, off := range offs {
+		rec := buf[off:]
+		length := binary.LittleEndian.Uint32(rec[4:8])
+		if uint64(length) > uint64(len(rec)-recordHeaderSize) {
+			// Only a caller that filled the batch wrongly gets here.
+			return ptrs[:start], SyncToken{}, fmt.Errorf("wal: write: malformed batch: record at %d of %d bytes claims %d payload bytes", off, len(buf), length)
+		}
+		checksumRecord(seed, rec[:recordHeaderSize+int(length)])
 	}
 	if _, err := s.wf.WriteAt(buf, s.off); err != nil {
 		s.writeFailed = true
