@@ -319,7 +319,7 @@ func TestFaultWALSyncEIOEarlierSegmentOfTxn(t *testing.T) {
 		}
 	}
 	seg := activeSegment(s, 0)
-	if len(a.(*filePut).flushed) == 0 {
+	if len(a.(*filePut).ptrs) == 0 {
 		t.Fatalf("txn A did not flush before commit; the test needs larger events")
 	}
 

@@ -253,6 +253,71 @@ func TestFileCheckpointStraddlingTxns(t *testing.T) {
 	s2.Close()
 }
 
+// TestFileCheckpointMidPutAcrossChannels: checkpoints taken between the Put
+// calls of a txn whose records alternate between two channels (flushed in
+// several pieces, some pieces spanning both) record the in-flight entries
+// with the right channels; after a crash the committed txn's events are in
+// their channels in order and an uncommitted one's are nowhere.
+func TestFileCheckpointMidPutAcrossChannels(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	o := testFileOptions(fs, 2,
+		ChannelConfig{Name: "c1", Capacity: 10_000, TransactionCapacity: 3000},
+		ChannelConfig{Name: "c2", Capacity: 10_000, TransactionCapacity: 3000})
+	s := mustOpen(t, o)
+	ctx := context.Background()
+	put := func(tx PutTxn, ch string, from, to int) {
+		t.Helper()
+		var evs []Event
+		for i := from; i < to; i++ {
+			e := evPlain(i)
+			if i%3 == 0 {
+				e = ev(i)
+			}
+			evs = append(evs, e)
+		}
+		if err := tx.Put(ch, evs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	committed, _ := s.BeginPut(ctx, PutOptions{})
+	abandoned, _ := s.BeginPut(ctx, PutOptions{})
+	var want1, want2 []int
+	for k := range 6 {
+		ch, from := "c1", 1000*k
+		if k%2 == 1 {
+			ch = "c2"
+		}
+		put(committed, ch, from, from+700)
+		put(abandoned, ch, 100_000+from, 100_000+from+700)
+		if ch == "c1" {
+			want1 = append(want1, seq(from, from+700)...)
+		} else {
+			want2 = append(want2, seq(from, from+700)...)
+		}
+		if err := s.Checkpoint(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(committed.(*filePut).ptrs) == 0 || len(abandoned.(*filePut).ptrs) == 0 {
+		t.Fatal("no records flushed before commit; the test needs more events")
+	}
+	if err := committed.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	o.FS = crashClone(fs)
+	s2 := mustOpen(t, o)
+	defer s2.Close()
+	for ch, want := range map[string][]int{"c1": want1, "c2": want2} {
+		if got := drain(t, s2, ch); !slices.Equal(got, want) {
+			i := 0
+			for i < min(len(got), len(want)) && got[i] == want[i] {
+				i++
+			}
+			t.Fatalf("%s after crash: %d events, want %d; first difference at index %d", ch, len(got), len(want), i)
+		}
+	}
+}
+
 func TestFileProducerDedupSurvivesRestart(t *testing.T) {
 	fs := vfs.NewCrashableMem()
 	o := testFileOptions(fs, 1)

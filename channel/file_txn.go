@@ -6,32 +6,43 @@ import (
 	"fmt"
 	"sort"
 	"time"
+	"unsafe"
 
 	"github.com/sluicehq/sluice/checkpoint"
 	"github.com/sluicehq/sluice/wal"
 )
 
-// putEntry is one event of a put transaction once its record is in the WAL.
-type putEntry struct {
-	ch   *fileChan
-	ptr  wal.Pointer
-	size uint32
+// chanRun says that the put txn's events up to end (exclusive, counting
+// from the txn's first) after the previous run's end are for channel ch.
+type chanRun struct {
+	ch  *fileChan
+	end int
 }
 
 type filePut struct {
-	s          *File
-	id         uint64
-	dir        int
-	opts       PutOptions
-	buf        *putBuffers // pooled; nil once the txn is done
-	pending    []putEntry  // encoded in batch, pointer not yet known
-	flushed    []putEntry  // written to the WAL
-	perChan    map[*fileChan]int64
-	perChanB   map[*fileChan]int64
-	registered bool // in s.puts (has flushed records)
-	committing bool
-	done       bool
-	dedup      bool
+	s    *File
+	id   uint64
+	dir  int
+	opts PutOptions
+	buf  *putBuffers // pooled; nil once the txn is done
+	// The txn's events, in order, as parallel slices (pooled, from buf):
+	// sizes has one entry per event added; ptrs has the WAL pointers of
+	// the first len(ptrs) of them, those flushed to the WAL (the rest are
+	// encoded in the batch); runs maps them to channels.
+	sizes []uint32
+	ptrs  []wal.Pointer
+	runs  []chanRun
+	// What checkpoints read (under s.mu, set by flush): the flushed
+	// events' sizes (a prefix of sizes: appends never change it) and the
+	// runs as of the last flush.
+	flushedSizes []uint32
+	flushedRuns  []chanRun
+	perChan      map[*fileChan]int64
+	perChanB     map[*fileChan]int64
+	registered   bool // in s.puts (has flushed records)
+	committing   bool
+	done         bool
+	dedup        bool
 	// toks has one sync token per WAL segment the txn wrote to: a commit
 	// must make every one of them durable, not only the segment holding the
 	// commit record (an earlier segment's failed fsync must fail the commit).
@@ -50,8 +61,9 @@ func (s *File) BeginPut(ctx context.Context, opts PutOptions) (PutTxn, error) {
 	return &filePut{
 		s:        s,
 		buf:      buf,
-		pending:  buf.pending[:0],
-		flushed:  buf.flushed[:0],
+		sizes:    buf.sizes[:0],
+		ptrs:     buf.ptrs[:0],
+		runs:     buf.runs[:0],
 		id:       s.nextTxn.Add(1),
 		dir:      int(s.nextDir.Add(1) % uint64(s.wal.NumDirs())),
 		opts:     opts,
@@ -85,13 +97,13 @@ func (p *filePut) Put(name string, events ...Event) error {
 		}
 	}
 	now := time.Now().UnixNano()
-	var added, addedBytes int64
+	var addedBytes int64
+	sizes, before := p.sizes, len(p.sizes)
 	defer func() { // also on a failed flush: counts what was added
-		p.perChan[c] += added
+		p.extend(c, sizes)
+		p.perChan[c] += int64(len(sizes) - before)
 		p.perChanB[c] += addedBytes
 	}()
-	pending := p.pending
-	defer func() { p.pending = pending }()
 	if plain {
 		// Every record starts with the same header and channel name, and
 		// the put time and zero header count follow the size: one prefix
@@ -101,19 +113,17 @@ func (p *filePut) Put(name string, events ...Event) error {
 			for _, ev := range events {
 				sz := len(ev.Body)
 				if p.buf.batch.Len() > 0 && p.buf.batch.Len()+sz+len(name)+64 > p.s.flushBytes {
-					p.pending = pending
+					p.extend(c, sizes)
 					if err := p.flush(false); err != nil {
 						return err
 					}
-					pending = p.pending
 				}
 				if sz != lastSz { // usually one size for all
 					m0, m1, m = putMiddle(uint32(sz), now)
 					lastSz = sz
 				}
 				p.buf.batch.AppendPrefixed(&pre, m0, m1, m, ev.Body)
-				pending = append(pending, putEntry{ch: c, size: uint32(sz)})
-				added++
+				sizes = append(sizes, uint32(sz))
 				addedBytes += int64(sz)
 			}
 			return nil
@@ -122,20 +132,38 @@ func (p *filePut) Put(name string, events ...Event) error {
 	for _, ev := range events {
 		sz := ev.Size()
 		if p.buf.batch.Len() > 0 && p.buf.batch.Len()+sz+len(name)+64 > p.s.flushBytes {
-			p.pending = pending
+			p.extend(c, sizes)
 			if err := p.flush(false); err != nil {
 				return err
 			}
-			pending = p.pending
 		}
 		b := p.buf.batch.Begin()
 		b = appendPutPayload(b, name, ev, sz, now)
 		p.buf.batch.End(wal.RecordPut, p.id, b)
-		pending = append(pending, putEntry{ch: c, size: uint32(sz)})
-		added++
+		sizes = append(sizes, uint32(sz))
 		addedBytes += int64(sz)
 	}
 	return nil
+}
+
+// queuePointers views WAL pointers as the queue's uint64 elements (the
+// same representation) without copying them.
+func queuePointers(ps []wal.Pointer) []uint64 {
+	return unsafe.Slice((*uint64)(unsafe.SliceData(ps)), len(ps))
+}
+
+// extend records that the txn's events are sizes, those beyond the last run
+// being for channel c (the Put call in progress).
+func (p *filePut) extend(c *fileChan, sizes []uint32) {
+	p.sizes = sizes
+	n := len(p.runs)
+	switch {
+	case n > 0 && p.runs[n-1].end == len(sizes):
+	case n > 0 && p.runs[n-1].ch == c:
+		p.runs[n-1].end = len(sizes)
+	default:
+		p.runs = append(p.runs, chanRun{ch: c, end: len(sizes)})
+	}
 }
 
 // flush writes the buffered records (and, when commit is set, the commit
@@ -145,7 +173,7 @@ func (p *filePut) flush(commit bool) error {
 	s := p.s
 	if commit {
 		info := commitInfo{producer: p.opts.ProducerID, sequence: p.opts.Sequence,
-			events: uint64(len(p.flushed) + len(p.pending))}
+			events: uint64(len(p.sizes))}
 		p.buf.scratch = appendCommitPayload(p.buf.scratch[:0], info)
 		p.buf.batch.Add(wal.RecordCommit, p.id, p.buf.scratch)
 	}
@@ -160,26 +188,31 @@ func (p *filePut) flush(commit bool) error {
 		s.cpMu.RUnlock()
 		return ErrClosed
 	}
-	ptrs, tok, err := s.wal.Write(p.dir, &p.buf.batch, p.buf.ptrs[:0])
-	p.buf.ptrs = ptrs
+	// The pointers are appended to p.ptrs's spare room: what checkpoints
+	// read (p.ptrs itself) is unchanged until s.mu is held.
+	ptrs, tok, err := s.wal.Write(p.dir, &p.buf.batch, p.ptrs)
 	if err != nil {
 		s.cpMu.RUnlock()
 		return fmt.Errorf("file channel: txn %d: %w", p.id, walError(err))
 	}
 	s.walBytes.Add(int64(p.buf.batch.Len()))
 	s.walTotal.Add(int64(p.buf.batch.Len()))
+	if commit {
+		ptrs = ptrs[:len(ptrs)-1] // the commit record's: not an event
+	}
 	s.mu.Lock()
-	for i := 0; i < len(p.pending); {
+	for i := len(p.ptrs); i < len(ptrs); {
 		// One map update per run of records in the same segment.
 		seg, j := ptrs[i].Segment(), i
-		for ; j < len(p.pending) && ptrs[j].Segment() == seg; j++ {
-			p.pending[j].ptr = ptrs[j]
+		for j < len(ptrs) && ptrs[j].Segment() == seg {
+			j++
 		}
 		s.live[seg] += int64(j - i)
 		i = j
 	}
-	p.flushed = append(p.flushed, p.pending...)
-	p.pending = p.pending[:0]
+	p.ptrs = ptrs
+	p.flushedSizes = p.sizes[:len(ptrs)]
+	p.flushedRuns = append(p.flushedRuns[:0], p.runs...)
 	if !p.registered {
 		s.puts[p.id] = p
 		p.registered = true
@@ -214,12 +247,12 @@ func (p *filePut) syncAll() error {
 // putBuffers are the encoding buffers of a put txn, pooled across txns so a
 // txn does not grow its batch from nothing.
 type putBuffers struct {
-	batch   wal.Batch
-	scratch []byte
-	ptrs    []wal.Pointer
-	pending []putEntry
-	flushed []putEntry
-	qptrs   []uint64 // queue pointers of one channel's run at commit
+	batch       wal.Batch
+	scratch     []byte
+	sizes       []uint32
+	ptrs        []wal.Pointer
+	runs        []chanRun
+	flushedRuns []chanRun
 }
 
 // release returns the txn's buffers to the pool. Called once it is done.
@@ -228,8 +261,10 @@ func (p *filePut) release() {
 		return
 	}
 	p.buf.batch.Reset()
-	p.buf.pending, p.buf.flushed = p.pending[:0], p.flushed[:0]
-	p.pending, p.flushed = nil, nil
+	clear(p.runs) // channel pointers
+	clear(p.flushedRuns)
+	p.buf.sizes, p.buf.ptrs, p.buf.runs, p.buf.flushedRuns = p.sizes[:0], p.ptrs[:0], p.runs[:0], p.flushedRuns[:0]
+	p.sizes, p.ptrs, p.runs, p.flushedRuns, p.flushedSizes = nil, nil, nil, nil, nil
 	p.s.putBufs.Put(p.buf)
 	p.buf = nil
 }
@@ -247,7 +282,7 @@ func (p *filePut) Commit(ctx context.Context) error {
 		return ErrClosed
 	}
 	defer s.commits.Done()
-	if len(p.flushed)+len(p.pending) == 0 && p.opts.ProducerID == "" {
+	if len(p.sizes) == 0 && p.opts.ProducerID == "" {
 		p.done = true
 		return nil
 	}
@@ -290,16 +325,14 @@ func (p *filePut) Commit(ctx context.Context) error {
 	}
 	s.cpMu.RLock()
 	s.mu.Lock()
-	for i := 0; i < len(p.flushed); {
+	start := 0
+	for _, r := range p.runs {
 		// One queue append per run of events for the same channel.
-		c, qp := p.flushed[i].ch, p.buf.qptrs[:0]
-		for ; i < len(p.flushed) && p.flushed[i].ch == c; i++ {
-			qp = append(qp, uint64(p.flushed[i].ptr))
-		}
-		p.buf.qptrs = qp
-		if err := c.q.PushBackN(qp); err != nil {
+		qp := queuePointers(p.ptrs[start:r.end])
+		start = r.end
+		if err := r.ch.q.PushBackN(qp); err != nil {
 			// Cannot happen: capacity was reserved. Report loudly.
-			s.log.Error("file channel: queue push after reservation failed", "channel", c.cfg.Name, "events", len(qp), "err", err)
+			s.log.Error("file channel: queue push after reservation failed", "channel", r.ch.cfg.Name, "events", len(qp), "err", err)
 		}
 	}
 	for c, n := range p.perChan {
@@ -341,14 +374,14 @@ func (p *filePut) rollback(closing bool) {
 	if s.isClosed.Load() {
 		return // the final checkpoint saved it as in-flight; replay drops it
 	}
-	if len(p.flushed) > 0 && !closing {
+	if len(p.ptrs) > 0 && !closing {
 		p.buf.batch.Reset()
 		p.buf.batch.Add(wal.RecordRollback, p.id, nil)
 		_, _, _ = s.wal.Write(p.dir, &p.buf.batch, nil) // best effort: replay drops it anyway
 	}
 	s.mu.Lock()
-	for _, e := range p.flushed {
-		s.unpin(e.ptr)
+	for _, ptr := range p.ptrs {
+		s.unpin(ptr)
 	}
 	delete(s.puts, p.id)
 	s.mu.Unlock()
@@ -721,9 +754,12 @@ func (s *File) inflight() ([]checkpoint.PutTxn, []checkpoint.TakeTxn) {
 	puts := make([]checkpoint.PutTxn, 0, len(s.puts))
 	for _, p := range s.puts {
 		ct := checkpoint.PutTxn{TxnID: p.id, Committing: p.committing, ProducerID: p.opts.ProducerID, Sequence: p.opts.Sequence}
-		ct.Entries = make([]checkpoint.PutEntry, len(p.flushed))
-		for i, e := range p.flushed {
-			ct.Entries[i] = checkpoint.PutEntry{Channel: e.ch.cfg.Name, Pointer: uint64(e.ptr), Size: e.size}
+		ct.Entries = make([]checkpoint.PutEntry, len(p.ptrs))
+		i := 0
+		for _, r := range p.flushedRuns {
+			for ; i < min(r.end, len(p.ptrs)); i++ {
+				ct.Entries[i] = checkpoint.PutEntry{Channel: r.ch.cfg.Name, Pointer: uint64(p.ptrs[i]), Size: p.flushedSizes[i]}
+			}
 		}
 		puts = append(puts, ct)
 	}
