@@ -303,9 +303,32 @@ func (sc *segScanner) skipZeros(off int64) (int64, error) {
 	return sc.end, nil
 }
 
+// plausible reports whether h, found at pos, looks like a record written
+// after the one with WOID prevWOID: a sound header in range and a WOID a
+// little above. (Its checksum may still fail.)
+func plausible(h recordHeader, pos, end int64, prevWOID uint64) bool {
+	return checkRecordHeader(h, pos, end) == "" && h.WOID > prevWOID && h.WOID-prevWOID <= maxWOIDJump
+}
+
+// suspects counts the records skipped by resync that look like records
+// written after the last good one but fail their checksum, and where the
+// last of them ends.
+type suspects struct {
+	n   int64
+	end int64
+}
+
+func (t *suspects) add(pos int64, h recordHeader) {
+	if h.Type != RecordSeal { // a seal holds no events
+		t.n++
+	}
+	t.end = max(t.end, pos+int64(encodedSize(int(h.Length))))
+}
+
 // resync looks for the next valid record after the invalid one at off whose
 // WOID lies above prevWOID. ok is false if there is none in the segment.
-func (sc *segScanner) resync(off int64, prevWOID uint64) (next int64, ok bool, err error) {
+// Plausible records that fail their checksum on the way are added to sus.
+func (sc *segScanner) resync(off int64, prevWOID uint64, sus *suspects) (next int64, ok bool, err error) {
 	for pos := off + recordAlign; pos+recordHeaderSize <= sc.end; pos += recordAlign {
 		if pos, err = sc.skipZeros(pos); err != nil {
 			return 0, false, err
@@ -318,7 +341,7 @@ func (sc *segScanner) resync(off int64, prevWOID uint64) (next int64, ok bool, e
 			return 0, false, err
 		}
 		h := decodeRecordHeader(hb)
-		if checkRecordHeader(h, pos, sc.end) != "" || h.WOID <= prevWOID || h.WOID-prevWOID > maxWOIDJump {
+		if !plausible(h, pos, sc.end, prevWOID) {
 			continue
 		}
 		if _, _, reason, err := sc.recordAt(pos); err != nil {
@@ -326,6 +349,7 @@ func (sc *segScanner) resync(off int64, prevWOID uint64) (next int64, ok bool, e
 		} else if reason == "" {
 			return pos, true, nil
 		}
+		sus.add(pos, h)
 	}
 	return 0, false, nil
 }
@@ -372,6 +396,13 @@ type dirReader struct {
 	curPtr  Pointer
 	curSize int64
 	ok      bool
+
+	// unsealed is the invalid end of a segment that had no Seal record,
+	// holding records that look written after the last good one. It is
+	// a torn tail if the directory has nothing valid after it, and is
+	// reported as damage if a later segment has records: a segment is
+	// sealed, and the seal synced, before the next one is written.
+	unsealed *Damage
 }
 
 // advance moves to the next valid non-seal record; ok is false at the end.
@@ -411,6 +442,13 @@ func (r *dirReader) advance() error {
 			reason = fmt.Sprintf("write order id %d not above previous %d", rec.WOID, r.prevWOID)
 		}
 		if reason == "" {
+			if u := r.unsealed; u != nil && u.File != sc.s.path {
+				r.unsealed = nil
+				u.Reason = fmt.Sprintf("segment ends without a seal record, but the later segment %s has records: %s", sc.s.path, u.Reason)
+				r.stats.Damaged = append(r.stats.Damaged, *u)
+				r.w.logger.Error("wal: damaged records skipped", "file", u.File, "start", u.Start, "end", u.End,
+					"estimated_records", u.EstimatedRecords, "reason", u.Reason)
+			}
 			r.progress(size)
 			r.prevWOID = rec.WOID
 			r.stats.MaxWOID = max(r.stats.MaxWOID, rec.WOID)
@@ -440,12 +478,22 @@ func (r *dirReader) advance() error {
 			r.cur, r.curPtr, r.curSize, r.ok = rec, ptr, size, true
 			return nil
 		}
-		next, found, err := sc.resync(r.off, r.prevWOID)
+		var sus suspects
+		if hb, err := sc.load(r.off, recordHeaderSize); err == nil {
+			if h := decodeRecordHeader(hb); plausible(h, r.off, sc.end, r.prevWOID) {
+				sus.add(r.off, h)
+			}
+		}
+		next, found, err := sc.resync(r.off, r.prevWOID, &sus)
 		if err != nil {
 			return err
 		}
 		if !found {
-			// Torn tail or end of written data.
+			// Torn tail or end of written data, unless a later segment
+			// of the directory has records (see unsealed).
+			if sus.n > 0 {
+				r.unsealed = &Damage{File: sc.s.path, Start: r.off, End: sus.end, EstimatedRecords: sus.n, Reason: reason}
+			}
 			r.progress(sc.end - r.off)
 			r.sc = nil
 			continue

@@ -1022,3 +1022,69 @@ func TestReadRecords(t *testing.T) {
 		t.Fatalf("fn error: %v after %d calls", err, calls)
 	}
 }
+
+// TestDamagedEndOfSealedSegment: records at the end of a segment that is
+// not its directory's last, damaged together with the seal, are reported
+// as damage (a later segment proves the segment was sealed and synced, so
+// this is no torn tail); a damaged seal alone loses nothing and is not
+// reported; the same damage in the directory's last segment is a torn tail.
+func TestDamagedEndOfSealedSegment(t *testing.T) {
+	for _, mode := range []string{"records+seal", "seal only", "last segment"} {
+		t.Run(mode, func(t *testing.T) {
+			fs := vfs.NewCrashableMem()
+			opts := testOpts(fs, "/s")
+			w := mustOpen(t, opts)
+			w.Start(1)
+			recs := writeRecords(t, w, 0, 400, rand.New(rand.NewPCG(8, 8)))
+			w.Close()
+			first, last := recs[0].ptr.Segment(), recs[len(recs)-1].ptr.Segment()
+			if last-first < 2 {
+				t.Fatalf("records span segments %d..%d; the test needs three", first, last)
+			}
+			seg := first + 1 // sealed, with later segments
+			if mode == "last segment" {
+				seg = last
+			}
+			var in []int
+			for i, r := range recs {
+				if r.ptr.Segment() == seg {
+					in = append(in, i)
+				}
+			}
+			victims := in[len(in)-3:]
+			w = mustOpen(t, opts)
+			path := segPath(w, seg)
+			w.Close()
+			lastRec := recs[victims[2]]
+			sealOff := int64(lastRec.ptr.Offset()) + int64(encodedSize(len(lastRec.payload)))
+			patchFile(t, fs, path, sealOff, func(b []byte) { b[0] ^= 0xff }) // the seal's CRC (or the zeroes after the last segment's end)
+			if mode != "seal only" {
+				for _, v := range victims {
+					patchFile(t, fs, path, int64(recs[v].ptr.Offset())+recordHeaderSize, func(b []byte) { b[0] ^= 0xff })
+				}
+			}
+			w = mustOpen(t, opts)
+			defer w.Close()
+			got, stats := replayAll(t, w, nil)
+			want := recs
+			if mode != "seal only" {
+				want = append(append([]written{}, recs[:victims[0]]...), recs[victims[2]+1:]...)
+			}
+			checkReplay(t, got, want)
+			if mode != "records+seal" {
+				if len(stats.Damaged) != 0 {
+					t.Fatalf("reported as damage: %+v", stats.Damaged)
+				}
+				return
+			}
+			if len(stats.Damaged) != 1 {
+				t.Fatalf("damage %+v, want one range", stats.Damaged)
+			}
+			d := stats.Damaged[0]
+			if d.File != path || d.Start != int64(recs[victims[0]].ptr.Offset()) || d.End != sealOff+sealRecordSize || d.EstimatedRecords != 3 ||
+				!strings.Contains(d.Reason, "without a seal record") {
+				t.Fatalf("damage %+v, want %s [%d, %d) with 3 records", d, path, recs[victims[0]].ptr.Offset(), sealOff+sealRecordSize)
+			}
+		})
+	}
+}
