@@ -49,7 +49,10 @@
 //     directory as written when the process stopped.
 //   - An invalid record followed, later in the same segment, by a valid one
 //     is mid-segment damage: it is reported and skipped. An invalid record
-//     with no valid record after it is the end of data (a torn tail).
+//     with no valid record after it is the end of data (a torn tail), unless
+//     the segment has no Seal and a later segment of the directory has
+//     records: a segment is sealed and synced before the next one is
+//     written, so its records that fail their checksum there are damage.
 package wal
 
 import (

@@ -17,8 +17,9 @@ import (
 // into the segment (8-byte aligned, skipping zeroes a word at a time) for a
 // valid record with a larger WOID: if there is one, the bytes in between are
 // reported as damage and reading continues there; if not, the invalid record
-// was the end of the written data (a torn tail, or zeroes). The directories'
-// record streams are merged by WOID.
+// was the end of the written data (a torn tail, or zeroes), unless a later
+// segment of the directory turns out to hold records (dirReader.unsealed).
+// The directories' record streams are merged by WOID.
 
 // ReadRecord reads and verifies the record at p. The payload may alias buf,
 // which is grown if short. It is safe to call concurrently with Write.
