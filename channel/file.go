@@ -196,6 +196,7 @@ type File struct {
 	stop        chan struct{}
 	lockClosers []io.Closer
 	putBufs     sync.Pool // *putBuffers
+	readBufs    sync.Pool // *[]byte: WAL read buffers of takes
 	flushBytes  int
 
 	diskMu       sync.Mutex
@@ -241,6 +242,7 @@ func OpenFile(opts FileOptions) (*File, error) {
 		flushBytes: int(min(putFlushBytes, opts.SegmentSize/4)),
 	}
 	s.putBufs.New = func() any { return new(putBuffers) }
+	s.readBufs.New = func() any { return new([]byte) }
 	for name, c := range cfgs {
 		s.chans[name] = &fileChan{cfg: c, notify: make(chan struct{}), space: make(chan struct{}), rolled: make(map[uint64]uint64)}
 		s.names = append(s.names, name)

@@ -268,39 +268,63 @@ func BenchmarkFilePutGrowth(b *testing.B) {
 	})
 }
 
+// BenchmarkFileTake measures take commits on a store in steady state: in
+// rounds of at most an eighth of benchCycleBytes, the round's events are
+// put (untimed, 1000 a commit) and then taken (timed), so the segments are
+// recycled spares as in a long-running store, not new files still being
+// zeroed in the background.
 func BenchmarkFileTake(b *testing.B) {
 	for _, size := range []int{100, 1024} {
 		for _, batch := range []int{1, 100, 1000} {
 			b.Run(fmt.Sprintf("size=%d/batch=%d", size, batch), func(b *testing.B) {
-				s := benchStoreWith(b, func(*FileOptions) {})
-				body := make([]byte, size)
+				s := benchSteadyStore(b, func(*FileOptions) {})
+				body := benchBody(size)
+				benchPutRound(b, s, body, 1000, 1, benchCycleBytes/(1000*(size+recordOverhead))+1)
+				benchDrain(b, s)
 				ctx := context.Background()
-				total := b.N * batch
-				for i := 0; i < total; i += 1000 {
-					tx, _ := s.BeginPut(ctx, PutOptions{})
-					for j := i; j < min(i+1000, total); j++ {
-						tx.Put("c", Event{Body: body})
-					}
-					if err := tx.Commit(ctx); err != nil {
-						b.Fatal(err)
-					}
-				}
+				round := max(1, benchCycleBytes/8/(batch*(size+recordOverhead)))
 				b.SetBytes(int64(batch * size))
 				b.ResetTimer()
-				for range b.N {
-					tx, _ := s.BeginTake(ctx, "c")
-					evs, err := tx.Take(ctx, batch)
-					if err != nil || len(evs) != batch {
-						b.Fatalf("take: %d %v", len(evs), err)
-					}
-					if err := tx.Commit(ctx); err != nil {
+				for left := b.N; left > 0; {
+					n := min(left, round)
+					b.StopTimer()
+					if err := benchFill(s, body, n*batch); err != nil {
 						b.Fatal(err)
 					}
+					b.StartTimer()
+					for range n {
+						tx, _ := s.BeginTake(ctx, "c")
+						evs, err := tx.Take(ctx, batch)
+						if err != nil || len(evs) != batch {
+							b.Fatalf("take: %d %v", len(evs), err)
+						}
+						if err := tx.Commit(ctx); err != nil {
+							b.Fatal(err)
+						}
+					}
+					left -= n
 				}
 				b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
 			})
 		}
 	}
+}
+
+// benchFill puts n events of body into channel "c", 1000 a commit.
+func benchFill(s *File, body []byte, n int) error {
+	ctx := context.Background()
+	for i := 0; i < n; i += 1000 {
+		tx, _ := s.BeginPut(ctx, PutOptions{})
+		for range min(1000, n-i) {
+			if err := tx.Put("c", Event{Body: body}); err != nil {
+				return err
+			}
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // BenchmarkFileReopen measures open after a clean close with many queued

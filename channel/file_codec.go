@@ -125,8 +125,8 @@ type putHeader struct {
 	putTime int64
 }
 
-func decodePutHeader(p []byte) (putHeader, *payloadReader, error) {
-	r := &payloadReader{b: p}
+func decodePutHeader(p []byte) (putHeader, payloadReader, error) {
+	r := payloadReader{b: p}
 	h := putHeader{channel: r.str()}
 	size := r.uvarint()
 	h.putTime = int64(r.u64())
@@ -139,6 +139,32 @@ func decodePutHeader(p []byte) (putHeader, *payloadReader, error) {
 
 // decodePut decodes a whole put payload into an event that owns its memory.
 func decodePut(p []byte) (putHeader, Event, error) {
+	return decodePutSlab(p, nil)
+}
+
+// bodySlab hands out event bodies from shared blocks: one allocation serves
+// many small bodies of a take. A body is capped at its length, so appending
+// to it never writes into its neighbour; a block stays alive as long as any
+// body cut from it.
+type bodySlab struct{ block []byte }
+
+const bodySlabBlock = 32 << 10
+
+func (sl *bodySlab) copy(b []byte) []byte {
+	if len(b) > bodySlabBlock/4 {
+		return append([]byte(nil), b...) // large bodies get their own
+	}
+	if cap(sl.block)-len(sl.block) < len(b) {
+		sl.block = make([]byte, 0, bodySlabBlock)
+	}
+	n := len(sl.block)
+	sl.block = append(sl.block, b...)
+	return sl.block[n : n+len(b) : n+len(b)]
+}
+
+// decodePutSlab is decodePut with the body copied from slab (nil: its own
+// allocation).
+func decodePutSlab(p []byte, slab *bodySlab) (putHeader, Event, error) {
 	h, r, err := decodePutHeader(p)
 	if err != nil {
 		return h, Event{}, err
@@ -158,7 +184,11 @@ func decodePut(p []byte) (putHeader, Event, error) {
 	if r.err != nil {
 		return h, Event{}, r.err
 	}
-	ev.Body = append([]byte(nil), r.b...)
+	if slab != nil {
+		ev.Body = slab.copy(r.b)
+	} else {
+		ev.Body = append([]byte(nil), r.b...)
+	}
 	if ev.Size() != int(h.size) {
 		return h, Event{}, fmt.Errorf("%w: event size %d, header says %d", errPayload, ev.Size(), h.size)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 	"unsafe"
@@ -388,10 +389,12 @@ func (p *filePut) rollback(closing bool) {
 }
 
 // unpin drops one live pointer of a segment. Called with s.mu held.
-func (s *File) unpin(ptr wal.Pointer) {
-	seg := ptr.Segment()
-	if n := s.live[seg] - 1; n > 0 {
-		s.live[seg] = n
+func (s *File) unpin(ptr wal.Pointer) { s.unpinN(ptr.Segment(), 1) }
+
+// unpinN drops n live pointers of segment seg. Called with s.mu held.
+func (s *File) unpinN(seg uint32, n int64) {
+	if left := s.live[seg] - n; left > 0 {
+		s.live[seg] = left
 	} else {
 		delete(s.live, seg)
 	}
@@ -509,7 +512,6 @@ type fileTake struct {
 	dir        int
 	ch         *fileChan
 	entries    []takeEntry
-	buf        []byte
 	ptrs       []wal.Pointer // read scratch
 	committing bool
 	done       bool
@@ -558,6 +560,7 @@ func (t *fileTake) Take(ctx context.Context, max int) ([]Event, error) {
 			return nil, ErrClosed
 		}
 		first := len(t.entries)
+		t.entries = slices.Grow(t.entries, int(min(uint64(max), c.q.Len())))
 		for len(t.entries)-first < max {
 			pos := c.q.Head()
 			ptr, ok := c.q.PopFront()
@@ -608,14 +611,23 @@ func (t *fileTake) read(first int) ([]Event, error) {
 	}
 	t.ptrs = ptrs
 	var err error
-	t.buf, err = s.wal.ReadRecords(ptrs, t.buf, func(i int, rec wal.Record, err error) error {
+	var slab bodySlab
+	// The read buffer is only needed while the events are copied out of
+	// it: a store-wide pool, not one per txn.
+	rb := s.readBufs.Get().(*[]byte)
+	defer func() {
+		if cap(*rb) <= 4<<20 {
+			s.readBufs.Put(rb)
+		}
+	}()
+	*rb, err = s.wal.ReadRecords(ptrs, *rb, func(i int, rec wal.Record, err error) error {
 		var ev Event
 		var h putHeader
 		if err == nil {
 			if rec.Type != wal.RecordPut {
 				err = fmt.Errorf("record at %v is type %d, not a put", ptrs[i], rec.Type)
 			} else {
-				h, ev, err = decodePut(rec.Payload)
+				h, ev, err = decodePutSlab(rec.Payload, &slab)
 			}
 		}
 		if err != nil {
@@ -692,8 +704,14 @@ func (t *fileTake) Commit(ctx context.Context) error {
 	}
 	s.cpMu.RLock()
 	s.mu.Lock()
-	for _, e := range t.entries {
-		s.unpin(e.ptr)
+	for i := 0; i < len(t.entries); {
+		// One map update per run of events in the same segment.
+		seg, j := t.entries[i].ptr.Segment(), i+1
+		for j < len(t.entries) && t.entries[j].ptr.Segment() == seg {
+			j++
+		}
+		s.unpinN(seg, int64(j-i))
+		i = j
 	}
 	c.inTakes -= int64(len(t.entries))
 	c.inTakeB -= bytes

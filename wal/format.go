@@ -301,8 +301,9 @@ func checkRecordHeader(h recordHeader, off, end int64) string {
 }
 
 // decodeRecord validates the complete record in src (header + payload, at
-// least recordHeaderSize+Length bytes) written in segment segID.
-func decodeRecord(segID uint32, src []byte, off, end int64) (Record, string) {
+// least recordHeaderSize+Length bytes) written in the segment whose
+// segmentSeed is seed.
+func decodeRecord(seed uint32, src []byte, off, end int64) (Record, string) {
 	if len(src) < recordHeaderSize {
 		return Record{}, "short record header"
 	}
@@ -314,7 +315,7 @@ func decodeRecord(segID uint32, src []byte, off, end int64) (Record, string) {
 	if len(src) < n {
 		return Record{}, "short record payload"
 	}
-	if crc := recordCRC(segmentSeed(segID), src[:n]); crc != h.CRC {
+	if crc := recordCRC(seed, src[:n]); crc != h.CRC {
 		return Record{}, fmt.Sprintf("checksum mismatch (stored %08x, computed %08x)", h.CRC, crc)
 	}
 	return Record{

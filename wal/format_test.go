@@ -84,7 +84,7 @@ func TestRecordFormat(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			rec, reason := decodeRecord(c.segID, c.build(), 64, end)
+			rec, reason := decodeRecord(segmentSeed(c.segID), c.build(), 64, end)
 			if c.reason == "" {
 				if reason != "" {
 					t.Fatalf("unexpected reason %q", reason)
@@ -96,7 +96,7 @@ func TestRecordFormat(t *testing.T) {
 			}
 		})
 	}
-	rec, reason := decodeRecord(seg, good, 64, end)
+	rec, reason := decodeRecord(segmentSeed(seg), good, 64, end)
 	if reason != "" || rec.Type != RecordPut || rec.TxnID != 9 || rec.WOID != 100 || string(rec.Payload) != "hello" {
 		t.Fatalf("decoded %+v %q", rec, reason)
 	}
@@ -126,7 +126,7 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add(appendRecord(nil, 1, RecordPut, 0, 0, 1, 1, []byte("seed")))
 	f.Add(make([]byte, 40))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		decodeRecord(1, b, segmentHeaderSize, segmentHeaderSize+int64(len(b)))
+		decodeRecord(segmentSeed(1), b, segmentHeaderSize, segmentHeaderSize+int64(len(b)))
 		decodeSegmentHeader(b)
 	})
 }

@@ -71,7 +71,7 @@ func (w *WAL) ReadRecord(p Pointer, buf []byte) (Record, error) {
 			return Record{}, fmt.Errorf("wal: reading %s at offset %d: %w", s.path, off+int64(n), err)
 		}
 	}
-	rec, reason := decodeRecord(s.id, buf[:need], off, s.size)
+	rec, reason := decodeRecord(segmentSeed(s.id), buf[:need], off, s.size)
 	if reason != "" {
 		return Record{}, &CorruptionError{File: s.path, Offset: off, Reason: reason}
 	}
@@ -105,7 +105,9 @@ func (w *WAL) ReadRecords(ps []Pointer, buf []byte, fn func(i int, rec Record, e
 		s := w.segs[seg]
 		w.mu.RUnlock()
 		var data []byte
+		var seed uint32
 		if j > i+1 && s != nil && lo >= segmentHeaderSize && lo < s.size {
+			seed = segmentSeed(seg)
 			hi := min(int64(ps[j-1].Offset())+readAhead, s.size)
 			if int64(cap(buf)) < hi-lo {
 				buf = make([]byte, hi-lo)
@@ -117,7 +119,7 @@ func (w *WAL) ReadRecords(ps []Pointer, buf []byte, fn func(i int, rec Record, e
 			}
 		}
 		for k := i; k < j; k++ {
-			rec, ok, err := w.recordInRun(s, data, lo, int64(ps[k].Offset()), &dec)
+			rec, ok, err := w.recordInRun(s, seed, data, lo, int64(ps[k].Offset()), &dec)
 			if !ok {
 				// Not wholly in the run's buffer (or no buffer): the
 				// single-record path reads it and names any error. It
@@ -140,7 +142,7 @@ func (w *WAL) ReadRecords(ps []Pointer, buf []byte, fn func(i int, rec Record, e
 // recordInRun decodes the record at segment offset off from data, which holds
 // s from offset lo on. ok is false when the record does not lie wholly in
 // data at a valid record position: ReadRecord then decides.
-func (w *WAL) recordInRun(s *segment, data []byte, lo, off int64, dec *[]byte) (Record, bool, error) {
+func (w *WAL) recordInRun(s *segment, seed uint32, data []byte, lo, off int64, dec *[]byte) (Record, bool, error) {
 	rel := off - lo
 	if s == nil || off%recordAlign != 0 || rel < 0 || rel+recordHeaderSize > int64(len(data)) {
 		return Record{}, false, nil
@@ -153,7 +155,7 @@ func (w *WAL) recordInRun(s *segment, data []byte, lo, off int64, dec *[]byte) (
 	if end > int64(len(data)) {
 		return Record{}, false, nil
 	}
-	rec, reason := decodeRecord(s.id, data[rel:end], off, s.size)
+	rec, reason := decodeRecord(seed, data[rel:end], off, s.size)
 	if reason != "" {
 		return Record{}, true, &CorruptionError{File: s.path, Offset: off, Reason: reason}
 	}
@@ -194,9 +196,10 @@ const maxWOIDJump = 1 << 40
 
 // segScanner reads the records of one segment sequentially.
 type segScanner struct {
-	s   *segment
-	f   io.ReaderAt
-	end int64 // min(segment size, file size)
+	s    *segment
+	f    io.ReaderAt
+	end  int64  // min(segment size, file size)
+	seed uint32 // segmentSeed(s.id)
 
 	win    []byte
 	winOff int64
@@ -274,7 +277,7 @@ func (sc *segScanner) recordAt(off int64) (rec Record, size int64, reason string
 			return Record{}, 0, "", fmt.Errorf("wal: reading %s at offset %d: %w", sc.s.path, off, err)
 		}
 	}
-	rec, reason = decodeRecord(sc.s.id, data, off, sc.end)
+	rec, reason = decodeRecord(sc.seed, data, off, sc.end)
 	if reason != "" {
 		return Record{}, 0, reason, nil
 	}
@@ -430,7 +433,7 @@ func (r *dirReader) advance() error {
 				return err
 			}
 			release() // Replay runs before writers and removers.
-			r.sc = &segScanner{s: s, f: f, end: min(s.size, s.fileSize())}
+			r.sc = &segScanner{s: s, f: f, end: min(s.size, s.fileSize()), seed: segmentSeed(s.id)}
 			r.off = start
 			continue
 		}
