@@ -57,6 +57,14 @@ type FileOptions struct {
 	Encryption *crypto.Keyring
 	// Compression of new WAL record payloads: "", "zstd" or "s2".
 	Compression string
+	// ProducerExpiry: a producer's deduplication entry is dropped once it
+	// has committed nothing for this long (checked at each checkpoint);
+	// default DefaultProducerExpiry, negative keeps entries forever.
+	ProducerExpiry time.Duration
+
+	// now is the clock of producer entries (tests set it; default
+	// time.Now).
+	now func() time.Time
 }
 
 const (
@@ -88,6 +96,9 @@ func (o *FileOptions) EnsureDefaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.now == nil {
+		o.now = time.Now
 	}
 	if o.SegmentSize == 0 {
 		o.SegmentSize = defaultSegmentSize
@@ -175,7 +186,7 @@ type File struct {
 	live      map[uint32]int64 // segment id -> live pointers
 	puts      map[uint64]*filePut
 	takes     map[uint64]*fileTake
-	producers map[string]uint64
+	producers producerTable
 	prodBusy  map[string]chan struct{}
 	nextTxn   atomic.Uint64
 	nextDir   atomic.Uint64
@@ -234,7 +245,7 @@ func OpenFile(opts FileOptions) (*File, error) {
 		live:       make(map[uint32]int64),
 		puts:       make(map[uint64]*filePut),
 		takes:      make(map[uint64]*fileTake),
-		producers:  make(map[string]uint64),
+		producers:  make(producerTable),
 		prodBusy:   make(map[string]chan struct{}),
 		cpKick:     make(chan struct{}, 1),
 		cpDone:     make(chan struct{}),

@@ -83,8 +83,13 @@ func (s *File) checkpoint(clean bool) error {
 	for _, p := range frontier {
 		cp.Frontier = append(cp.Frontier, checkpoint.Position{Segment: p.Segment, Offset: p.Offset})
 	}
-	for id, seq := range s.producers {
-		cp.Producers = append(cp.Producers, checkpoint.Producer{ID: id, Sequence: seq})
+	if exp := producerExpiry(s.opts.ProducerExpiry); exp > 0 {
+		if n := s.producers.sweep(s.opts.now().UnixNano() - int64(exp)); n > 0 {
+			s.log.Info("file channel: producer deduplication entries expired", "producers", n, "idle_for", exp)
+		}
+	}
+	for id, e := range s.producers {
+		cp.Producers = append(cp.Producers, checkpoint.Producer{ID: id, Sequence: e.seq, LastUsed: e.last})
 	}
 	bytes := make(map[string]int64, len(s.chans))
 	for _, name := range s.names {

@@ -33,7 +33,8 @@ type replayState struct {
 	// removedUncounted are taken pointers whose bytes were not in the
 	// checkpoint's channel bytes (they were in-flight takes then).
 	removedUncounted map[uint64]bool
-	producers        map[string]uint64
+	producers        producerTable
+	now              int64            // last-use time of producers seen committing in the replayed WAL
 	unknown          map[string]int64 // net committed events of unconfigured channels
 }
 
@@ -91,7 +92,8 @@ func (s *File) recover() error {
 		appended:         make(map[string][]checkpoint.PutEntry),
 		removed:          make(map[string]map[uint64]uint32),
 		removedUncounted: make(map[uint64]bool),
-		producers:        make(map[string]uint64),
+		producers:        make(producerTable),
+		now:              s.opts.now().UnixNano(),
 		unknown:          make(map[string]int64),
 	}
 	var from []wal.Position
@@ -102,7 +104,11 @@ func (s *File) recover() error {
 			from = append(from, wal.Position{Segment: p.Segment, Offset: p.Offset})
 		}
 		for _, p := range cp.Producers {
-			rs.producers[p.ID] = p.Sequence
+			last := p.LastUsed
+			if last == 0 { // not recorded (format version 1): at least the checkpoint's time
+				last = cp.TimeUnixNano
+			}
+			rs.producers.note(p.ID, p.Sequence, last)
 		}
 		for _, pt := range cp.PutTxns {
 			if pt.Committing {
@@ -214,8 +220,8 @@ func (rs *replayState) applyPut(entries []checkpoint.PutEntry, producer string, 
 	for _, e := range entries {
 		rs.appended[e.Channel] = append(rs.appended[e.Channel], e)
 	}
-	if producer != "" && seq > rs.producers[producer] {
-		rs.producers[producer] = seq
+	if producer != "" {
+		rs.producers.note(producer, seq, rs.now)
 	}
 }
 
@@ -247,8 +253,8 @@ func (rs *replayState) record(rec wal.Record, ptr wal.Pointer) error {
 		if p := rs.puts[rec.TxnID]; p != nil {
 			rs.applyPut(p.entries, info.producer, info.sequence)
 			delete(rs.puts, rec.TxnID)
-		} else if info.producer != "" && info.sequence > rs.producers[info.producer] {
-			rs.producers[info.producer] = info.sequence
+		} else if info.producer != "" {
+			rs.producers.note(info.producer, info.sequence, rs.now)
 		}
 		_, fromCkpt := rs.ckptTakes[rec.TxnID]
 		for _, tr := range rs.takeRecs[rec.TxnID] {

@@ -344,7 +344,7 @@ func (p *filePut) Commit(ctx context.Context) error {
 		c.wakeTakers()
 	}
 	if p.opts.ProducerID != "" {
-		s.producers[p.opts.ProducerID] = p.opts.Sequence
+		s.producers.note(p.opts.ProducerID, p.opts.Sequence, s.opts.now().UnixNano())
 	}
 	delete(s.puts, p.id)
 	s.mu.Unlock()
@@ -418,7 +418,7 @@ func (s *File) claimProducer(ctx context.Context, id string, seq uint64) (releas
 		s.mu.Lock()
 		busy, ok := s.prodBusy[id]
 		if !ok {
-			if last, seen := s.producers[id]; seen && seq <= last {
+			if s.producers.committed(id, seq) {
 				s.mu.Unlock()
 				return func() {}, true, nil
 			}

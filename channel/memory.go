@@ -17,6 +17,10 @@ type MemoryOptions struct {
 	// MaxEventSize bounds Event.Size of one event; 0 means
 	// DefaultMaxEventSize.
 	MaxEventSize int
+	// ProducerExpiry: a producer's deduplication entry is dropped once it
+	// has committed nothing for this long (checked at commits, at most
+	// once a minute); default DefaultProducerExpiry, negative never.
+	ProducerExpiry time.Duration
 }
 
 // Memory is the volatile channel kind: the same transactional semantics as
@@ -56,7 +60,10 @@ type Memory struct {
 
 	mu        sync.Mutex
 	closed    bool
-	producers map[string]uint64     // last committed sequence per producer
+	producers producerTable         // last committed sequence per producer
+	expiry    time.Duration         // of producer entries; 0 never
+	swept     time.Time             // last producer sweep
+	now       func() time.Time      // clock of producer entries (tests set it)
 	takes     map[*memTake]struct{} // open take txns holding events
 }
 
@@ -103,7 +110,10 @@ func NewMemory(opts MemoryOptions) (*Memory, error) {
 		maxEventSize: opts.MaxEventSize,
 		chans:        make(map[string]*memChan, len(cfgs)),
 		closeCh:      make(chan struct{}),
-		producers:    make(map[string]uint64),
+		producers:    make(producerTable),
+		expiry:       producerExpiry(opts.ProducerExpiry),
+		swept:        time.Now(),
+		now:          time.Now,
 		takes:        make(map[*memTake]struct{}),
 	}
 	for name, cfg := range cfgs {
@@ -347,7 +357,7 @@ func (p *memPut) Commit(ctx context.Context) error {
 			return ErrClosed
 		}
 		if id := p.opts.ProducerID; id != "" {
-			if last, ok := m.producers[id]; ok && p.opts.Sequence <= last {
+			if m.producers.committed(id, p.opts.Sequence) {
 				m.mu.Unlock()
 				p.dedup = true
 				return nil
@@ -430,7 +440,12 @@ func (p *memPut) applyLocked() {
 		c.wakeTakers()
 	}
 	if p.opts.ProducerID != "" {
-		p.m.producers[p.opts.ProducerID] = p.opts.Sequence
+		now := p.m.now()
+		p.m.producers.note(p.opts.ProducerID, p.opts.Sequence, now.UnixNano())
+		if m := p.m; m.expiry > 0 && now.Sub(m.swept) >= min(time.Minute, m.expiry) {
+			m.producers.sweep(now.Add(-m.expiry).UnixNano())
+			m.swept = now
+		}
 	}
 }
 

@@ -84,6 +84,9 @@ type TakeTxn struct {
 type Producer struct {
 	ID       string
 	Sequence uint64
+	// LastUsed is when the producer last committed (unix ns); 0 when not
+	// known (a version-1 file).
+	LastUsed int64
 }
 
 // Checkpoint is the content of one checkpoint file.

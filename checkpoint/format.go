@@ -8,7 +8,7 @@ import (
 	"github.com/sluicehq/sluice/internal/crc32c"
 )
 
-// The checkpoint file format (version 1). All fixed-width integers are
+// The checkpoint file format (version 2; version 1 is still read). All fixed-width integers are
 // little-endian; "uv" is an unsigned LEB128 varint (encoding/binary Uvarint)
 // in its minimal encoding (non-minimal encodings are rejected, so every
 // checkpoint has exactly one encoding).
@@ -47,32 +47,37 @@ import (
 //	           n uv | n × (channel str | pointer uv | size uv ≤ MaxUint32)
 //	take txn:  txn id uv | channel str | committing bool |
 //	           n uv | n × (pointer uv | position uv | size uv ≤ MaxUint32)
-//	producer:  id str | sequence uv
+//	producer:  id str | sequence uv | last used uv (unix ns; 0 unknown)
+//
+// Version 1 differs only in its producer items, which end after sequence
+// (read as last used 0).
 //
 // Every section must be consumed exactly by its items, and the body by its
 // sections. Every count is checked against the bytes that remain (times the
 // smallest possible encoding of an item) before anything is allocated.
 const (
 	magic         = "SLCHKPT"
-	formatVersion = 1
-	flagSealed    = 1 << 0
-	knownFlags    = flagSealed
-	magicLen      = 7 // len(magic)
-	headerLen     = magicLen + 1 + 1 + 4
-	trailerLen    = 4
-	fixedBodyLen  = 8 + 8 + 8 + 8 + 1
-	offVersion    = magicLen
-	offFlags      = offVersion + 1
-	offBodyLen    = offFlags + 1
-	numSections   = 5
-	minFrontier   = 8
-	minChannel    = 1 + 1 + 1 + 1 + 1 + 1 + 4
-	minPutTxn     = 1 + 1 + 1 + 1 + 1
-	minPutEntry   = 1 + 1 + 1
-	minTakeTxn    = 1 + 1 + 1 + 1
-	minTakeEntry  = 1 + 1 + 1
-	minProducer   = 1 + 1
-	maxBodyLen    = math.MaxUint32
+	formatVersion = 2
+	// minVersion is the oldest format this build reads.
+	minVersion   = 1
+	flagSealed   = 1 << 0
+	knownFlags   = flagSealed
+	magicLen     = 7 // len(magic)
+	headerLen    = magicLen + 1 + 1 + 4
+	trailerLen   = 4
+	fixedBodyLen = 8 + 8 + 8 + 8 + 1
+	offVersion   = magicLen
+	offFlags     = offVersion + 1
+	offBodyLen   = offFlags + 1
+	numSections  = 5
+	minFrontier  = 8
+	minChannel   = 1 + 1 + 1 + 1 + 1 + 1 + 4
+	minPutTxn    = 1 + 1 + 1 + 1 + 1
+	minPutEntry  = 1 + 1 + 1
+	minTakeTxn   = 1 + 1 + 1 + 1
+	minTakeEntry = 1 + 1 + 1
+	minProducer  = 1 + 1 // version 1; version 2 items take a byte more
+	maxBodyLen   = math.MaxUint32
 )
 
 // Compile-time check that magicLen matches magic.
@@ -191,6 +196,7 @@ func appendBody(b []byte, c *Checkpoint) []byte {
 		for _, p := range c.Producers {
 			s = appendString(s, p.ID)
 			s = binary.AppendUvarint(s, p.Sequence)
+			s = binary.AppendUvarint(s, uint64(max(p.LastUsed, 0)))
 		}
 		return s
 	})
@@ -216,7 +222,7 @@ func estimateBody(c *Checkpoint) int {
 		n += 3*v + 1 + len(t.Channel) + len(t.Entries)*3*v
 	}
 	for _, p := range c.Producers {
-		n += 2*v + len(p.ID)
+		n += 3*v + len(p.ID)
 	}
 	return n
 }
@@ -249,8 +255,9 @@ func Unmarshal(b []byte, s Sealer) (*Checkpoint, error) {
 	if string(b[:magicLen]) != magic {
 		return nil, corruptf(0, "bad magic %q", b[:magicLen])
 	}
-	if v := b[offVersion]; v != formatVersion {
-		e := corruptf(offVersion, "format version %d, this build reads %d", v, formatVersion)
+	version := b[offVersion]
+	if version < minVersion || version > formatVersion {
+		e := corruptf(offVersion, "format version %d, this build reads %d to %d", version, minVersion, formatVersion)
 		e.Err = ErrUnsupportedVersion
 		return nil, e
 	}
@@ -283,7 +290,7 @@ func Unmarshal(b []byte, s Sealer) (*Checkpoint, error) {
 		}
 		body = plain
 	}
-	d := decoder{b: body, base: headerLen, sealed: sealed}
+	d := decoder{b: body, base: headerLen, sealed: sealed, version: version}
 	c := d.body()
 	if d.err != nil {
 		return nil, d.err
@@ -298,12 +305,13 @@ func corruptf(off int64, format string, args ...any) *CorruptError {
 // decoder reads the plain body. Errors are sticky: after the first one every
 // read returns zero values and the caller checks err once.
 type decoder struct {
-	b      []byte
-	off    int
-	base   int64 // file offset of b[0] (for error messages)
-	sealed bool  // b is an opened sealed body: offsets are not file offsets
-	err    *CorruptError
-	intern map[string]string // decoded strings, reused when seen again
+	b       []byte
+	off     int
+	base    int64 // file offset of b[0] (for error messages)
+	sealed  bool  // b is an opened sealed body: offsets are not file offsets
+	version byte  // of the file format
+	err     *CorruptError
+	intern  map[string]string // decoded strings, reused when seen again
 }
 
 const (
@@ -468,7 +476,7 @@ func (d *decoder) section(what string, items func(*decoder)) {
 		d.fail("%s section length %d exceeds the %d bytes that remain", what, n, d.remaining())
 		return
 	}
-	sub := decoder{b: d.b[:d.off+int(n)], off: d.off, base: d.base, sealed: d.sealed, intern: d.intern}
+	sub := decoder{b: d.b[:d.off+int(n)], off: d.off, base: d.base, sealed: d.sealed, version: d.version, intern: d.intern}
 	items(&sub)
 	if sub.err == nil && sub.remaining() != 0 {
 		sub.fail("%d unused bytes at the end of the %s section", sub.remaining(), what)
@@ -568,6 +576,13 @@ func (d *decoder) body() *Checkpoint {
 		}
 		for i := 0; i < n && d.err == nil; i++ {
 			c.Producers[i] = Producer{ID: d.str("producer id"), Sequence: d.uvarint("producer sequence")}
+			if d.version >= 2 {
+				last := d.uvarint("producer last used")
+				if last > math.MaxInt64 {
+					d.fail("producer last used %d out of range", last)
+				}
+				c.Producers[i].LastUsed = int64(last)
+			}
 		}
 	})
 	if d.err == nil && d.remaining() != 0 {

@@ -79,7 +79,7 @@ func fullCheckpoint() *Checkpoint {
 			}},
 			{TxnID: 9, Channel: "ch-two", Committing: true},
 		},
-		Producers: []Producer{{ID: "prod-1", Sequence: 42}, {ID: "", Sequence: 0}},
+		Producers: []Producer{{ID: "prod-1", Sequence: 42, LastUsed: 1_795_000_000_000_000_000}, {ID: "", Sequence: 0}},
 	}
 }
 
@@ -104,7 +104,7 @@ func testCheckpoints() []struct {
 		Channels:     []Channel{{Name: strings.Repeat("x", 1000), Capacity: math.MaxUint64, Head: math.MaxUint64, Size: math.MaxUint64, Bytes: math.MaxUint64, Gen: 255, Digest: math.MaxUint32}},
 		PutTxns:      []PutTxn{{TxnID: math.MaxUint64, ProducerID: "\x00\xff binary ☃", Sequence: math.MaxUint64, Entries: []PutEntry{{Channel: "", Pointer: math.MaxUint64, Size: math.MaxUint32}}}},
 		TakeTxns:     []TakeTxn{{TxnID: math.MaxUint64, Channel: "", Entries: []TakeEntry{{Pointer: math.MaxUint64, Position: math.MaxUint64, Size: math.MaxUint32}}}},
-		Producers:    []Producer{{ID: "p", Sequence: math.MaxUint64}},
+		Producers:    []Producer{{ID: "p", Sequence: math.MaxUint64, LastUsed: math.MaxInt64}},
 	}
 	return []struct {
 		name string
@@ -315,11 +315,13 @@ func TestMalformedBodies(t *testing.T) {
 func TestHeaderErrors(t *testing.T) {
 	good := mustMarshal(t, fullCheckpoint(), nil)
 
-	v2 := frame(2, 0, good[headerLen:len(good)-4])
-	_, err := Unmarshal(v2, nil)
-	if !errors.Is(err, ErrCorrupt) || !errors.Is(err, ErrUnsupportedVersion) {
-		t.Fatalf("version 2: %v", err)
+	for _, v := range []byte{0, formatVersion + 1} {
+		_, err := Unmarshal(frame(v, 0, good[headerLen:len(good)-4]), nil)
+		if !errors.Is(err, ErrCorrupt) || !errors.Is(err, ErrUnsupportedVersion) {
+			t.Fatalf("version %d: %v", v, err)
+		}
 	}
+	var err error
 	_, err = Unmarshal(frame(formatVersion, 0x82, good[headerLen:len(good)-4]), nil)
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "flags") {
 		t.Fatalf("unknown flags: %v", err)
@@ -414,3 +416,23 @@ func BenchmarkUnmarshal100k(b *testing.B) {
 		}
 	}
 }
+
+// TestReadsVersion1: a version-1 file (producer items without the last-used
+// time) still opens, its producers' LastUsed 0; the same items in a
+// version-2 file are short and corrupt.
+func TestReadsVersion1(t *testing.T) {
+	empty := sec(uv(0))
+	producers := sec(body(uv(2), str("p1"), uv(7), str("p2"), uv(1<<40)))
+	bd := body(fixed(1), empty, empty, empty, empty, producers)
+	c, err := Unmarshal(frame(1, 0, bd), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Producer{{ID: "p1", Sequence: 7}, {ID: "p2", Sequence: 1 << 40}}
+	if !reflect.DeepEqual(c.Producers, want) {
+		t.Fatalf("producers %+v, want %+v", c.Producers, want)
+	}
+	wantCorrupt(t, frame(2, 0, bd), nil, "version-1 producers in a version-2 file")
+}
+
+func str(s string) []byte { return append(uv(uint64(len(s))), s...) }

@@ -132,6 +132,9 @@ type Channel struct {
 	SpareSegments       int           // 0: the store's default; <0: none
 	// MaxEventSize is 0 for the store's default.
 	MaxEventSize int
+	// ProducerExpiry is 0 for the store's default, negative for never
+	// (file and memory channels).
+	ProducerExpiry time.Duration
 	// Encryption at rest: KeyFile is empty when not encrypting; ActiveKey
 	// is 0 for the highest key id in the file.
 	KeyFile   string
@@ -284,7 +287,7 @@ const (
 
 // per-channel store-wide keys (must agree among channels sharing a store).
 var storeKeys = []string{"backupCheckpointDir", "checkpointInterval", "maxFileSize", "minimumRequiredSpace", "maxEventSize",
-	"spareSegments", keyKeyFile, keyActiveKey, keyCompression}
+	"spareSegments", "producerExpiry", keyKeyFile, keyActiveKey, keyCompression}
 
 func (p *parser) run(props []Property) error {
 	// Last value of a repeated key wins, as in Java properties.
@@ -566,6 +569,16 @@ func (p *parser) channel(name string, list *Property, prs []Property) (Channel, 
 			if n == 0 {
 				ch.SpareSegments = -1 // 0 keeps none
 			}
+		case "producerExpiry":
+			var n int64
+			n, err = p.int64(pr, 0)
+			if err == nil && n > 100*365*24*3600 {
+				err = p.errorf(pr.Line, pr.Key, "%d seconds is more than a century", n)
+			}
+			ch.ProducerExpiry = time.Duration(n) * time.Second
+			if n == 0 {
+				ch.ProducerExpiry = -1 // 0 keeps entries forever
+			}
 		case "maxEventSize":
 			var n int64
 			n, err = p.int64(pr, 1)
@@ -801,6 +814,9 @@ func (c *Config) stores(p *parser) ([]Store, error) {
 			case "maxEventSize":
 				g.store.File.MaxEventSize = ch.MaxEventSize
 				g.store.Memory.MaxEventSize = ch.MaxEventSize
+			case "producerExpiry":
+				g.store.File.ProducerExpiry = ch.ProducerExpiry
+				g.store.Memory.ProducerExpiry = ch.ProducerExpiry
 			case keyKeyFile:
 				g.store.KeyFile = ch.KeyFile
 			case keyActiveKey:
@@ -859,6 +875,8 @@ func sameStoreValue(k string, a, b *Channel) bool {
 		return a.SpareSegments == b.SpareSegments
 	case "maxEventSize":
 		return a.MaxEventSize == b.MaxEventSize
+	case "producerExpiry":
+		return a.ProducerExpiry == b.ProducerExpiry
 	case keyKeyFile:
 		return a.KeyFile == b.KeyFile
 	case keyActiveKey:

@@ -1,0 +1,135 @@
+package channel
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+func TestProducerTable(t *testing.T) {
+	tab := make(producerTable)
+	tab.note("a", 5, 100)
+	tab.note("a", 3, 50) // a replayed older commit moves neither field back
+	if e := tab["a"]; e.seq != 5 || e.last != 100 {
+		t.Fatalf("entry %+v, want seq 5 last 100", e)
+	}
+	for seq, want := range map[uint64]bool{4: true, 5: true, 6: false} {
+		if got := tab.committed("a", seq); got != want {
+			t.Fatalf("committed(a, %d) = %v", seq, got)
+		}
+	}
+	if tab.committed("b", 0) {
+		t.Fatal("unknown producer reported committed")
+	}
+	tab.note("b", 1, 200)
+	if n := tab.sweep(150); n != 1 || len(tab) != 1 || !tab.committed("b", 1) {
+		t.Fatalf("sweep(150) dropped %d, left %v", n, tab)
+	}
+	if producerExpiry(0) != DefaultProducerExpiry || producerExpiry(-1) != 0 || producerExpiry(time.Hour) != time.Hour {
+		t.Fatal("producerExpiry defaults")
+	}
+}
+
+// fakeClock is a settable clock for producer expiry tests.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// TestFileProducerExpiry: an entry idle longer than ProducerExpiry is
+// dropped at the next checkpoint (a retry of its sequence is then stored
+// again), a recent one is kept, and the last-use times survive a restart
+// in the checkpoint, so the expiry keeps counting across it.
+func TestFileProducerExpiry(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	fs := vfs.NewCrashableMem()
+	o := testFileOptions(fs, 1)
+	o.ProducerExpiry = time.Hour
+	o.now = clock.now
+	ctx := context.Background()
+	put := func(s *File, producer string, seq uint64) (dedup bool) {
+		t.Helper()
+		tx, err := s.BeginPut(ctx, PutOptions{ProducerID: producer, Sequence: seq})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Put("c1", evPlain(int(seq))); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return tx.(*filePut).Deduplicated()
+	}
+	s := mustOpen(t, o)
+	put(s, "old", 1)
+	clock.add(50 * time.Minute)
+	put(s, "new", 1)
+	clock.add(20 * time.Minute) // old idle 70 min, new 20 min
+	if err := s.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if !put(s, "new", 1) {
+		t.Fatal("a retry of a recent producer was stored again")
+	}
+	if put(s, "old", 1) {
+		t.Fatal("an expired producer's sequence was still deduplicated")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// "old" was re-noted just now; "new" last committed 20 minutes ago.
+	clock.add(45 * time.Minute)
+	s = mustOpen(t, o)
+	defer s.Close()
+	if err := s.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if !put(s, "old", 1) {
+		t.Fatal("after a restart, a producer used 45 minutes ago was forgotten")
+	}
+	if put(s, "new", 1) {
+		t.Fatal("after a restart, a producer idle 65 minutes was still deduplicated: its last use was not kept")
+	}
+}
+
+// TestMemoryProducerExpiry: the memory channel drops idle entries too.
+func TestMemoryProducerExpiry(t *testing.T) {
+	m, err := NewMemory(MemoryOptions{Channels: []ChannelConfig{{Name: "c", Capacity: 100, TransactionCapacity: 10}}, ProducerExpiry: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	m.now = clock.now
+	m.swept = clock.now()
+	ctx := context.Background()
+	put := func(producer string, seq uint64) bool {
+		t.Helper()
+		tx, _ := m.BeginPut(ctx, PutOptions{ProducerID: producer, Sequence: seq})
+		tx.Put("c", Event{Body: []byte("x")})
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return tx.Deduplicated()
+	}
+	put("old", 1)
+	clock.add(2 * time.Hour)
+	put("new", 1) // sweeps: old is two hours idle
+	if put("old", 1) {
+		t.Fatal("an expired producer's sequence was still deduplicated")
+	}
+	if !put("new", 1) {
+		t.Fatal("a recent producer's retry was stored again")
+	}
+}
