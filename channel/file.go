@@ -220,6 +220,8 @@ type File struct {
 	fallbacks       atomic.Int64 // checkpoints recovery could not use
 	damaged         atomic.Int64 // damaged WAL ranges found by recovery
 	damagedRecords  atomic.Int64 // estimated records lost in them
+	tornTxns        atomic.Int64 // torn transactions recovery dropped (file_torn.go)
+	tornEvents      atomic.Int64 // events of torn put transactions it dropped
 	lastCheckpoint  atomic.Int64 // duration ns
 	lastReplay      atomic.Int64 // duration ns
 	checkpointCount atomic.Int64
@@ -408,6 +410,8 @@ type StoreStats struct {
 	DamagedRanges          int64
 	DamagedRecordsEstimate int64
 	CheckpointFallbacks    int64   // checkpoints skipped at open (missing, corrupt, bad queue)
+	TornTxns               int64   // unacknowledged transactions recovery found torn and dropped whole
+	TornEventsDropped      int64   // events of torn put transactions (never acknowledged) not queued
 	DiskUsage              []int64 // WAL bytes per data directory
 }
 
@@ -420,6 +424,8 @@ func (s *File) StoreStats() StoreStats {
 		DamagedRanges:          s.damaged.Load(),
 		DamagedRecordsEstimate: s.damagedRecords.Load(),
 		CheckpointFallbacks:    s.fallbacks.Load(),
+		TornTxns:               s.tornTxns.Load(),
+		TornEventsDropped:      s.tornEvents.Load(),
 		DiskUsage:              s.wal.DiskUsage(),
 	}
 }

@@ -25,6 +25,10 @@ type crashModel struct {
 	hist    map[int][]evState
 	nextID  int
 	crashed bool
+	// puts and takes are the id sets of put and take txns whose commit
+	// started: each must survive a crash whole or not at all.
+	puts  [][]int
+	takes [][]int
 }
 
 type evState uint8
@@ -68,6 +72,78 @@ func (m *crashModel) advance(ids []int, from, to evState) bool {
 		}
 	}
 	return true
+}
+
+// committing marks the ids of a txn whose commit starts (evCommitting for a
+// put, evTakeCommitting for a take, moved from evHeld) and records the txn.
+func (m *crashModel) committing(ids []int, take bool) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.crashed {
+		return false
+	}
+	if take {
+		m.takes = append(m.takes, ids)
+	} else {
+		m.puts = append(m.puts, ids)
+	}
+	for _, id := range ids {
+		if take && m.state[id] != evHeld {
+			continue
+		}
+		st := evCommitting
+		if take {
+			st = evTakeCommitting
+		}
+		m.state[id] = st
+		m.hist[id] = append(m.hist[id], st)
+	}
+	return true
+}
+
+// checkAtomic reports the first txn that recovery split: a put txn of which
+// some events survived (or were seen by takers, so its commit was durable)
+// must have every event back unless a take of it committed or was
+// committing; a take txn committing at the crash must be redelivered whole
+// or not at all.
+func (m *crashModel) checkAtomic(snapshot map[int]evState, puts, takes [][]int, seen map[int]bool) error {
+	for _, ids := range puts {
+		durable := false
+		for _, id := range ids {
+			switch snapshot[id] {
+			case evAcked, evHeld, evTakeCommitting, evTaken:
+				durable = true
+			}
+			durable = durable || seen[id]
+		}
+		if !durable {
+			continue
+		}
+		for _, id := range ids {
+			if st := snapshot[id]; !seen[id] && st != evTaken && st != evTakeCommitting {
+				return fmt.Errorf("put txn of %d events %v came back in part: event %d (state %d, history %v) is missing", len(ids), ids, id, st, m.hist[id])
+			}
+		}
+	}
+	last := map[int]int{} // id -> the last take txn that held it
+	for i, ids := range takes {
+		for _, id := range ids {
+			last[id] = i
+		}
+	}
+	for i, ids := range takes {
+		n, open := 0, true
+		for _, id := range ids {
+			open = open && snapshot[id] == evTakeCommitting && last[id] == i
+			if seen[id] {
+				n++
+			}
+		}
+		if open && n != 0 && n != len(ids) {
+			return fmt.Errorf("take txn of %d events %v came back in part: %d redelivered", len(ids), ids, n)
+		}
+	}
+	return nil
 }
 
 func (m *crashModel) newIDs(n int) []int {
@@ -175,6 +251,7 @@ func runCrashSeed(t *testing.T, seed uint64, v crashVariant) {
 		unsynced := rng.IntN(101)
 		clone := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: unsynced, RNG: rand.New(rand.NewPCG(seed, uint64(round)))})
 		snapshot := m.state
+		puts, takes := m.puts, m.takes
 		m.mu.Unlock()
 		cancel()
 		wg.Wait()
@@ -210,6 +287,9 @@ func runCrashSeed(t *testing.T, seed uint64, v crashVariant) {
 				t.Fatalf("round %d: acknowledged event %d (state %d) lost (dirs %d, workers %d, bg checkpoints %v, unsynced %d%%, recovered %d events, checkpoints %d)",
 					round, id, st, len(o.DataDirs), workers, bgCkpt, unsynced, len(got), s.checkpointCount.Load())
 			}
+		}
+		if err := m.checkAtomic(snapshot, puts, takes, seen); err != nil {
+			t.Fatalf("round %d: %v (dirs %d, workers %d, unsynced %d%%)", round, err, len(o.DataDirs), workers, unsynced)
 		}
 		if st, _ := s2.Stats("c1"); st.CorruptEventsSkipped != 0 {
 			t.Fatalf("round %d: %d events skipped as corrupt", round, st.CorruptEventsSkipped)
@@ -261,7 +341,7 @@ func crashWorker(ctx context.Context, s *File, m *crashModel, rng *rand.Rand, ta
 				m.set(ids, evRolledBack)
 				continue
 			}
-			if !m.set(ids, evCommitting) {
+			if !m.committing(ids, false) {
 				return
 			}
 			if err := tx.Commit(context.Background()); err != nil {
@@ -300,7 +380,7 @@ func crashWorker(ctx context.Context, s *File, m *crashModel, rng *rand.Rand, ta
 			time.Sleep(time.Duration(rng.IntN(5)) * time.Millisecond)
 			fallthrough
 		default:
-			if !m.advance(ids, evHeld, evTakeCommitting) {
+			if !m.committing(ids, true) {
 				return
 			}
 			if err := tx.Commit(context.Background()); err == nil {

@@ -36,6 +36,7 @@ type replayState struct {
 	producers        producerTable
 	now              int64            // last-use time of producers seen committing in the replayed WAL
 	unknown          map[string]int64 // net committed events of unconfigured channels
+	audit            *TxnAudit        // torn transactions (file_torn.go)
 }
 
 // recover loads the newest usable checkpoint, replays the WAL after it and
@@ -96,6 +97,19 @@ func (s *File) recover() error {
 		now:              s.opts.now().UnixNano(),
 		unknown:          make(map[string]int64),
 	}
+	// Commits at or below the newest W any checkpoint names were synced
+	// before it was written: whole, though GC may have removed records of
+	// theirs (file_torn.go).
+	var judgeAfter uint64
+	for _, c := range cands {
+		if c.Checkpoint != nil {
+			judgeAfter = max(judgeAfter, c.Checkpoint.WOID)
+		}
+	}
+	if cp != nil {
+		judgeAfter = cp.WOID
+	}
+	rs.audit = NewTxnAudit(judgeAfter)
 	var from []wal.Position
 	var w, nextTxn uint64
 	if cp != nil {
@@ -117,6 +131,7 @@ func (s *File) recover() error {
 				continue
 			}
 			rs.puts[pt.TxnID] = &replayPut{entries: pt.Entries}
+			rs.audit.seed(pt.TxnID, len(pt.Entries))
 		}
 		for _, tt := range cp.TakeTxns {
 			if !tt.Committing {
@@ -137,6 +152,7 @@ func (s *File) recover() error {
 		s.log.Error("file channel: damaged WAL range skipped", "file", d.File, "start", d.Start, "end", d.End,
 			"estimated_records_lost", d.EstimatedRecords, "reason", d.Reason)
 	}
+	s.reportTorn(rs.audit.Torn())
 	if cp != nil {
 		for _, ch := range cp.Channels {
 			if _, ok := s.chans[ch.Name]; !ok && (ch.Size > 0 || rs.appendedCount(ch.Name) > 0) {
@@ -184,6 +200,32 @@ func (s *File) recover() error {
 	return nil
 }
 
+// reportTorn logs and counts the torn transactions recovery dropped.
+func (s *File) reportTorn(torn []TornTxn) {
+	if len(torn) == 0 {
+		return
+	}
+	paths := map[uint32]string{}
+	for _, sg := range s.wal.Segments() {
+		paths[sg.ID] = sg.Path
+	}
+	for _, t := range torn {
+		s.tornTxns.Add(1)
+		outcome := "its events were dropped (the put was never acknowledged)"
+		if t.Kind == "put" {
+			s.tornEvents.Add(int64(t.Found))
+		} else {
+			outcome = "nothing of it was applied"
+			if t.Kind == "take" {
+				outcome = "its events stay queued and are delivered again"
+			}
+		}
+		s.log.Error("file channel: torn transaction dropped whole: its commit record reached the disk, some of its records did not",
+			"txn", t.TxnID, "kind", t.Kind, "events_expected", t.Expected, "events_found", t.Found,
+			"file", paths[t.Commit.Segment()], "offset", t.Commit.Offset(), "woid", t.WOID, "reason", t.Reason, "outcome", outcome)
+	}
+}
+
 // openQueues opens every configured channel's queue at the checkpoint's
 // state (nil: new empty queues).
 func (s *File) openQueues(cp *checkpoint.Checkpoint) error {
@@ -227,6 +269,13 @@ func (rs *replayState) applyPut(entries []checkpoint.PutEntry, producer string, 
 
 // record applies one replayed WAL record.
 func (rs *replayState) record(rec wal.Record, ptr wal.Pointer) error {
+	if rs.audit.Record(rec, ptr) {
+		// Torn: dropped whole. A torn take of a txn in flight at the
+		// checkpoint stays in ckptTakes, so its events go back to the head.
+		delete(rs.puts, rec.TxnID)
+		delete(rs.takeRecs, rec.TxnID)
+		return nil
+	}
 	switch rec.Type {
 	case wal.RecordPut:
 		h, _, err := decodePutHeader(rec.Payload)

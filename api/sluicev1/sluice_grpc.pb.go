@@ -52,8 +52,13 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type SluiceClient interface {
 	// Put stores the events of one transaction, which may span several
-	// channels, atomically: on OK every event is durable in every channel, on
-	// any error none is stored.
+	// channels, atomically: on OK every event is durable in every channel. An
+	// error that rejects the request (INVALID_ARGUMENT, NOT_FOUND,
+	// RESOURCE_EXHAUSTED, UNAUTHENTICATED, FAILED_PRECONDITION) stores nothing.
+	// After any other error (a storage failure such as a failed fdatasync, the
+	// server stopping) the outcome is unknown: the transaction may be stored
+	// or not, but never in part. Retry with the same producer id and sequence
+	// so that a put that was stored is not stored twice.
 	Put(ctx context.Context, in *PutRequest, opts ...grpc.CallOption) (*PutResponse, error)
 	// Take runs take transactions on one channel over one stream. Protocol
 	// (one outstanding request at a time; TakeCancel is the only message that
@@ -127,8 +132,13 @@ func (c *sluiceClient) Stats(ctx context.Context, in *StatsRequest, opts ...grpc
 // for forward compatibility.
 type SluiceServer interface {
 	// Put stores the events of one transaction, which may span several
-	// channels, atomically: on OK every event is durable in every channel, on
-	// any error none is stored.
+	// channels, atomically: on OK every event is durable in every channel. An
+	// error that rejects the request (INVALID_ARGUMENT, NOT_FOUND,
+	// RESOURCE_EXHAUSTED, UNAUTHENTICATED, FAILED_PRECONDITION) stores nothing.
+	// After any other error (a storage failure such as a failed fdatasync, the
+	// server stopping) the outcome is unknown: the transaction may be stored
+	// or not, but never in part. Retry with the same producer id and sequence
+	// so that a put that was stored is not stored twice.
 	Put(context.Context, *PutRequest) (*PutResponse, error)
 	// Take runs take transactions on one channel over one stream. Protocol
 	// (one outstanding request at a time; TakeCancel is the only message that

@@ -91,6 +91,7 @@ type storeReport struct {
 	RecordBytes int64                  `json:"recordBytes"`
 	MaxWOID     uint64                 `json:"maxWOID"`
 	Damaged     []wal.Damage           `json:"damaged"`
+	Torn        []channel.TornTxn      `json:"tornTransactions"`
 	Problems    []string               `json:"problems"`
 }
 
@@ -186,7 +187,15 @@ func readStore(st config.Store, onRecord func(wal.Record, wal.Pointer)) (*storeR
 		return nil, fmt.Errorf("%s: %w (is a server using the store?)", r.Store, err)
 	}
 	defer w.Close()
+	// Commits after the newest checkpoint are judged whole or torn (recovery
+	// drops torn ones); earlier ones were synced before it was written.
+	var after uint64
+	if r.Newest != nil {
+		after = r.Newest.WOID
+	}
+	audit := channel.NewTxnAudit(after)
 	stats, err := w.Replay(nil, func(rec wal.Record, p wal.Pointer) error {
+		audit.Record(rec, p)
 		r.Records[rec.Type.String()]++
 		if onRecord != nil {
 			onRecord(rec, p)
@@ -201,6 +210,16 @@ func readStore(st config.Store, onRecord func(wal.Record, wal.Pointer)) (*storeR
 		r.Problems = append(r.Problems, fmt.Sprintf("WAL damage in %s bytes %d-%d (~%d records): %s", d.File, d.Start, d.End, d.EstimatedRecords, d.Reason))
 	}
 	r.Segments = w.Segments()
+	r.Torn = audit.Torn()
+	for _, t := range r.Torn {
+		file := ""
+		for _, sg := range r.Segments {
+			if sg.ID == t.Commit.Segment() {
+				file = sg.Path
+			}
+		}
+		r.Problems = append(r.Problems, fmt.Sprintf("torn %s (%s offset %d): the next open drops it whole", t, file, t.Commit.Offset()))
+	}
 	if r.Newest != nil {
 		r.Problems = append(r.Problems, checkQueues(o, r.Newest, r.Segments)...)
 	}
