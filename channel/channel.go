@@ -10,6 +10,7 @@ package channel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -53,7 +54,37 @@ var (
 	// (producer, sequence) was already committed commits as a no-op and
 	// PutTxn.Commit returns nil. It is exported so remote layers can report it.
 	ErrDuplicate = errors.New("duplicate producer sequence")
+	// ErrBadProducer: a producer id longer than MaxProducerIDLen, or a
+	// producer id with sequence 0 (sequences start at 1: 0 would make
+	// every later put of the producer look like a duplicate).
+	ErrBadProducer = errors.New("invalid producer id or sequence")
+	// ErrProducerTableFull: a put of a producer id the store does not know
+	// yet, while the store already remembers its MaxProducers producers.
+	// Nothing was stored. Entries leave the table by expiry.
+	ErrProducerTableFull = errors.New("producer table full")
 )
+
+// MaxProducerIDLen bounds PutOptions.ProducerID in bytes: every id is kept in
+// memory and in every checkpoint until it expires.
+const MaxProducerIDLen = 256
+
+// DefaultMaxProducers is how many producer ids a store remembers at most
+// when its options leave it zero.
+const DefaultMaxProducers = 100_000
+
+// Validate checks the producer fields of a put (every store runs it at
+// BeginPut; remote layers may run it before sending).
+func (o PutOptions) Validate() error {
+	switch {
+	case o.ProducerID == "":
+		return nil
+	case len(o.ProducerID) > MaxProducerIDLen:
+		return fmt.Errorf("%w: producer id of %d bytes is longer than %d", ErrBadProducer, len(o.ProducerID), MaxProducerIDLen)
+	case o.Sequence == 0:
+		return fmt.Errorf("%w: producer %q: sequence 0 (sequences start at 1)", ErrBadProducer, o.ProducerID)
+	}
+	return nil
+}
 
 // PutOptions tune one put transaction.
 type PutOptions struct {

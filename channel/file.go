@@ -61,6 +61,10 @@ type FileOptions struct {
 	// has committed nothing for this long (checked at each checkpoint);
 	// default DefaultProducerExpiry, negative keeps entries forever.
 	ProducerExpiry time.Duration
+	// MaxProducers bounds the producer ids the store remembers (in memory
+	// and in every checkpoint): default DefaultMaxProducers. A put of a new
+	// producer id beyond it fails with ErrProducerTableFull.
+	MaxProducers int
 
 	// now is the clock of producer entries (tests set it; default
 	// time.Now).
@@ -179,17 +183,18 @@ type File struct {
 	// freeze the queues and copy the in-flight state.
 	cpMu sync.RWMutex
 	// mu guards everything below and the fileChan fields.
-	mu        sync.Mutex
-	closed    bool
-	chans     map[string]*fileChan
-	names     []string
-	live      map[uint32]int64 // segment id -> live pointers
-	puts      map[uint64]*filePut
-	takes     map[uint64]*fileTake
-	producers producerTable
-	prodBusy  map[string]chan struct{}
-	nextTxn   atomic.Uint64
-	nextDir   atomic.Uint64
+	mu           sync.Mutex
+	closed       bool
+	chans        map[string]*fileChan
+	names        []string
+	live         map[uint32]int64 // segment id -> live pointers
+	puts         map[uint64]*filePut
+	takes        map[uint64]*fileTake
+	producers    producerTable
+	prodBusy     map[string]chan struct{}
+	maxProducers int // producer ids remembered at most
+	nextTxn      atomic.Uint64
+	nextDir      atomic.Uint64
 
 	commits  sync.WaitGroup // commits in progress; Close waits for them
 	isClosed atomic.Bool    // set (before cpMu is taken) when Close starts
@@ -217,14 +222,15 @@ type File struct {
 	diskHeadroom int64        // free bytes above MinFreeBytes at the last check
 	walTotal     atomic.Int64 // WAL bytes written since open
 
-	fallbacks       atomic.Int64 // checkpoints recovery could not use
-	damaged         atomic.Int64 // damaged WAL ranges found by recovery
-	damagedRecords  atomic.Int64 // estimated records lost in them
-	tornTxns        atomic.Int64 // torn transactions recovery dropped (file_torn.go)
-	tornEvents      atomic.Int64 // events of torn put transactions it dropped
-	lastCheckpoint  atomic.Int64 // duration ns
-	lastReplay      atomic.Int64 // duration ns
-	checkpointCount atomic.Int64
+	fallbacks          atomic.Int64 // checkpoints recovery could not use
+	damaged            atomic.Int64 // damaged WAL ranges found by recovery
+	damagedRecords     atomic.Int64 // estimated records lost in them
+	tornTxns           atomic.Int64 // torn transactions recovery dropped (file_torn.go)
+	tornEvents         atomic.Int64 // events of torn put transactions it dropped
+	lastCheckpoint     atomic.Int64 // duration ns
+	lastReplay         atomic.Int64 // duration ns
+	checkpointCount    atomic.Int64
+	checkpointFailures atomic.Int64 // background checkpoints that failed
 }
 
 // OpenFile opens (creating if needed) a file channel store and recovers its
@@ -240,19 +246,20 @@ func OpenFile(opts FileOptions) (*File, error) {
 		return nil, fmt.Errorf("file channel: %w", err)
 	}
 	s := &File{
-		opts:       opts,
-		log:        opts.Logger,
-		fs:         opts.FS,
-		chans:      make(map[string]*fileChan, len(cfgs)),
-		live:       make(map[uint32]int64),
-		puts:       make(map[uint64]*filePut),
-		takes:      make(map[uint64]*fileTake),
-		producers:  make(producerTable),
-		prodBusy:   make(map[string]chan struct{}),
-		cpKick:     make(chan struct{}, 1),
-		cpDone:     make(chan struct{}),
-		stop:       make(chan struct{}),
-		flushBytes: int(min(putFlushBytes, opts.SegmentSize/4)),
+		opts:         opts,
+		log:          opts.Logger,
+		fs:           opts.FS,
+		chans:        make(map[string]*fileChan, len(cfgs)),
+		live:         make(map[uint32]int64),
+		puts:         make(map[uint64]*filePut),
+		takes:        make(map[uint64]*fileTake),
+		producers:    make(producerTable),
+		prodBusy:     make(map[string]chan struct{}),
+		maxProducers: maxProducers(opts.MaxProducers),
+		cpKick:       make(chan struct{}, 1),
+		cpDone:       make(chan struct{}),
+		stop:         make(chan struct{}),
+		flushBytes:   int(min(putFlushBytes, opts.SegmentSize/4)),
 	}
 	s.putBufs.New = func() any { return new(putBuffers) }
 	s.readBufs.New = func() any { return new([]byte) }
@@ -410,6 +417,7 @@ type StoreStats struct {
 	DamagedRanges          int64
 	DamagedRecordsEstimate int64
 	CheckpointFallbacks    int64   // checkpoints skipped at open (missing, corrupt, bad queue)
+	CheckpointFailures     int64   // background checkpoints that failed (no WAL is collected meanwhile)
 	TornTxns               int64   // unacknowledged transactions recovery found torn and dropped whole
 	TornEventsDropped      int64   // events of torn put transactions (never acknowledged) not queued
 	DiskUsage              []int64 // WAL bytes per data directory
@@ -424,6 +432,7 @@ func (s *File) StoreStats() StoreStats {
 		DamagedRanges:          s.damaged.Load(),
 		DamagedRecordsEstimate: s.damagedRecords.Load(),
 		CheckpointFallbacks:    s.fallbacks.Load(),
+		CheckpointFailures:     s.checkpointFailures.Load(),
 		TornTxns:               s.tornTxns.Load(),
 		TornEventsDropped:      s.tornEvents.Load(),
 		DiskUsage:              s.wal.DiskUsage(),

@@ -23,7 +23,12 @@ func (s *File) checkpointLoop() {
 		case <-s.cpKick:
 		}
 		if err := s.checkpoint(false); err != nil {
-			s.log.Error("file channel: checkpoint failed; will retry", "err", err)
+			// Until one succeeds no WAL segment is collected: the disk
+			// fills. Counted (StoreStats.CheckpointFailures) and logged
+			// every time.
+			s.checkpointFailures.Add(1)
+			s.log.Error("file channel: checkpoint failed; will retry (WAL segments are not collected until one succeeds)", "err", err,
+				"failures", s.checkpointFailures.Load())
 		}
 	}
 }

@@ -219,4 +219,3 @@ func TestFileTornTakeRedelivered(t *testing.T) {
 		t.Fatalf("StoreStats: torn txns %d, dropped %d; want 1, 0", st.TornTxns, st.TornEventsDropped)
 	}
 }
-

@@ -52,6 +52,9 @@ type filePut struct {
 
 // BeginPut implements Channel.
 func (s *File) BeginPut(ctx context.Context, opts PutOptions) (PutTxn, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("file channel: %w", err)
+	}
 	s.mu.Lock()
 	closed := s.closed
 	s.mu.Unlock()
@@ -421,6 +424,10 @@ func (s *File) claimProducer(ctx context.Context, id string, seq uint64) (releas
 			if s.producers.committed(id, seq) {
 				s.mu.Unlock()
 				return func() {}, true, nil
+			}
+			if err := s.producers.admit(id, s.maxProducers); err != nil {
+				s.mu.Unlock()
+				return nil, false, fmt.Errorf("file channel: %w", err)
 			}
 			ch := make(chan struct{})
 			s.prodBusy[id] = ch

@@ -21,6 +21,10 @@ type MemoryOptions struct {
 	// has committed nothing for this long (checked at commits, at most
 	// once a minute); default DefaultProducerExpiry, negative never.
 	ProducerExpiry time.Duration
+	// MaxProducers bounds the producer ids remembered (default
+	// DefaultMaxProducers); a put of a new one beyond it fails with
+	// ErrProducerTableFull.
+	MaxProducers int
 }
 
 // Memory is the volatile channel kind: the same transactional semantics as
@@ -58,13 +62,14 @@ type Memory struct {
 	closedFlag   atomic.Bool
 	closeCh      chan struct{} // closed by Close; wakes every waiter
 
-	mu        sync.Mutex
-	closed    bool
-	producers producerTable         // last committed sequence per producer
-	expiry    time.Duration         // of producer entries; 0 never
-	swept     time.Time             // last producer sweep
-	now       func() time.Time      // clock of producer entries (tests set it)
-	takes     map[*memTake]struct{} // open take txns holding events
+	mu           sync.Mutex
+	closed       bool
+	producers    producerTable         // last committed sequence per producer
+	expiry       time.Duration         // of producer entries; 0 never
+	maxProducers int                   // producer ids remembered at most
+	swept        time.Time             // last producer sweep
+	now          func() time.Time      // clock of producer entries (tests set it)
+	takes        map[*memTake]struct{} // open take txns holding events
 }
 
 // memEvent is a queued event with its bookkeeping.
@@ -112,6 +117,7 @@ func NewMemory(opts MemoryOptions) (*Memory, error) {
 		closeCh:      make(chan struct{}),
 		producers:    make(producerTable),
 		expiry:       producerExpiry(opts.ProducerExpiry),
+		maxProducers: maxProducers(opts.MaxProducers),
 		swept:        time.Now(),
 		now:          time.Now,
 		takes:        make(map[*memTake]struct{}),
@@ -140,6 +146,9 @@ func (m *Memory) Channels() []string { return slices.Clone(m.names) }
 
 // BeginPut implements Channel.
 func (m *Memory) BeginPut(ctx context.Context, opts PutOptions) (PutTxn, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("memory channel: %w", err)
+	}
 	if m.closedFlag.Load() {
 		return nil, ErrClosed
 	}
@@ -361,6 +370,10 @@ func (p *memPut) Commit(ctx context.Context) error {
 				m.mu.Unlock()
 				p.dedup = true
 				return nil
+			}
+			if err := m.producers.admit(id, m.maxProducers); err != nil {
+				m.mu.Unlock()
+				return fmt.Errorf("memory channel: %w", err)
 			}
 		}
 		full := p.firstFull()

@@ -1,6 +1,9 @@
 package channel
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // DefaultProducerExpiry is how long a producer's deduplication entry is kept
 // after its last commit when the options leave it zero.
@@ -33,6 +36,23 @@ func (t producerTable) note(id string, seq uint64, now int64) {
 	e.seq = max(e.seq, seq)
 	e.last = max(e.last, now)
 	t[id] = e
+}
+
+// admit fails when id is not in the table and the table already holds
+// limit producers.
+func (t producerTable) admit(id string, limit int) error {
+	if _, ok := t[id]; ok || len(t) < limit {
+		return nil
+	}
+	return fmt.Errorf("%w: %d producers are remembered (the limit); producer %q is new: wait for idle producers to expire (producerExpiry) or raise maxProducers", ErrProducerTableFull, len(t), id)
+}
+
+// maxProducers resolves an options value: 0 is DefaultMaxProducers.
+func maxProducers(n int) int {
+	if n <= 0 {
+		return DefaultMaxProducers
+	}
+	return n
 }
 
 // sweep drops the entries whose last commit is before cutoff and returns

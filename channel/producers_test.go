@@ -2,6 +2,7 @@ package channel
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -132,4 +133,89 @@ func TestMemoryProducerExpiry(t *testing.T) {
 	if !put("new", 1) {
 		t.Fatal("a recent producer's retry was stored again")
 	}
+}
+
+// The producer table is bounded: a put of a new producer id beyond
+// MaxProducers fails with ErrProducerTableFull and stores nothing, known
+// producers go on, and an expired entry makes room.
+func TestProducerTableLimit(t *testing.T) {
+	cfgs := []ChannelConfig{{Name: "c", Capacity: 100, TransactionCapacity: 10}}
+	for _, kind := range []string{"file", "memory"} {
+		t.Run(kind, func(t *testing.T) {
+			clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+			var st Channel
+			if kind == "file" {
+				o := testFileOptions(vfs.NewMem(), 1, cfgs...)
+				o.MaxProducers, o.ProducerExpiry, o.now = 2, time.Hour, clock.now
+				f := mustOpen(t, o)
+				st = f
+			} else {
+				m, err := NewMemory(MemoryOptions{Channels: cfgs, MaxProducers: 2, ProducerExpiry: time.Hour})
+				if err != nil {
+					t.Fatal(err)
+				}
+				m.now = clock.now
+				m.swept = clock.now()
+				st = m
+			}
+			defer st.Close()
+			put := func(id string, seq uint64) error {
+				tx, err := st.BeginPut(context.Background(), PutOptions{ProducerID: id, Sequence: seq})
+				if err != nil {
+					return err
+				}
+				tx.Put("c", Event{Body: []byte(id)})
+				return tx.Commit(context.Background())
+			}
+			for _, id := range []string{"p1", "p2"} {
+				if err := put(id, 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := put("p3", 1); !errors.Is(err, ErrProducerTableFull) {
+				t.Fatalf("third producer: %v, want ErrProducerTableFull", err)
+			}
+			if err := put("p1", 2); err != nil {
+				t.Fatalf("known producer: %v", err)
+			}
+			if n := len(drainBodies(t, st)); n != 3 {
+				t.Fatalf("%d events stored, want 3 (nothing of the refused put)", n)
+			}
+			// p2 idles past the expiry; p1 keeps committing.
+			clock.add(50 * time.Minute)
+			if err := put("p1", 3); err != nil {
+				t.Fatal(err)
+			}
+			clock.add(20 * time.Minute)
+			if f, ok := st.(*File); ok {
+				if err := f.Checkpoint(); err != nil { // the file store sweeps at checkpoints
+					t.Fatal(err)
+				}
+			} else if err := put("p1", 4); err != nil { // the memory store sweeps at commits
+				t.Fatal(err)
+			}
+			if err := put("p3", 1); err != nil {
+				t.Fatalf("new producer after an entry expired: %v", err)
+			}
+		})
+	}
+}
+
+func drainBodies(t *testing.T, st Channel) []string {
+	t.Helper()
+	var out []string
+	tx, err := st.BeginTake(context.Background(), "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	evs, _ := tx.Take(ctx, 100)
+	for _, e := range evs {
+		out = append(out, string(e.Body))
+	}
+	if err := tx.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

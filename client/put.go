@@ -22,6 +22,9 @@ type putTxn struct {
 
 // BeginPut opens a put transaction. Nothing is sent before Commit.
 func (c *Client) BeginPut(ctx context.Context, opts channel.PutOptions) (channel.PutTxn, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
 	if c.isClosed() {
 		return nil, channel.ErrClosed
 	}

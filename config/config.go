@@ -135,6 +135,8 @@ type Channel struct {
 	// ProducerExpiry is 0 for the store's default, negative for never
 	// (file and memory channels).
 	ProducerExpiry time.Duration
+	// MaxProducers is 0 for the store's default.
+	MaxProducers int
 	// Encryption at rest: KeyFile is empty when not encrypting; ActiveKey
 	// is 0 for the highest key id in the file.
 	KeyFile   string
@@ -287,7 +289,7 @@ const (
 
 // per-channel store-wide keys (must agree among channels sharing a store).
 var storeKeys = []string{"backupCheckpointDir", "checkpointInterval", "maxFileSize", "minimumRequiredSpace", "maxEventSize",
-	"spareSegments", "producerExpiry", keyKeyFile, keyActiveKey, keyCompression}
+	"spareSegments", "producerExpiry", "maxProducers", keyKeyFile, keyActiveKey, keyCompression}
 
 func (p *parser) run(props []Property) error {
 	// Last value of a repeated key wins, as in Java properties.
@@ -579,6 +581,13 @@ func (p *parser) channel(name string, list *Property, prs []Property) (Channel, 
 			if n == 0 {
 				ch.ProducerExpiry = -1 // 0 keeps entries forever
 			}
+		case "maxProducers":
+			var n int64
+			n, err = p.int64(pr, 1)
+			if err == nil && n > 10_000_000 {
+				err = p.errorf(pr.Line, pr.Key, "%d is more than 10000000 (every id is kept in memory and in every checkpoint)", n)
+			}
+			ch.MaxProducers = int(n)
 		case "maxEventSize":
 			var n int64
 			n, err = p.int64(pr, 1)
@@ -817,6 +826,9 @@ func (c *Config) stores(p *parser) ([]Store, error) {
 			case "producerExpiry":
 				g.store.File.ProducerExpiry = ch.ProducerExpiry
 				g.store.Memory.ProducerExpiry = ch.ProducerExpiry
+			case "maxProducers":
+				g.store.File.MaxProducers = ch.MaxProducers
+				g.store.Memory.MaxProducers = ch.MaxProducers
 			case keyKeyFile:
 				g.store.KeyFile = ch.KeyFile
 			case keyActiveKey:
@@ -877,6 +889,8 @@ func sameStoreValue(k string, a, b *Channel) bool {
 		return a.MaxEventSize == b.MaxEventSize
 	case "producerExpiry":
 		return a.ProducerExpiry == b.ProducerExpiry
+	case "maxProducers":
+		return a.MaxProducers == b.MaxProducers
 	case keyKeyFile:
 		return a.KeyFile == b.KeyFile
 	case keyActiveKey:

@@ -35,6 +35,7 @@ func TestBadConfigs(t *testing.T) {
 		"maxfilesize_too_big.properties":      "testdata/bad/maxfilesize_too_big.properties:5: key agent.channels.c1.maxFileSize: 2147483648 is more than the maximum segment size 1073741824 (1 GiB)",
 		"spare_segments_too_many.properties":  "testdata/bad/spare_segments_too_many.properties:5: key agent.channels.c1.spareSegments: 70000 is more than 65536",
 		"producer_expiry_negative.properties": "testdata/bad/producer_expiry_negative.properties:4: key agent.channels.c1.producerExpiry: -5 must be at least 0",
+		"max_producers_zero.properties":       "testdata/bad/max_producers_zero.properties:4: key agent.channels.c1.maxProducers: 0 must be at least 1",
 		"missing_checkpointdir.properties":    "testdata/bad/missing_checkpointdir.properties:2: key agent.channels.c1.checkpointDir: missing: required for a file channel",
 		"missing_datadirs.properties":         "testdata/bad/missing_datadirs.properties:2: key agent.channels.c1.dataDirs: missing: required for a file channel",
 		"missing_type.properties":             "testdata/bad/missing_type.properties:1: key agent.channels: channel \"c2\" has no type (set agent.channels.c2.type = file or memory)",
@@ -106,7 +107,7 @@ func TestGoodConfig(t *testing.T) {
 	}
 	o := f.File
 	if !slices.Equal(o.DataDirs, []string{"/d1", "/d2"}) || o.CheckpointDir != "/cp" || o.BackupCheckpointDir != "/cp-backup" ||
-		o.CheckpointInterval != 15*time.Second || o.SegmentSize != 64<<20 || o.MinFreeBytes != 1<<20 || o.MaxEventSize != 65536 || o.SpareSegments != 8 || o.ProducerExpiry != 24*time.Hour {
+		o.CheckpointInterval != 15*time.Second || o.SegmentSize != 64<<20 || o.MinFreeBytes != 1<<20 || o.MaxEventSize != 65536 || o.SpareSegments != 8 || o.ProducerExpiry != 24*time.Hour || o.MaxProducers != 5000 {
 		t.Errorf("file options: %+v", o)
 	}
 	if stores[1].Type != TypeMemory || !slices.Equal(stores[1].Channels, []string{"m1"}) || stores[1].Memory.ProducerExpiry >= 0 {

@@ -149,6 +149,7 @@ func (m *Metrics) JSON() map[string]map[string]string {
 			"LastReplaySeconds":          fmtFloat(s.LastReplay.Seconds()),
 			"DamagedRangeCount":          fmtInt(s.DamagedRanges),
 			"DamagedRecordEstimateCount": fmtInt(s.DamagedRecordsEstimate),
+			"CheckpointFailureCount":     fmtInt(s.CheckpointFailures),
 			"TornTransactionCount":       fmtInt(s.TornTxns),
 			"TornEventDroppedCount":      fmtInt(s.TornEventsDropped),
 		}
@@ -193,6 +194,7 @@ var (
 	dReplay = prometheus.NewDesc("sluice_store_last_replay_seconds", "Duration of the recovery replay at open.", nil, nil)
 	dDamR   = prometheus.NewDesc("sluice_store_damaged_ranges_total", "Damaged WAL ranges found.", nil, nil)
 	dDamE   = prometheus.NewDesc("sluice_store_damaged_records_estimate_total", "Estimated records lost in damaged ranges.", nil, nil)
+	dCkptF  = prometheus.NewDesc("sluice_store_checkpoint_failures_total", "Background checkpoints that failed (WAL segments are not collected until one succeeds).", nil, nil)
 	dTornT  = prometheus.NewDesc("sluice_store_torn_transactions_total", "Unacknowledged transactions recovery found torn by a crash and dropped whole.", nil, nil)
 	dTornE  = prometheus.NewDesc("sluice_store_torn_events_dropped_total", "Events of torn (never acknowledged) put transactions recovery dropped.", nil, nil)
 	dDisk   = prometheus.NewDesc("sluice_store_disk_usage_bytes", "WAL bytes per data directory.", []string{"dir"}, nil)
@@ -203,7 +205,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	if _, ok := c.ch.(StoreStatser); ok {
-		for _, d := range []*prometheus.Desc{dCkpt, dCkptD, dReplay, dDamR, dDamE, dTornT, dTornE, dDisk} {
+		for _, d := range []*prometheus.Desc{dCkpt, dCkptD, dReplay, dDamR, dDamE, dCkptF, dTornT, dTornE, dDisk} {
 			ch <- d
 		}
 	}
@@ -241,6 +243,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		g(dReplay, s.LastReplay.Seconds())
 		cnt(dDamR, float64(s.DamagedRanges))
 		cnt(dDamE, float64(s.DamagedRecordsEstimate))
+		cnt(dCkptF, float64(s.CheckpointFailures))
 		cnt(dTornT, float64(s.TornTxns))
 		cnt(dTornE, float64(s.TornEventsDropped))
 		for i, b := range s.DiskUsage {

@@ -713,8 +713,6 @@ func (s *suite) testProducerDedup(t *testing.T) {
 			{"p", 5, "x", true, false}, {"p", 3, "y", true, true}}, []string{"x"}},
 		{"higher sequence", []attempt{
 			{"p", 5, "x", true, false}, {"p", 6, "y", true, false}, {"p", 6, "y", true, true}}, []string{"x", "y"}},
-		{"sequence zero", []attempt{
-			{"p", 0, "x", true, false}, {"p", 0, "x", true, true}}, []string{"x"}},
 		{"producers independent", []attempt{
 			{"p", 5, "x", true, false}, {"q", 1, "y", true, false}, {"q", 1, "y", true, true},
 			{"p", 2, "z", true, true}}, []string{"x", "y"}},
@@ -755,6 +753,30 @@ func (s *suite) testProducerDedup(t *testing.T) {
 			wantStrings(t, "b", drain(t, ch, "b"), tc.want)
 		})
 	}
+	t.Run("invalid producer refused at BeginPut", func(t *testing.T) {
+		ch := s.open(t, cfg("a", 100, 10))
+		ctx := context.Background()
+		for _, o := range []channel.PutOptions{
+			{ProducerID: "p", Sequence: 0}, // would make every later put a duplicate
+			{ProducerID: strings.Repeat("p", channel.MaxProducerIDLen+1), Sequence: 1},
+		} {
+			if tx, err := ch.BeginPut(ctx, o); !errors.Is(err, channel.ErrBadProducer) {
+				if tx != nil {
+					tx.Rollback()
+				}
+				t.Fatalf("BeginPut(producer of %d bytes, sequence %d): %v, want ErrBadProducer", len(o.ProducerID), o.Sequence, err)
+			}
+		}
+		// The longest allowed id and sequence 1 work, and the store is unchanged.
+		long := strings.Repeat("p", channel.MaxProducerIDLen)
+		if err := tryPut(ch, channel.PutOptions{ProducerID: long, Sequence: 1}, map[string][]channel.Event{"a": {ev("x")}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := tryPut(ch, channel.PutOptions{ProducerID: "p", Sequence: 1}, map[string][]channel.Event{"a": {ev("y")}}); err != nil {
+			t.Fatal(err)
+		}
+		wantStrings(t, "a", drain(t, ch, "a"), []string{"x", "y"})
+	})
 	t.Run("failed commit not remembered", func(t *testing.T) {
 		ch := s.open(t, cfg("a", 1, 1))
 		put(t, ch, "a", ev("fill"))

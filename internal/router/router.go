@@ -201,6 +201,7 @@ func (r *Router) StoreStats() channel.StoreStats {
 		out.DamagedRanges += x.DamagedRanges
 		out.DamagedRecordsEstimate += x.DamagedRecordsEstimate
 		out.CheckpointFallbacks += x.CheckpointFallbacks
+		out.CheckpointFailures += x.CheckpointFailures
 		out.TornTxns += x.TornTxns
 		out.TornEventsDropped += x.TornEventsDropped
 		out.DiskUsage = append(out.DiskUsage, x.DiskUsage...)
