@@ -103,10 +103,13 @@ type PutOptions struct {
 //
 // Events are copied by Put (the local kinds) or by Commit (the gRPC
 // client): a caller may reuse its buffers once Commit returns. A Commit that
-// returns an error ends the transaction; nothing of it is visible. Its
-// outcome is only uncertain when the error is a storage failure after the
-// commit record was written (e.g. a failed fdatasync): then the events may
-// appear after a restart, and a producer sequence makes the retry safe.
+// returns an error ends the transaction; nothing of it is visible. When the
+// error is a storage failure after the commit record was written (a failed
+// fdatasync) the file store retracts the commit: it writes and syncs a
+// rollback record in a fresh segment, and replay undoes the commit, so the
+// put is not stored after a restart either. Only when that fails too (the
+// error says so) is the outcome after a restart unknown: stored whole or not
+// at all; a producer sequence makes the retry safe.
 type PutTxn interface {
 	// Put adds events destined for one channel. Nothing is visible to takers
 	// before Commit returns nil. Events count against the channel's

@@ -583,3 +583,61 @@ func TestFaultCheckpointEveryStep(t *testing.T) {
 		})
 	}
 }
+
+// A commit whose fdatasync fails is retracted: the rollback record written
+// and synced after it makes "not committed" hold after a restart too, even
+// when the commit record itself reached the disk. A take's events are then
+// delivered again instead of lost; a put's retry (same producer, same
+// sequence) is stored once, not twice.
+func TestFaultFailedCommitRetracted(t *testing.T) {
+	syncOf := func(rule *faultRule, s *File) {
+		seg := activeSegment(s, 0)
+		rule.arm(syscall.EIO, 1, func(op errorfs.Op) bool {
+			return op.Kind == errorfs.OpFileSyncData && onSegment(op.Path, seg)
+		})
+	}
+	t.Run("take", func(t *testing.T) {
+		s, mem, rule, o := faultStore(t, 1)
+		defer s.Close()
+		putRange(t, s, "c1", 0, 20, 20)
+		tx, _ := s.BeginTake(context.Background(), "c1")
+		evs, err := tx.Take(context.Background(), 10)
+		if err != nil || len(evs) != 10 {
+			t.Fatalf("take: %d, %v", len(evs), err)
+		}
+		syncOf(rule, s)
+		if err := tx.Commit(context.Background()); err == nil {
+			t.Fatal("take commit with a failing fdatasync succeeded")
+		}
+		if rule.off() != 1 {
+			t.Fatal("the fault did not fire")
+		}
+		if n := queued(t, s); n != 20 {
+			t.Fatalf("after the failed take commit %d events are queued, want all 20 back", n)
+		}
+		// What survives: every page written (the commit record too).
+		checkRecovered(t, o, killClone(mem), seq(0, 20), nil)
+	})
+	t.Run("put", func(t *testing.T) {
+		s, mem, rule, o := faultStore(t, 1)
+		defer s.Close()
+		putRange(t, s, "c1", 0, 5, 5)
+		opts := PutOptions{ProducerID: "src", Sequence: 1}
+		attempt := func() error {
+			tx, _ := s.BeginPut(context.Background(), opts)
+			for i := 5; i < 10; i++ {
+				tx.Put("c1", ev(i))
+			}
+			return tx.Commit(context.Background())
+		}
+		syncOf(rule, s)
+		if err := attempt(); err == nil {
+			t.Fatal("put commit with a failing fdatasync succeeded")
+		}
+		rule.off()
+		if err := attempt(); err != nil { // the producer's retry
+			t.Fatal(err)
+		}
+		checkRecovered(t, o, killClone(mem), seq(0, 10), nil)
+	})
+}

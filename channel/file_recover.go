@@ -37,6 +37,30 @@ type replayState struct {
 	now              int64            // last-use time of producers seen committing in the replayed WAL
 	unknown          map[string]int64 // net committed events of unconfigured channels
 	audit            *TxnAudit        // torn transactions (file_torn.go)
+	// Commits a later rollback record of the same txn retracts: written
+	// when the commit's fdatasync failed (see File.retract).
+	putCommits  map[uint64]putUndo
+	takeCommits map[uint64]takeUndo
+}
+
+// putUndo is what retracting a replayed put commit restores.
+type putUndo struct {
+	spans    []appendSpan
+	producer string
+	prev     producerEntry
+	hadPrev  bool
+}
+
+// appendSpan is a run of rs.appended[channel][start:start+n].
+type appendSpan struct {
+	channel  string
+	start, n int
+}
+
+// takeUndo is what retracting a replayed take commit restores.
+type takeUndo struct {
+	recs []replayTakeRec
+	ckpt *checkpoint.TakeTxn // in flight at the checkpoint
 }
 
 // recover loads the newest usable checkpoint, replays the WAL after it and
@@ -110,6 +134,8 @@ func (s *File) recover() error {
 		judgeAfter = cp.WOID
 	}
 	rs.audit = NewTxnAudit(judgeAfter)
+	rs.putCommits = make(map[uint64]putUndo)
+	rs.takeCommits = make(map[uint64]takeUndo)
 	var from []wal.Position
 	var w, nextTxn uint64
 	if cp != nil {
@@ -127,7 +153,7 @@ func (s *File) recover() error {
 		for _, pt := range cp.PutTxns {
 			if pt.Committing {
 				// Its commit record was synced before the checkpoint was written.
-				rs.applyPut(pt.Entries, pt.ProducerID, pt.Sequence)
+				rs.applyPut(pt.TxnID, pt.Entries, pt.ProducerID, pt.Sequence)
 				continue
 			}
 			rs.puts[pt.TxnID] = &replayPut{entries: pt.Entries}
@@ -256,14 +282,70 @@ func (s *File) openQueues(cp *checkpoint.Checkpoint) error {
 	return nil
 }
 
-func (rs *replayState) appendedCount(name string) int { return len(rs.appended[name]) }
+// appendedCount counts the committed events replay appends to channel name
+// (retracted ones are tombstones with pointer 0, never a record's position).
+func (rs *replayState) appendedCount(name string) int {
+	n := 0
+	for _, e := range rs.appended[name] {
+		if e.Pointer != 0 {
+			n++
+		}
+	}
+	return n
+}
 
-func (rs *replayState) applyPut(entries []checkpoint.PutEntry, producer string, seq uint64) {
-	for _, e := range entries {
-		rs.appended[e.Channel] = append(rs.appended[e.Channel], e)
+// applyPut appends a committed put's entries in commit order and remembers
+// how to retract it.
+func (rs *replayState) applyPut(txn uint64, entries []checkpoint.PutEntry, producer string, seq uint64) {
+	u := putUndo{producer: producer}
+	for i := 0; i < len(entries); {
+		ch, j := entries[i].Channel, i
+		for j < len(entries) && entries[j].Channel == ch {
+			j++
+		}
+		u.spans = append(u.spans, appendSpan{channel: ch, start: len(rs.appended[ch]), n: j - i})
+		rs.appended[ch] = append(rs.appended[ch], entries[i:j]...)
+		i = j
 	}
 	if producer != "" {
+		u.prev, u.hadPrev = rs.producers[producer]
 		rs.producers.note(producer, seq, rs.now)
+	}
+	rs.putCommits[txn] = u
+}
+
+// retract undoes a replayed commit of txn that a later rollback record of
+// the same txn retracts: the commit's fdatasync failed, the committer was
+// told so, and the store wrote and synced the rollback before anything else
+// could depend on the outcome.
+func (rs *replayState) retract(txn uint64) {
+	if u, ok := rs.putCommits[txn]; ok {
+		for _, sp := range u.spans {
+			app := rs.appended[sp.channel]
+			for i := sp.start; i < sp.start+sp.n; i++ {
+				app[i].Pointer, app[i].Size = 0, 0
+			}
+		}
+		if u.producer != "" {
+			if u.hadPrev {
+				rs.producers[u.producer] = u.prev
+			} else {
+				delete(rs.producers, u.producer)
+			}
+		}
+		delete(rs.putCommits, txn)
+	}
+	if u, ok := rs.takeCommits[txn]; ok {
+		for _, tr := range u.recs {
+			for _, e := range tr.recs {
+				delete(rs.removed[tr.channel], e.ptr)
+				delete(rs.removedUncounted, e.ptr)
+			}
+		}
+		if u.ckpt != nil {
+			rs.ckptTakes[txn] = *u.ckpt
+		}
+		delete(rs.takeCommits, txn)
 	}
 }
 
@@ -299,13 +381,22 @@ func (rs *replayState) record(rec wal.Record, ptr wal.Pointer) error {
 		if err != nil {
 			info = commitInfo{}
 		}
-		if p := rs.puts[rec.TxnID]; p != nil {
-			rs.applyPut(p.entries, info.producer, info.sequence)
+		if p := rs.puts[rec.TxnID]; p != nil || info.producer != "" {
+			var entries []checkpoint.PutEntry
+			if p != nil {
+				entries = p.entries
+			}
+			rs.applyPut(rec.TxnID, entries, info.producer, info.sequence)
 			delete(rs.puts, rec.TxnID)
-		} else if info.producer != "" {
-			rs.producers.note(info.producer, info.sequence, rs.now)
 		}
-		_, fromCkpt := rs.ckptTakes[rec.TxnID]
+		ck, fromCkpt := rs.ckptTakes[rec.TxnID]
+		if trs := rs.takeRecs[rec.TxnID]; len(trs) > 0 {
+			u := takeUndo{recs: trs}
+			if fromCkpt {
+				u.ckpt = &ck
+			}
+			rs.takeCommits[rec.TxnID] = u
+		}
 		for _, tr := range rs.takeRecs[rec.TxnID] {
 			m := rs.removed[tr.channel]
 			if m == nil {
@@ -324,6 +415,7 @@ func (rs *replayState) record(rec wal.Record, ptr wal.Pointer) error {
 	case wal.RecordRollback:
 		delete(rs.puts, rec.TxnID)
 		delete(rs.takeRecs, rec.TxnID)
+		rs.retract(rec.TxnID)
 	}
 	return nil
 }
@@ -336,9 +428,9 @@ func (s *File) applyReplay(cp *checkpoint.Checkpoint, rs *replayState) error {
 	for _, tt := range rs.ckptTakes {
 		front[tt.Channel] = append(front[tt.Channel], tt.Entries...)
 	}
-	for name, app := range rs.appended {
+	for name := range rs.appended {
 		if _, ok := s.chans[name]; !ok {
-			rs.unknown[name] += int64(len(app))
+			rs.unknown[name] += int64(rs.appendedCount(name))
 		}
 	}
 	for name, m := range rs.removed {
@@ -379,7 +471,9 @@ func (s *File) applyReplay(cp *checkpoint.Checkpoint, rs *replayState) error {
 			keep(c.q.At(i), 0, true)
 		}
 		for _, e := range app {
-			keep(e.Pointer, e.Size, false)
+			if e.Pointer != 0 { // 0: retracted
+				keep(e.Pointer, e.Size, false)
+			}
 		}
 		if uint64(len(list)) > c.q.Capacity() {
 			// More events than the queue file holds (capacity was lowered):

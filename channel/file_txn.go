@@ -42,6 +42,7 @@ type filePut struct {
 	perChanB     map[*fileChan]int64
 	registered   bool // in s.puts (has flushed records)
 	committing   bool
+	retracted    bool // a failed commit was retracted (File.retract)
 	done         bool
 	dedup        bool
 	// toks has one sync token per WAL segment the txn wrote to: a commit
@@ -324,6 +325,10 @@ func (p *filePut) Commit(ctx context.Context) error {
 		s.mu.Lock()
 		p.committing = false
 		s.mu.Unlock()
+		// Retracted before the producer is released, so a retry's commit
+		// comes after the rollback record.
+		err = s.retract(p.dir, p.id, "put", err)
+		p.retracted = true
 		p.rollback(false)
 		return fmt.Errorf("file channel: commit txn %d: %w", p.id, err)
 	}
@@ -378,7 +383,7 @@ func (p *filePut) rollback(closing bool) {
 	if s.isClosed.Load() {
 		return // the final checkpoint saved it as in-flight; replay drops it
 	}
-	if len(p.ptrs) > 0 && !closing {
+	if len(p.ptrs) > 0 && !closing && !p.retracted {
 		p.buf.batch.Reset()
 		p.buf.batch.Add(wal.RecordRollback, p.id, nil)
 		_, _, _ = s.wal.Write(p.dir, &p.buf.batch, nil) // best effort: replay drops it anyway
@@ -401,6 +406,34 @@ func (s *File) unpinN(seg uint32, n int64) {
 	} else {
 		delete(s.live, seg)
 	}
+}
+
+// retract makes the failure of a commit whose record was written (its
+// fdatasync failed, cause) authoritative: a rollback record of txn, written
+// after the commit record (the WAL moves on to a new segment: the failed one
+// is poisoned) and synced, tells replay to undo the commit (see
+// replayState.retract), so the caller's "not committed" holds after a
+// restart too. When even that fails, the outcome after a restart is unknown
+// (it is stored whole or not at all); the returned error says so.
+func (s *File) retract(dir int, txn uint64, kind string, cause error) error {
+	var b wal.Batch
+	b.Add(wal.RecordRollback, txn, nil)
+	var err error
+	for i := range s.wal.NumDirs() {
+		d := (dir + i) % s.wal.NumDirs()
+		s.cpMu.RLock()
+		var tok wal.SyncToken
+		_, tok, err = s.wal.Write(d, &b, nil)
+		s.cpMu.RUnlock()
+		if err == nil {
+			if err = s.wal.Sync(context.Background(), tok); err == nil {
+				return cause
+			}
+		}
+	}
+	s.log.Error("file channel: a failed commit could not be retracted: after a restart it may be found committed",
+		"txn", txn, "kind", kind, "commit_err", cause, "retract_err", err)
+	return fmt.Errorf("%w (and recording its rollback failed: %v; after a restart the %s may be found committed)", cause, err, kind)
 }
 
 // commitStart registers an in-progress commit so Close waits for it.
@@ -684,6 +717,7 @@ func (t *fileTake) Commit(ctx context.Context) error {
 	b.Add(wal.RecordCommit, t.id, appendCommitPayload(nil, commitInfo{events: uint64(len(recs))}))
 	s.cpMu.RLock()
 	_, tok, err := s.wal.Write(t.dir, &b, nil)
+	written := err == nil
 	if err == nil && s.isClosed.Load() {
 		err = ErrClosed
 	}
@@ -702,6 +736,11 @@ func (t *fileTake) Commit(ctx context.Context) error {
 		s.mu.Lock()
 		t.committing = false
 		s.mu.Unlock()
+		if written && !errors.Is(err, ErrClosed) {
+			// Before the events go back to the head: a later take of
+			// them comes after the rollback record.
+			err = s.retract(t.dir, t.id, "take", err)
+		}
 		t.rollback(false)
 		return fmt.Errorf("file channel: commit take txn %d: %w", t.id, walError(err))
 	}
