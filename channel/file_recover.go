@@ -3,6 +3,7 @@ package channel
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sort"
 	"time"
@@ -123,15 +124,25 @@ func (s *File) recover() error {
 	}
 	// Commits at or below the newest W any checkpoint names were synced
 	// before it was written: whole, though GC may have removed records of
-	// theirs (file_torn.go).
+	// theirs (file_torn.go). With no checkpoint that decodes at all (both
+	// lost or corrupt: a store writes its first one before it accepts a
+	// put) nothing tells a torn commit from one whose early segments GC
+	// removed, and dropping the latter would lose acknowledged events:
+	// nothing is judged then.
 	var judgeAfter uint64
+	decoded := false
 	for _, c := range cands {
 		if c.Checkpoint != nil {
-			judgeAfter = max(judgeAfter, c.Checkpoint.WOID)
+			judgeAfter, decoded = max(judgeAfter, c.Checkpoint.WOID), true
 		}
 	}
 	if cp != nil {
 		judgeAfter = cp.WOID
+	} else if !decoded {
+		judgeAfter = math.MaxUint64
+	}
+	if cp == nil && !decoded && len(s.wal.Segments()) > 0 {
+		s.log.Warn("file channel: no checkpoint decodes; transactions torn by a power cut cannot be told from ones whose early segments were collected, and are kept as found")
 	}
 	rs.audit = NewTxnAudit(judgeAfter)
 	rs.putCommits = make(map[uint64]putUndo)

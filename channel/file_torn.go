@@ -22,7 +22,8 @@ import (
 // by `sluice verify`.
 //
 // Only commits after the checkpoint replay starts from are judged (every
-// commit replay sees, when a checkpoint loaded). A commit at or below the
+// commit replay sees, when a checkpoint loaded; none when no checkpoint
+// decodes at all, see File.recover). A commit at or below the
 // newest checkpoint's write-order id was synced before that checkpoint was
 // written, so it is whole; its records may meanwhile lie in segments that GC
 // removed once their events were taken, which is why such a transaction is
