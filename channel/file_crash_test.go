@@ -173,6 +173,16 @@ func crashSeeds(t *testing.T) int {
 	return 300
 }
 
+// TestFileCrashSimulation: concurrent putters, takers and checkpoints on a
+// crashable memory FS, a simulated power cut at a random moment, recovery,
+// three rounds per seed. The cut tears the page cache as a real one does:
+// every synced byte survives, and each unsynced 4 KiB page (and each
+// unsynced directory entry) independently survives or vanishes with a
+// per-seed probability from 0 to 100% (pebble's CrashClone), so a commit
+// record's page can survive while an earlier page of its transaction does
+// not. Judged per event (acknowledged ones survive, uncommitted ones never
+// appear, committed takes never come back) and per transaction
+// (crashModel.checkAtomic: all or none).
 func TestFileCrashSimulation(t *testing.T) {
 	n := crashSeeds(t)
 	for seed := range n {
