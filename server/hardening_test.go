@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -114,7 +115,7 @@ func TestUnauthenticatedPutIsNotRead(t *testing.T) {
 	}
 	pc := &payloadCounter{}
 	mem := newMemory(t)
-	_, addr := serveTCP(t, mem, server.Options{TokensFile: tokens, ServerOptions: []grpc.ServerOption{grpc.StatsHandler(pc)}})
+	srv, addr := serveTCP(t, mem, server.Options{TokensFile: tokens, ServerOptions: []grpc.ServerOption{grpc.StatsHandler(pc)}})
 	conn := dialTCP(t, addr)
 	ctx := ctxT(t)
 
@@ -151,6 +152,18 @@ func TestUnauthenticatedPutIsNotRead(t *testing.T) {
 	}
 	if n := pc.in.Load(); n != 1 {
 		t.Errorf("%d messages received, want 1", n)
+	}
+
+	// Refused RPCs are counted, those to made-up methods under one label.
+	for i := range 3 {
+		conn.Invoke(ctx, fmt.Sprintf("/made.Up/M%d", i), &req, &resp, grpc.ForceCodec(rawCodec{}))
+	}
+	rec := httptest.NewRecorder()
+	srv.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	m := rec.Body.String()
+	if !strings.Contains(m, `code="Unauthenticated",method="/sluice.v1.Sluice/Put"} 1`) ||
+		!strings.Contains(m, `code="Unauthenticated",method="unknown"} 3`) || strings.Contains(m, "made.Up") {
+		t.Errorf("RPC metrics:\n%s", m)
 	}
 }
 

@@ -9,18 +9,82 @@
 //   - INVALID_ARGUMENT: empty channel name (EMPTY_CHANNEL), event larger than
 //     Options.MaxEventSize or the store's limit (EVENT_TOO_LARGE), more
 //     events than the channel's transactionCapacity (TXN_FULL), header key
-//     or value that is not valid UTF-8 (INVALID_HEADER), take protocol misuse
-//     (BAD_REQUEST).
+//     or value that is not valid UTF-8 (INVALID_HEADER), more headers in an
+//     event than Options.MaxHeadersPerEvent (TOO_MANY_HEADERS), a producer
+//     id longer than Options.MaxProducerIDLen or with sequence 0
+//     (INVALID_PRODUCER), channels of two stores in one put (CROSS_STORE),
+//     take protocol misuse (BAD_REQUEST).
 //   - NOT_FOUND: a channel name the store does not have (UNKNOWN_CHANNEL).
 //     It is NOT_FOUND rather than INVALID_ARGUMENT because the request is
 //     well formed and the same request succeeds against a store that has the
 //     channel.
-//   - RESOURCE_EXHAUSTED: channel.ErrChannelFull (CHANNEL_FULL) and
-//     channel.ErrDiskSpace (DISK_SPACE), with a google.rpc.RetryInfo whose
-//     delay is Options.FullRetryDelay / DiskSpaceRetryDelay.
+//   - RESOURCE_EXHAUSTED: channel.ErrChannelFull (CHANNEL_FULL),
+//     channel.ErrDiskSpace (DISK_SPACE) and more Put RPCs or Take streams in
+//     flight than Options.MaxConcurrentPuts / MaxTakeStreams (SERVER_BUSY),
+//     with a google.rpc.RetryInfo whose delay is Options.FullRetryDelay /
+//     DiskSpaceRetryDelay / BusyRetryDelay. A request larger than
+//     MaxRecvMsgSize fails with gRPC's own RESOURCE_EXHAUSTED, without an
+//     ErrorInfo.
 //   - UNAVAILABLE: channel.ErrClosed or the server shutting down (CLOSED).
-//   - ABORTED: a take lease expired (LEASE_EXPIRED).
-//   - UNAUTHENTICATED: bearer token missing or not one of the tokens.
+//   - ABORTED: a take lease expired (LEASE_EXPIRED), also while the server
+//     was blocked sending to a client that stopped reading.
+//   - UNAUTHENTICATED: bearer token missing or not one of the tokens, or no
+//     token valid since a tokens reload failed (no ErrorInfo).
+//   - INTERNAL: any other store error (no ErrorInfo).
+//
+// Messages sent to clients are short and generic (the channel's sentinel
+// cause, or "internal server error (error id …)"): the store's own error
+// text, which names data directories, segment offsets and errno values, is
+// logged (slog, level error for internal errors with the same error id,
+// debug for the expected ones such as CHANNEL_FULL) and never sent.
+//
+// # Security and limits
+//
+// What is protected:
+//
+//   - Authentication: with Options.TokensFile or Tokens, every RPC except
+//     the gRPC health service needs "authorization: Bearer <token>". The
+//     token is checked in a grpc.InTapHandle when the request's headers
+//     arrive, before its message is read or decoded, so an unauthenticated
+//     client costs the server its headers and nothing more (the interceptors
+//     check it again). The tokens file must not be accessible to group or
+//     others (the key file rule of package crypto); a reload that fails or
+//     finds no token makes every RPC fail with UNAUTHENTICATED until a
+//     reload succeeds, so removing a token always revokes it.
+//   - Transport: TLS (1.2+) and mutual TLS from Options.CertFile, KeyFile and
+//     ClientCAFile. Without TLS, tokens travel in clear text.
+//   - Memory: one request is at most MaxRecvMsgSize bytes (default 16 MiB,
+//     never below MaxEventSize + 64 KiB); one connection has at most
+//     MaxConcurrentStreams (128) RPCs open; at most MaxConcurrentPuts (64)
+//     Put RPCs are in flight in the whole server, counted in the tap before
+//     their message is read, so Put requests received at once total at most
+//     MaxConcurrentPuts × MaxRecvMsgSize (1 GiB) on the wire; events have at
+//     most MaxHeadersPerEvent (256) headers; producer ids at most
+//     MaxProducerIDLen (256) bytes. A take request returns at most
+//     MaxTakeBytes (16 MiB): it takes from the channel in chunks sized as
+//     if every event had MaxEventSize bytes and sends them as they come, so
+//     it never holds more than MaxTakeBytes + MaxEventSize of events, and at
+//     most MaxTakeStreams (256) take streams are open.
+//   - Stuck consumers: the take lease runs between requests and while the
+//     server is blocked sending a batch to a client that stopped reading;
+//     when it expires the take is rolled back and the stream ends with
+//     ABORTED. Keepalive pings (KeepaliveTime 30 s, KeepaliveTimeout 10 s)
+//     close connections to clients that vanished.
+//
+// What is not:
+//
+//   - A request that passed authentication is decoded before its limits are
+//     checked: a Put of MaxRecvMsgSize bytes can decode to much more (an
+//     empty header is 2 bytes on the wire and about 70 once decoded), so an
+//     authenticated client can make the server allocate up to about 70 ×
+//     MaxRecvMsgSize per Put in flight. Tokens are for trusted producers.
+//   - The number of connections and the rate of requests are not limited,
+//     nor is the producer table (that is the store's: producerExpiry).
+//   - The metrics handler (MetricsHandler) has no authentication; serve it
+//     on loopback (sluice serve does by default and warns otherwise).
+//   - A put of zero events with a producer id is accepted: it records the
+//     producer's position (an exactly-once source whose records were all
+//     filtered out), and costs a producer-table entry like any put.
 //
 // The Server does not own the channel: after GracefulStop returns, the
 // caller closes it.
@@ -475,7 +539,7 @@ func (s *Server) authorize(md metadata.MD, method string) error {
 // A slot is given back when the RPC's context ends.
 func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
 	if err := s.authorize(info.Header, info.FullMethodName); err != nil {
-		s.metrics.RPC(info.FullMethodName, err)
+		s.metrics.RPC(metricMethod(info.FullMethodName), err)
 		return nil, err
 	}
 	var sem chan struct{}
@@ -498,6 +562,26 @@ func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, erro
 		s.metrics.RPC(info.FullMethodName, err)
 		return nil, err
 	}
+}
+
+// metricMethod is the method label of an RPC the tap refused: the method
+// name is the client's to choose, so names of no registered service are
+// one label, not one each.
+func metricMethod(m string) string {
+	svc, name, ok := strings.Cut(strings.TrimPrefix(m, "/"), "/")
+	if ok && svc == sluicev1.Sluice_ServiceDesc.ServiceName {
+		for _, d := range sluicev1.Sluice_ServiceDesc.Methods {
+			if d.MethodName == name {
+				return m
+			}
+		}
+		for _, d := range sluicev1.Sluice_ServiceDesc.Streams {
+			if d.StreamName == name {
+				return m
+			}
+		}
+	}
+	return "unknown"
 }
 
 // The interceptors check the token again: the tap has already done it,
