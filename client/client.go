@@ -51,7 +51,10 @@ import (
 
 // Defaults for Options.
 const (
-	DefaultMaxMsgSize         = 64 << 20
+	DefaultMaxMsgSize = 64 << 20
+	// DefaultMaxSendMsgSize is the server's default receive limit
+	// (server.DefaultMaxMsgSize).
+	DefaultMaxSendMsgSize     = 16 << 20
 	DefaultRetryBudget        = 10 * time.Second
 	DefaultCallTimeout        = 10 * time.Second
 	DefaultMaxIdleTakeStreams = 4
@@ -69,8 +72,8 @@ type Options struct {
 	Token string
 	// MaxSendMsgSize bounds one Put request: a larger transaction fails
 	// locally with an error matching channel.ErrTxnFull. MaxRecvMsgSize
-	// bounds one response message (a take batch chunk). Both default to
-	// 64 MiB, the server's defaults.
+	// bounds one response message (a take batch chunk). They default to
+	// 16 MiB (the server's default receive limit) and 64 MiB.
 	MaxSendMsgSize, MaxRecvMsgSize int
 	// Lease asks for this take lease (0: the server's default).
 	Lease time.Duration
@@ -155,7 +158,7 @@ func (bearer) RequireTransportSecurity() bool { return false }
 // to Options.RetryBudget or until ctx is done.
 func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 	if opts.MaxSendMsgSize <= 0 {
-		opts.MaxSendMsgSize = DefaultMaxMsgSize
+		opts.MaxSendMsgSize = DefaultMaxSendMsgSize
 	}
 	if opts.MaxRecvMsgSize <= 0 {
 		opts.MaxRecvMsgSize = DefaultMaxMsgSize

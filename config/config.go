@@ -8,6 +8,12 @@
 //	agent.channels.c1.checkpointDir = /disk1/sluice-checkpoint
 //	agent.channels.c2.type = memory
 //	sluice.server.grpc.address = 127.0.0.1:7070
+//	sluice.server.limits.maxConcurrentPuts = 64
+//
+// The sluice.server.limits.* keys (maxRecvMsgSize, maxConcurrentStreams,
+// maxConcurrentPuts, maxTakeStreams, maxTakeBytes, maxHeadersPerEvent) are
+// positive integers setting the server.Options fields of the same name;
+// unset, the server's defaults apply.
 //
 // Encryption at rest and compression are store-wide (like maxFileSize: the
 // channels of one store must agree) and use Flume's names where Flume has
@@ -159,6 +165,20 @@ type Server struct {
 	KeyFile        string // sluice.server.tls.keyFile
 	ClientCAFile   string // sluice.server.tls.clientCAFile
 	TokensFile     string // sluice.server.auth.tokensFile
+
+	// Limits (sluice.server.limits.*; 0: the server package's default).
+	Limits ServerLimits
+}
+
+// ServerLimits holds the sluice.server.limits.* keys; each maps to the
+// server.Options field of the same name.
+type ServerLimits struct {
+	MaxRecvMsgSize       int // maxRecvMsgSize: bytes of one request (one Put)
+	MaxConcurrentStreams int // maxConcurrentStreams: RPCs per connection
+	MaxConcurrentPuts    int // maxConcurrentPuts: Put RPCs in flight, server-wide
+	MaxTakeStreams       int // maxTakeStreams: open Take streams, server-wide
+	MaxTakeBytes         int // maxTakeBytes: bytes one take request returns
+	MaxHeadersPerEvent   int // maxHeadersPerEvent
 }
 
 // Config is a parsed configuration for one agent.
@@ -420,6 +440,31 @@ func (p *parser) serverKey(srv *Server, pr Property) error {
 		srv.ClientCAFile = pr.Value
 	case "sluice.server.auth.tokensFile":
 		srv.TokensFile = pr.Value
+	case "sluice.server.limits.maxRecvMsgSize", "sluice.server.limits.maxConcurrentStreams",
+		"sluice.server.limits.maxConcurrentPuts", "sluice.server.limits.maxTakeStreams",
+		"sluice.server.limits.maxTakeBytes", "sluice.server.limits.maxHeadersPerEvent":
+		n, err := p.int64(pr, 1)
+		if err != nil {
+			return err
+		}
+		if n > 1<<31-1 {
+			return p.errorf(pr.Line, pr.Key, "%d is more than %d", n, 1<<31-1)
+		}
+		l := &srv.Limits
+		switch strings.TrimPrefix(pr.Key, "sluice.server.limits.") {
+		case "maxRecvMsgSize":
+			l.MaxRecvMsgSize = int(n)
+		case "maxConcurrentStreams":
+			l.MaxConcurrentStreams = int(n)
+		case "maxConcurrentPuts":
+			l.MaxConcurrentPuts = int(n)
+		case "maxTakeStreams":
+			l.MaxTakeStreams = int(n)
+		case "maxTakeBytes":
+			l.MaxTakeBytes = int(n)
+		case "maxHeadersPerEvent":
+			l.MaxHeadersPerEvent = int(n)
+		}
 	default:
 		p.warn(pr.Line, pr.Key, "unknown key, ignored")
 	}

@@ -290,3 +290,31 @@ func TestStoreKeyring(t *testing.T) {
 		t.Errorf("group-readable key file: %v", err)
 	}
 }
+
+func TestServerLimits(t *testing.T) {
+	base := "agent.channels = m\nagent.channels.m.type = memory\n"
+	cfg, err := Parse("t.properties", base+`sluice.server.limits.maxRecvMsgSize = 8388608
+sluice.server.limits.maxConcurrentStreams = 32
+sluice.server.limits.maxConcurrentPuts = 16
+sluice.server.limits.maxTakeStreams = 8
+sluice.server.limits.maxTakeBytes = 4194304
+sluice.server.limits.maxHeadersPerEvent = 64
+`, "agent", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ServerLimits{MaxRecvMsgSize: 8 << 20, MaxConcurrentStreams: 32, MaxConcurrentPuts: 16, MaxTakeStreams: 8, MaxTakeBytes: 4 << 20, MaxHeadersPerEvent: 64}
+	if cfg.Server.Limits != want {
+		t.Fatalf("limits %+v, want %+v", cfg.Server.Limits, want)
+	}
+	for v, msg := range map[string]string{
+		"0":          "t.properties:3: key sluice.server.limits.maxConcurrentPuts: 0 must be at least 1",
+		"many":       "t.properties:3: key sluice.server.limits.maxConcurrentPuts: \"many\" is not an integer",
+		"4294967296": "t.properties:3: key sluice.server.limits.maxConcurrentPuts: 4294967296 is more than 2147483647",
+	} {
+		_, err := Parse("t.properties", base+"sluice.server.limits.maxConcurrentPuts = "+v+"\n", "agent", slog.New(slog.DiscardHandler))
+		if err == nil || err.Error() != msg {
+			t.Errorf("maxConcurrentPuts = %s: %v, want %s", v, err, msg)
+		}
+	}
+}

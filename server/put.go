@@ -18,6 +18,9 @@ func (s *Server) Put(ctx context.Context, req *sluicev1.PutRequest) (*sluicev1.P
 		return nil, statusErr(codes.Unavailable, sluicev1.ReasonClosed, "server is shutting down")
 	}
 	// Validate everything before opening the transaction.
+	if err := s.checkProducer(req); err != nil {
+		return nil, err
+	}
 	batches := make([][]channel.Event, len(req.GetPuts()))
 	var total uint64
 	for i, ce := range req.GetPuts() {
@@ -37,21 +40,43 @@ func (s *Server) Put(ctx context.Context, req *sluicev1.PutRequest) (*sluicev1.P
 	}
 	txn, err := s.ch.BeginPut(ctx, channel.PutOptions{ProducerID: req.GetProducerId(), Sequence: req.GetSequence()})
 	if err != nil {
-		return nil, s.toStatus(err)
+		return nil, s.toStatus("put: begin", err)
 	}
 	defer txn.Rollback()
 	for i, ce := range req.GetPuts() {
 		if err := txn.Put(ce.GetChannel(), batches[i]...); err != nil {
-			return nil, s.toStatus(err)
+			return nil, s.toStatus("put", err)
 		}
 	}
 	if err := txn.Commit(ctx); err != nil {
-		return nil, s.toStatus(err)
+		return nil, s.toStatus("put: commit", err)
 	}
 	if txn.Deduplicated() {
 		return &sluicev1.PutResponse{Deduplicated: true}, nil
 	}
 	return &sluicev1.PutResponse{Committed: total}, nil
+}
+
+// checkProducer rejects a producer id longer than Options.MaxProducerIDLen
+// and a producer id with sequence 0: sequences start at 1, and a put with
+// sequence 0 would be taken as a duplicate of any earlier put of that
+// producer. A put of zero events with a producer id is accepted: it records
+// the producer's position (an exactly-once source whose records were all
+// filtered out); see the package documentation.
+func (s *Server) checkProducer(req *sluicev1.PutRequest) error {
+	id := req.GetProducerId()
+	if id == "" {
+		return nil
+	}
+	if len(id) > s.opts.MaxProducerIDLen {
+		return statusErr(codes.InvalidArgument, sluicev1.ReasonInvalidProducer,
+			"producer id of %d bytes exceeds the maximum of %d bytes", len(id), s.opts.MaxProducerIDLen)
+	}
+	if req.GetSequence() == 0 {
+		return statusErr(codes.InvalidArgument, sluicev1.ReasonInvalidProducer,
+			"producer id %q with sequence 0: producer sequences start at 1", id)
+	}
+	return nil
 }
 
 // checkChannel rejects empty and unknown channel names.
@@ -83,6 +108,9 @@ func (s *Server) fromProto(pe *sluicev1.Event) (channel.Event, error) {
 	ev := channel.Event{Body: pe.GetBody()}
 	size := len(ev.Body)
 	if hs := pe.GetHeaders(); len(hs) > 0 {
+		if len(hs) > s.opts.MaxHeadersPerEvent {
+			return ev, &eventError{sluicev1.ReasonTooManyHeaders, "event has " + itoa(len(hs)) + " headers, more than the maximum of " + itoa(s.opts.MaxHeadersPerEvent)}
+		}
 		ev.Headers = make(map[string]string, len(hs))
 		for _, h := range hs {
 			if !utf8.Valid(h.GetKey()) {

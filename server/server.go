@@ -9,18 +9,82 @@
 //   - INVALID_ARGUMENT: empty channel name (EMPTY_CHANNEL), event larger than
 //     Options.MaxEventSize or the store's limit (EVENT_TOO_LARGE), more
 //     events than the channel's transactionCapacity (TXN_FULL), header key
-//     or value that is not valid UTF-8 (INVALID_HEADER), take protocol misuse
-//     (BAD_REQUEST).
+//     or value that is not valid UTF-8 (INVALID_HEADER), more headers in an
+//     event than Options.MaxHeadersPerEvent (TOO_MANY_HEADERS), a producer
+//     id longer than Options.MaxProducerIDLen or with sequence 0
+//     (INVALID_PRODUCER), channels of two stores in one put (CROSS_STORE),
+//     take protocol misuse (BAD_REQUEST).
 //   - NOT_FOUND: a channel name the store does not have (UNKNOWN_CHANNEL).
 //     It is NOT_FOUND rather than INVALID_ARGUMENT because the request is
 //     well formed and the same request succeeds against a store that has the
 //     channel.
-//   - RESOURCE_EXHAUSTED: channel.ErrChannelFull (CHANNEL_FULL) and
-//     channel.ErrDiskSpace (DISK_SPACE), with a google.rpc.RetryInfo whose
-//     delay is Options.FullRetryDelay / DiskSpaceRetryDelay.
+//   - RESOURCE_EXHAUSTED: channel.ErrChannelFull (CHANNEL_FULL),
+//     channel.ErrDiskSpace (DISK_SPACE) and more Put RPCs or Take streams in
+//     flight than Options.MaxConcurrentPuts / MaxTakeStreams (SERVER_BUSY),
+//     with a google.rpc.RetryInfo whose delay is Options.FullRetryDelay /
+//     DiskSpaceRetryDelay / BusyRetryDelay. A request larger than
+//     MaxRecvMsgSize fails with gRPC's own RESOURCE_EXHAUSTED, without an
+//     ErrorInfo.
 //   - UNAVAILABLE: channel.ErrClosed or the server shutting down (CLOSED).
-//   - ABORTED: a take lease expired (LEASE_EXPIRED).
-//   - UNAUTHENTICATED: bearer token missing or not one of the tokens.
+//   - ABORTED: a take lease expired (LEASE_EXPIRED), also while the server
+//     was blocked sending to a client that stopped reading.
+//   - UNAUTHENTICATED: bearer token missing or not one of the tokens, or no
+//     token valid since a tokens reload failed (no ErrorInfo).
+//   - INTERNAL: any other store error (no ErrorInfo).
+//
+// Messages sent to clients are short and generic (the channel's sentinel
+// cause, or "internal server error (error id …)"): the store's own error
+// text, which names data directories, segment offsets and errno values, is
+// logged (slog, level error for internal errors with the same error id,
+// debug for the expected ones such as CHANNEL_FULL) and never sent.
+//
+// # Security and limits
+//
+// What is protected:
+//
+//   - Authentication: with Options.TokensFile or Tokens, every RPC except
+//     the gRPC health service needs "authorization: Bearer <token>". The
+//     token is checked in a grpc.InTapHandle when the request's headers
+//     arrive, before its message is read or decoded, so an unauthenticated
+//     client costs the server its headers and nothing more (the interceptors
+//     check it again). The tokens file must not be accessible to group or
+//     others (the key file rule of package crypto); a reload that fails or
+//     finds no token makes every RPC fail with UNAUTHENTICATED until a
+//     reload succeeds, so removing a token always revokes it.
+//   - Transport: TLS (1.2+) and mutual TLS from Options.CertFile, KeyFile and
+//     ClientCAFile. Without TLS, tokens travel in clear text.
+//   - Memory: one request is at most MaxRecvMsgSize bytes (default 16 MiB,
+//     never below MaxEventSize + 64 KiB); one connection has at most
+//     MaxConcurrentStreams (128) RPCs open; at most MaxConcurrentPuts (64)
+//     Put RPCs are in flight in the whole server, counted in the tap before
+//     their message is read, so Put requests received at once total at most
+//     MaxConcurrentPuts × MaxRecvMsgSize (1 GiB) on the wire; events have at
+//     most MaxHeadersPerEvent (256) headers; producer ids at most
+//     MaxProducerIDLen (256) bytes. A take request returns at most
+//     MaxTakeBytes (16 MiB): it takes from the channel in chunks sized as
+//     if every event had MaxEventSize bytes and sends them as they come, so
+//     it never holds more than MaxTakeBytes + MaxEventSize of events, and at
+//     most MaxTakeStreams (256) take streams are open.
+//   - Stuck consumers: the take lease runs between requests and while the
+//     server is blocked sending a batch to a client that stopped reading;
+//     when it expires the take is rolled back and the stream ends with
+//     ABORTED. Keepalive pings (KeepaliveTime 30 s, KeepaliveTimeout 10 s)
+//     close connections to clients that vanished.
+//
+// What is not:
+//
+//   - A request that passed authentication is decoded before its limits are
+//     checked: a Put of MaxRecvMsgSize bytes can decode to much more (an
+//     empty header is 2 bytes on the wire and about 70 once decoded), so an
+//     authenticated client can make the server allocate up to about 70 ×
+//     MaxRecvMsgSize per Put in flight. Tokens are for trusted producers.
+//   - The number of connections and the rate of requests are not limited,
+//     nor is the producer table (that is the store's: producerExpiry).
+//   - The metrics handler (MetricsHandler) has no authentication; serve it
+//     on loopback (sluice serve does by default and warns otherwise).
+//   - A put of zero events with a producer id is accepted: it records the
+//     producer's position (an exactly-once source whose records were all
+//     filtered out), and costs a producer-table entry like any put.
 //
 // The Server does not own the channel: after GracefulStop returns, the
 // caller closes it.
@@ -36,6 +100,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -53,6 +118,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	"github.com/sluicehq/sluice/api/sluicev1"
 	"github.com/sluicehq/sluice/channel"
@@ -61,13 +127,22 @@ import (
 
 // Defaults for Options.
 const (
-	DefaultMaxMsgSize          = 64 << 20
-	DefaultMaxBatchBytes       = 4 << 20
-	DefaultLease               = 60 * time.Second
-	DefaultMaxLease            = 10 * time.Minute
-	DefaultMaxTakeWait         = 5 * time.Minute
-	DefaultFullRetryDelay      = 200 * time.Millisecond
-	DefaultDiskSpaceRetryDelay = 5 * time.Second
+	DefaultMaxMsgSize           = 16 << 20
+	DefaultMaxBatchBytes        = 4 << 20
+	DefaultMaxTakeBytes         = 16 << 20
+	DefaultMaxHeadersPerEvent   = 256
+	DefaultMaxProducerIDLen     = 256
+	DefaultMaxConcurrentStreams = 128
+	DefaultMaxConcurrentPuts    = 64
+	DefaultMaxTakeStreams       = 256
+	DefaultLease                = 60 * time.Second
+	DefaultMaxLease             = 10 * time.Minute
+	DefaultMaxTakeWait          = 5 * time.Minute
+	DefaultFullRetryDelay       = 200 * time.Millisecond
+	DefaultDiskSpaceRetryDelay  = 5 * time.Second
+	DefaultBusyRetryDelay       = 100 * time.Millisecond
+	DefaultKeepaliveTime        = 30 * time.Second
+	DefaultKeepaliveTimeout     = 10 * time.Second
 	// msgHeadroom is added to the event size for the framing of the
 	// request or response around one event.
 	msgHeadroom = 64 << 10
@@ -81,7 +156,7 @@ type Options struct {
 	// Set it to the store's limit.
 	MaxEventSize int
 	// MaxRecvMsgSize bounds one request, so one Put: default
-	// max(DefaultMaxMsgSize, MaxEventSize+64 KiB). A transaction of
+	// max(DefaultMaxMsgSize (16 MiB), MaxEventSize+64 KiB). A transaction of
 	// transactionCapacity events of the maximum size (10,000 × 1 MiB with the
 	// defaults) does not fit one message by design: producers batch by bytes
 	// as well. A larger request fails with gRPC's own RESOURCE_EXHAUSTED
@@ -95,6 +170,43 @@ type Options struct {
 	// MaxBatchBytes+MaxEventSize+64 KiB, so clients need a receive limit of
 	// at least that (the client package's default is 64 MiB).
 	MaxBatchBytes int
+	// MaxTakeBytes bounds the events one take request (open or next)
+	// returns: the server takes from the channel in chunks sized so that,
+	// even if every event had MaxEventSize bytes, the request never holds
+	// more than MaxTakeBytes (plus one event), and stops there; the client
+	// asks again for the rest (default 16 MiB, raised to MaxBatchBytes).
+	MaxTakeBytes int
+	// MaxHeadersPerEvent rejects events with more headers with
+	// INVALID_ARGUMENT, reason TOO_MANY_HEADERS (default 256).
+	MaxHeadersPerEvent int
+	// MaxProducerIDLen rejects longer producer ids with INVALID_ARGUMENT,
+	// reason INVALID_PRODUCER (default 256 bytes).
+	MaxProducerIDLen int
+
+	// MaxConcurrentStreams caps the concurrent RPCs of one connection
+	// (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS, default 128).
+	MaxConcurrentStreams uint32
+	// MaxConcurrentPuts caps the Put RPCs in flight in the whole server
+	// (default 64). It is counted before the request is read, so the bytes
+	// of Put requests received at once are at most MaxConcurrentPuts ×
+	// MaxRecvMsgSize (1 GiB with the defaults). A Put beyond the cap fails
+	// at once with RESOURCE_EXHAUSTED, reason SERVER_BUSY, and a RetryInfo
+	// of BusyRetryDelay (the client package retries it).
+	MaxConcurrentPuts int
+	// MaxTakeStreams caps the open Take streams of the whole server
+	// (default 256); a Take beyond it fails like a Put beyond
+	// MaxConcurrentPuts. One take request holds at most about MaxTakeBytes
+	// + MaxBatchBytes, so takes hold at most MaxTakeStreams × that.
+	MaxTakeStreams int
+	// BusyRetryDelay is the RetryInfo hint sent with SERVER_BUSY (default
+	// 100ms).
+	BusyRetryDelay time.Duration
+	// KeepaliveTime and KeepaliveTimeout: after KeepaliveTime without
+	// activity on a connection the server pings the client and closes the
+	// connection when no answer comes within KeepaliveTimeout (defaults 30s
+	// and 10s), so the streams (and take transactions) of a vanished client
+	// end without waiting for TCP to time out.
+	KeepaliveTime, KeepaliveTimeout time.Duration
 
 	// CertFile and KeyFile (PEM) enable TLS. ClientCAFile (PEM) additionally
 	// requires every client to present a certificate signed by one of its
@@ -103,9 +215,14 @@ type Options struct {
 	TLSConfig                       *tls.Config
 
 	// TokensFile holds bearer tokens, one per line (blank lines and lines
-	// starting with # ignored). Tokens are added to it. When there is at
-	// least one token every RPC except the health service needs the header
-	// "authorization: Bearer <token>"; otherwise UNAUTHENTICATED.
+	// starting with # ignored); group and others must have no access to it
+	// (mode 0600 or stricter), as for key files. Tokens are added to it.
+	// When TokensFile or Tokens is set every RPC except the health service
+	// needs the header "authorization: Bearer <token>"; otherwise
+	// UNAUTHENTICATED. The token is checked when the request's headers
+	// arrive, before its message is read. A reload (ReloadTokens) that
+	// fails or finds no token leaves no token valid: every RPC is then
+	// refused until a reload succeeds.
 	TokensFile string
 	Tokens     []string
 
@@ -137,7 +254,9 @@ type Server struct {
 	health   *health.Server
 	metrics  *metrics.Metrics
 	channels map[string]bool
-	tokens   atomic.Pointer[[][32]byte]
+	tokens   atomic.Pointer[tokenSet]
+	putSem   chan struct{} // one slot per Put in flight
+	takeSem  chan struct{} // one slot per open Take stream
 
 	stopCtx  context.Context // canceled when GracefulStop or Stop begins
 	stopNow  context.CancelFunc
@@ -163,6 +282,34 @@ func New(ch channel.Channel, opts Options) (*Server, error) {
 		opts.MaxBatchBytes = DefaultMaxBatchBytes
 	}
 	opts.MaxBatchBytes = max(opts.MaxBatchBytes, opts.MaxEventSize+msgHeadroom)
+	if opts.MaxTakeBytes <= 0 {
+		opts.MaxTakeBytes = DefaultMaxTakeBytes
+	}
+	opts.MaxTakeBytes = max(opts.MaxTakeBytes, opts.MaxBatchBytes)
+	if opts.MaxHeadersPerEvent <= 0 {
+		opts.MaxHeadersPerEvent = DefaultMaxHeadersPerEvent
+	}
+	if opts.MaxProducerIDLen <= 0 {
+		opts.MaxProducerIDLen = DefaultMaxProducerIDLen
+	}
+	if opts.MaxConcurrentStreams == 0 {
+		opts.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if opts.MaxConcurrentPuts <= 0 {
+		opts.MaxConcurrentPuts = DefaultMaxConcurrentPuts
+	}
+	if opts.MaxTakeStreams <= 0 {
+		opts.MaxTakeStreams = DefaultMaxTakeStreams
+	}
+	if opts.BusyRetryDelay <= 0 {
+		opts.BusyRetryDelay = DefaultBusyRetryDelay
+	}
+	if opts.KeepaliveTime <= 0 {
+		opts.KeepaliveTime = DefaultKeepaliveTime
+	}
+	if opts.KeepaliveTimeout <= 0 {
+		opts.KeepaliveTimeout = DefaultKeepaliveTimeout
+	}
 	if opts.DefaultLease <= 0 {
 		opts.DefaultLease = DefaultLease
 	}
@@ -181,12 +328,13 @@ func New(ch channel.Channel, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Server{ch: ch, opts: opts, log: opts.Logger, channels: map[string]bool{}}
+	s := &Server{ch: ch, opts: opts, log: opts.Logger, channels: map[string]bool{},
+		putSem: make(chan struct{}, opts.MaxConcurrentPuts), takeSem: make(chan struct{}, opts.MaxTakeStreams)}
 	for _, n := range ch.Channels() {
 		s.channels[n] = true
 	}
 	s.stopCtx, s.stopNow = context.WithCancel(context.Background())
-	if err := s.ReloadTokens(); err != nil {
+	if err := s.loadTokens(); err != nil {
 		return nil, err
 	}
 
@@ -204,13 +352,16 @@ func New(ch channel.Channel, opts Options) (*Server, error) {
 	gopts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(opts.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(opts.MaxBatchBytes + opts.MaxEventSize + msgHeadroom),
+		grpc.MaxConcurrentStreams(opts.MaxConcurrentStreams),
+		grpc.InTapHandle(s.tap),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: opts.KeepaliveTime, Timeout: opts.KeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	}
 	if tlsCfg != nil {
 		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tlsCfg)))
-	} else if s.hasTokens() {
+	} else if s.authRequired() {
 		s.log.Warn("sluice server: bearer tokens are configured without TLS; tokens travel in clear text")
 	}
 	gopts = append(gopts, opts.ServerOptions...)
@@ -256,9 +407,15 @@ func serverTLS(opts Options) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// ReloadTokens rereads Options.TokensFile (for example on SIGHUP). On error
-// the previous tokens stay in force.
-func (s *Server) ReloadTokens() error {
+// tokenSet is the tokens in force. deny, when set, refuses every RPC (a
+// reload failed or found no token).
+type tokenSet struct {
+	sums [][32]byte
+	deny error
+}
+
+// loadTokens reads Options.Tokens and Options.TokensFile.
+func (s *Server) loadTokens() error {
 	var toks [][32]byte
 	for _, t := range s.opts.Tokens {
 		if t = strings.TrimSpace(t); t != "" {
@@ -266,12 +423,12 @@ func (s *Server) ReloadTokens() error {
 		}
 	}
 	if s.opts.TokensFile != "" {
-		data, err := os.ReadFile(s.opts.TokensFile)
+		data, err := readTokensFile(s.opts.TokensFile)
 		if err != nil {
-			return fmt.Errorf("server: tokens file: %w", err)
+			return err
 		}
 		sc := bufio.NewScanner(bytes.NewReader(data))
-		for line := 1; sc.Scan(); line++ {
+		for sc.Scan() {
 			t := strings.TrimSpace(sc.Text())
 			if t == "" || strings.HasPrefix(t, "#") {
 				continue
@@ -285,20 +442,73 @@ func (s *Server) ReloadTokens() error {
 			return fmt.Errorf("server: tokens file %s has no tokens", s.opts.TokensFile)
 		}
 	}
-	s.tokens.Store(&toks)
+	s.tokens.Store(&tokenSet{sums: toks})
 	return nil
 }
 
-func (s *Server) hasTokens() bool { return len(*s.tokens.Load()) > 0 }
+// readTokensFile reads the tokens file, refusing one that group or others
+// may access. The rule is crypto's for key files (crypto/keyfile.go,
+// checkMode: a regular file with mode & 0o077 == 0); it is repeated here
+// because crypto does not export it and the server should not depend on
+// the encryption package for a permission check.
+func readTokensFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("server: tokens file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("server: tokens file %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("server: tokens file %s is not a regular file (mode %s)", path, fi.Mode())
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("server: tokens file %s has mode %04o, which lets group or others access it; refusing to use it (chmod 600 %s)", path, perm, path)
+	}
+	if fi.Size() > 16<<20 {
+		return nil, fmt.Errorf("server: tokens file %s is %d bytes; too large to be a tokens file", path, fi.Size())
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("server: tokens file %s: %w", path, err)
+	}
+	return data, nil
+}
 
-// authorize checks the bearer token. Every configured token is compared
-// (in constant time, over SHA-256 digests so lengths do not leak).
-func (s *Server) authorize(ctx context.Context, method string) error {
-	toks := *s.tokens.Load()
-	if len(toks) == 0 || strings.HasPrefix(method, "/grpc.health.v1.Health/") {
+// ReloadTokens rereads Options.TokensFile (for example on SIGHUP). When
+// the file cannot be read, is accessible to group or others, or holds no
+// token, no token is valid any more: every RPC except health checks is
+// refused with UNAUTHENTICATED until a later reload succeeds, and the error
+// is returned (and logged). Keeping the previous tokens would leave a token
+// that an operator just removed working.
+func (s *Server) ReloadTokens() error {
+	err := s.loadTokens()
+	if err != nil {
+		s.tokens.Store(&tokenSet{deny: err})
+		s.log.Error("sluice server: reloading the bearer tokens failed; EVERY request is refused until the tokens file is fixed and reloaded", "err", err)
+	}
+	return err
+}
+
+// authRequired reports whether RPCs need a bearer token.
+func (s *Server) authRequired() bool { return s.opts.TokensFile != "" || len(s.tokens.Load().sums) > 0 }
+
+// authorize checks the bearer token in md. Every configured token is
+// compared (in constant time, over SHA-256 digests so lengths do not leak).
+func (s *Server) authorize(md metadata.MD, method string) error {
+	if strings.HasPrefix(method, "/grpc.health.v1.Health/") {
 		return nil
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
+	ts := s.tokens.Load()
+	if ts.deny != nil {
+		return status.Error(codes.Unauthenticated, "the server has no valid bearer tokens (its tokens file failed to reload)")
+	}
+	toks := ts.sums
+	if len(toks) == 0 {
+		return nil
+	}
 	vals := md.Get("authorization")
 	if len(vals) == 0 {
 		return status.Error(codes.Unauthenticated, "missing bearer token (authorization: Bearer <token>)")
@@ -321,8 +531,64 @@ func (s *Server) authorize(ctx context.Context, method string) error {
 	return nil
 }
 
+// tap runs when a request's headers arrive, before its message is read
+// (grpc.InTapHandle): it checks the bearer token, so an unauthenticated
+// request costs the server no more than its headers, and it counts the Put
+// RPCs and Take streams against MaxConcurrentPuts and MaxTakeStreams,
+// failing fast (it runs on the connection's reader and must not block).
+// A slot is given back when the RPC's context ends.
+func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if err := s.authorize(info.Header, info.FullMethodName); err != nil {
+		s.metrics.RPC(metricMethod(info.FullMethodName), err)
+		return nil, err
+	}
+	var sem chan struct{}
+	var what string
+	switch info.FullMethodName {
+	case sluicev1.Sluice_Put_FullMethodName:
+		sem, what = s.putSem, "puts in flight"
+	case sluicev1.Sluice_Take_FullMethodName:
+		sem, what = s.takeSem, "take streams open"
+	default:
+		return ctx, nil
+	}
+	select {
+	case sem <- struct{}{}:
+		context.AfterFunc(ctx, func() { <-sem })
+		return ctx, nil
+	default:
+		err := newStatus(codes.ResourceExhausted, sluicev1.ReasonServerBusy, s.opts.BusyRetryDelay,
+			fmt.Sprintf("server busy: %d %s; retry later", cap(sem), what)).Err()
+		s.metrics.RPC(info.FullMethodName, err)
+		return nil, err
+	}
+}
+
+// metricMethod is the method label of an RPC the tap refused: the method
+// name is the client's to choose, so names of no registered service are
+// one label, not one each.
+func metricMethod(m string) string {
+	svc, name, ok := strings.Cut(strings.TrimPrefix(m, "/"), "/")
+	if ok && svc == sluicev1.Sluice_ServiceDesc.ServiceName {
+		for _, d := range sluicev1.Sluice_ServiceDesc.Methods {
+			if d.MethodName == name {
+				return m
+			}
+		}
+		for _, d := range sluicev1.Sluice_ServiceDesc.Streams {
+			if d.StreamName == name {
+				return m
+			}
+		}
+	}
+	return "unknown"
+}
+
+// The interceptors check the token again: the tap has already done it,
+// but grpc.InTapHandle can be replaced through Options.ServerOptions.
 func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if err := s.authorize(ctx, info.FullMethod); err != nil {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if err := s.authorize(md, info.FullMethod); err != nil {
 		s.metrics.RPC(info.FullMethod, err)
 		return nil, err
 	}
@@ -332,7 +598,8 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 }
 
 func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	if err := s.authorize(ss.Context(), info.FullMethod); err != nil {
+	md, _ := metadata.FromIncomingContext(ss.Context())
+	if err := s.authorize(md, info.FullMethod); err != nil {
 		s.metrics.RPC(info.FullMethod, err)
 		return err
 	}
@@ -409,7 +676,7 @@ func (s *Server) Stats(ctx context.Context, req *sluicev1.StatsRequest) (*sluice
 	for _, n := range names {
 		st, err := s.ch.Stats(n)
 		if err != nil {
-			return nil, s.toStatus(err)
+			return nil, s.toStatus("stats", err)
 		}
 		resp.Channels = append(resp.Channels, statsToProto(st))
 	}

@@ -23,6 +23,7 @@ type takeReq struct {
 type takeSession struct {
 	s      *Server
 	stream sluicev1.Sluice_TakeServer
+	sctx   context.Context // ends with the stream or when the server stops
 	name   string
 	lease  time.Duration
 	txn    channel.TakeTxn
@@ -82,7 +83,7 @@ func (s *Server) Take(stream sluicev1.Sluice_TakeServer) error {
 		}
 	}()
 
-	ts := &takeSession{s: s, stream: stream}
+	ts := &takeSession{s: s, stream: stream, sctx: sctx}
 	defer ts.rollback()
 	lease := time.NewTimer(time.Hour)
 	lease.Stop()
@@ -102,10 +103,7 @@ func (s *Server) Take(stream sluicev1.Sluice_TakeServer) error {
 		select {
 		case r, ok = <-reqs:
 		case <-leaseC:
-			n := ts.rollback()
-			s.log.Info("take lease expired; transaction rolled back", "channel", ts.name, "lease", ts.lease, "events", n)
-			return statusErr(codes.Aborted, sluicev1.ReasonLeaseExpired,
-				"take lease of %v expired on channel %q: %d events rolled back", ts.lease, ts.name, n)
+			return ts.leaseExpired("waiting for the next request")
 		case <-sctx.Done():
 			return s.endStatus(ctx)
 		}
@@ -135,6 +133,15 @@ func (s *Server) endStatus(ctx context.Context) error {
 		return status.FromContextError(err).Err()
 	}
 	return status.Error(codes.Canceled, "take stream ended")
+}
+
+// leaseExpired rolls the transaction back and returns the stream's
+// ABORTED status.
+func (ts *takeSession) leaseExpired(while string) error {
+	n := ts.rollback()
+	ts.s.log.Info("take lease expired "+while+"; transaction rolled back", "channel", ts.name, "lease", ts.lease, "events", n)
+	return statusErr(codes.Aborted, sluicev1.ReasonLeaseExpired,
+		"take lease of %v expired on channel %q: %d events rolled back", ts.lease, ts.name, n)
 }
 
 func (ts *takeSession) rollback() int {
@@ -186,7 +193,7 @@ func (ts *takeSession) handle(ctx context.Context, r takeReq) error {
 				if ctx.Err() != nil {
 					return s.endStatus(ctx)
 				}
-				return ts.send(&sluicev1.TakeResponse{Response: &sluicev1.TakeResponse_Error{Error: s.toTakeError(err)}})
+				return ts.send(&sluicev1.TakeResponse{Response: &sluicev1.TakeResponse_Error{Error: s.toTakeError("take: commit", err)}})
 			}
 		}
 		ts.txn, ts.held = nil, 0
@@ -204,12 +211,21 @@ func (ts *takeSession) handle(ctx context.Context, r takeReq) error {
 
 // take takes up to max events into the stream's transaction (beginning one
 // when none is open), waiting up to wait for the first, and sends them.
+//
+// The events are taken from the channel in chunks and sent in TakeBatch
+// messages of about MaxBatchBytes as they come, and the request stops once
+// it has taken about MaxTakeBytes: each chunk asks for as many events as
+// fit in what is left of MaxTakeBytes if every one had MaxEventSize bytes,
+// so one request never holds more than MaxTakeBytes + MaxEventSize of
+// events however large the transaction capacity is (10,000 × 1 MiB would
+// otherwise be taken at once with the defaults). Fewer than max events in
+// the answer is normal; the client asks again.
 func (ts *takeSession) take(ctx, waitCtx context.Context, max uint32, wait *durationpb.Duration) error {
 	s := ts.s
 	if ts.txn == nil {
 		txn, err := s.ch.BeginTake(ctx, ts.name)
 		if err != nil {
-			return s.toStatus(err)
+			return s.toStatus("take: begin", err)
 		}
 		ts.txn = txn
 	}
@@ -227,48 +243,107 @@ func (ts *takeSession) take(ctx, waitCtx context.Context, max uint32, wait *dura
 		tctx, cancel = context.WithCancel(waitCtx)
 		cancel() // answer with what is queued now
 	}
-	evs, err := ts.txn.Take(tctx, int(max))
-	cancel()
-	ts.held += len(evs)
-	if err != nil && len(evs) == 0 {
-		switch {
-		case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
-			if s.stopCtx.Err() != nil || ctx.Err() != nil {
-				return s.endStatus(ctx)
-			}
-			// Wait over or canceled by the client: an empty batch.
-		case errors.Is(err, channel.ErrClosed):
-			return s.toStatus(err)
-		default:
-			return ts.send(&sluicev1.TakeResponse{Response: &sluicev1.TakeResponse_Error{Error: s.toTakeError(err)}})
+	defer cancel()
+	b := batcher{ts: ts}
+	left, taken := int(max), 0
+	for first := true; left > 0; first = false {
+		n := min(left, max1((s.opts.MaxTakeBytes-taken)/s.opts.MaxEventSize))
+		evs, err := ts.txn.Take(tctx, n)
+		ts.held += len(evs)
+		if first {
+			cancel() // later chunks take only what is queued
 		}
-	} else if err != nil {
-		s.log.Warn("take returned events and an error", "channel", ts.name, "events", len(evs), "err", err)
-	}
-	return ts.sendBatch(evs)
-}
-
-// sendBatch sends events in TakeBatch messages of about MaxBatchBytes.
-func (ts *takeSession) sendBatch(evs []channel.Event) error {
-	limit := ts.s.opts.MaxBatchBytes
-	chunk := make([]*sluicev1.Event, 0, len(evs))
-	size := 0
-	for _, ev := range evs {
-		sz := ev.Size() + 8 + 8*len(ev.Headers)
-		if len(chunk) > 0 && size+sz > limit {
-			if err := ts.send(&sluicev1.TakeResponse{Response: &sluicev1.TakeResponse_Batch{Batch: &sluicev1.TakeBatch{Events: chunk, More: true}}}); err != nil {
+		if err != nil && len(evs) == 0 {
+			switch {
+			case !first:
+				// Queue drained (canceled tctx) or the transaction is full:
+				// the events so far are the answer. Anything else is logged
+				// and reported by the next request.
+				if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, channel.ErrTxnFull) {
+					s.log.Warn("take: error after some events of the request; sending those", "channel", ts.name, "err", err)
+				}
+			case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+				if s.stopCtx.Err() != nil || ctx.Err() != nil {
+					return s.endStatus(ctx)
+				}
+				// Wait over or canceled by the client: an empty batch.
+			case errors.Is(err, channel.ErrClosed):
+				return s.toStatus("take", err)
+			default:
+				return ts.send(&sluicev1.TakeResponse{Response: &sluicev1.TakeResponse_Error{Error: s.toTakeError("take", err)}})
+			}
+			break
+		} else if err != nil {
+			s.log.Warn("take returned events and an error", "channel", ts.name, "events", len(evs), "err", err)
+		}
+		for _, ev := range evs {
+			taken += ev.Size()
+			if err := b.add(ev); err != nil {
 				return err
 			}
-			chunk, size = chunk[:0:0], 0
 		}
-		chunk = append(chunk, toProto(ev))
-		size += sz
+		left -= len(evs)
+		if err != nil || len(evs) < n || taken+s.opts.MaxEventSize > s.opts.MaxTakeBytes {
+			break
+		}
 	}
-	return ts.send(&sluicev1.TakeResponse{Response: &sluicev1.TakeResponse_Batch{Batch: &sluicev1.TakeBatch{Events: chunk}}})
+	return b.flush(false)
 }
 
+func max1(n int) int { return max(n, 1) }
+
+// batcher sends events in TakeBatch messages of about MaxBatchBytes.
+type batcher struct {
+	ts    *takeSession
+	chunk []*sluicev1.Event
+	size  int
+}
+
+func (b *batcher) add(ev channel.Event) error {
+	sz := ev.Size() + 8 + 8*len(ev.Headers)
+	if len(b.chunk) > 0 && b.size+sz > b.ts.s.opts.MaxBatchBytes {
+		if err := b.flush(true); err != nil {
+			return err
+		}
+	}
+	b.chunk = append(b.chunk, toProto(ev))
+	b.size += sz
+	return nil
+}
+
+// flush sends the pending events; more tells the client that further
+// batches answer the same request.
+func (b *batcher) flush(more bool) error {
+	err := b.ts.send(&sluicev1.TakeResponse{Response: &sluicev1.TakeResponse_Batch{Batch: &sluicev1.TakeBatch{Events: b.chunk, More: more}}})
+	b.chunk, b.size = nil, 0
+	return err
+}
+
+// send sends one response. A failed send means the stream is gone:
+// returning ends the handler and the deferred rollback puts the events
+// back.
+//
+// While the transaction holds events the send runs under the lease: a
+// client that stops reading blocks Send once the HTTP/2 flow-control
+// windows are full, and the events would stay pinned until TCP gives up.
+// When the lease runs out first (or the server stops) the transaction is
+// rolled back and the stream ends with ABORTED, reason LEASE_EXPIRED (or
+// UNAVAILABLE); the blocked Send returns when the stream ends.
 func (ts *takeSession) send(resp *sluicev1.TakeResponse) error {
-	// A failed send means the stream is gone: returning ends the handler
-	// and the deferred rollback puts the events back.
-	return ts.stream.Send(resp)
+	if ts.held == 0 {
+		return ts.stream.Send(resp)
+	}
+	done := make(chan error, 1)
+	go func() { done <- ts.stream.Send(resp) }()
+	lease := time.NewTimer(ts.lease)
+	defer lease.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-lease.C:
+		return ts.leaseExpired("while the client was not reading")
+	case <-ts.sctx.Done():
+		ts.rollback()
+		return ts.s.endStatus(ts.stream.Context())
+	}
 }

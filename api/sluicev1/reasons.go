@@ -17,4 +17,9 @@ const (
 	ReasonClosed         = "CLOSED"
 	ReasonTxnDone        = "TXN_DONE"
 	ReasonLeaseExpired   = "LEASE_EXPIRED"
+	// Added by the server hardening (issue #16).
+	ReasonTooManyHeaders  = "TOO_MANY_HEADERS" // INVALID_ARGUMENT: more headers in one event than the server allows
+	ReasonInvalidProducer = "INVALID_PRODUCER" // INVALID_ARGUMENT: producer id too long, or sequence 0 with a producer id
+	ReasonCrossStore      = "CROSS_STORE"      // INVALID_ARGUMENT: one put names channels of two stores
+	ReasonServerBusy      = "SERVER_BUSY"      // RESOURCE_EXHAUSTED (with RetryInfo): too many puts or take streams in flight
 )

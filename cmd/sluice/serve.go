@@ -126,6 +126,13 @@ func serve(cfg *config.Config, log *slog.Logger, sigs <-chan os.Signal, readyFil
 		ClientCAFile: cfg.Server.ClientCAFile,
 		TokensFile:   cfg.Server.TokensFile,
 		Logger:       log,
+
+		MaxRecvMsgSize:       cfg.Server.Limits.MaxRecvMsgSize,
+		MaxConcurrentStreams: uint32(cfg.Server.Limits.MaxConcurrentStreams),
+		MaxConcurrentPuts:    cfg.Server.Limits.MaxConcurrentPuts,
+		MaxTakeStreams:       cfg.Server.Limits.MaxTakeStreams,
+		MaxTakeBytes:         cfg.Server.Limits.MaxTakeBytes,
+		MaxHeadersPerEvent:   cfg.Server.Limits.MaxHeadersPerEvent,
 		ServerOptions: []grpc.ServerOption{
 			grpc.ChainUnaryInterceptor(recoveringUnary(rt)),
 			grpc.ChainStreamInterceptor(recoveringStream(rt)),
@@ -162,6 +169,7 @@ func serve(cfg *config.Config, log *slog.Logger, sigs <-chan os.Signal, readyFil
 			}
 		}()
 	}
+	warnExposure(log, lis.Addr(), cfg.Server.CertFile != "", cfg.Server.ClientCAFile != "", cfg.Server.TokensFile != "", mlis)
 	log.Info("sluice listening", "version", version, "agent", cfg.Agent, "config", cfg.File,
 		"grpc", lis.Addr().String(), "metrics", metricsAddr, "tls", cfg.Server.CertFile != "")
 
@@ -196,7 +204,7 @@ loop:
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
 				if err := srv.ReloadTokens(); err != nil {
-					log.Error("SIGHUP: reload tokens failed; the previous tokens stay in force", "err", err)
+					log.Error("SIGHUP: reload tokens failed; NO token is valid: every request is refused until the tokens file is fixed and SIGHUP sent again", "err", err)
 				} else {
 					log.Info("SIGHUP: tokens reloaded")
 				}
@@ -222,6 +230,45 @@ loop:
 		log.Info("stores closed", "took", time.Since(start).Round(time.Millisecond))
 	}
 	return result
+}
+
+// warnExposure warns about listeners that other hosts can reach without
+// protection: the gRPC address without TLS or without client
+// authentication (bearer tokens or mutual TLS), and the metrics endpoint,
+// which has no authentication at all.
+func warnExposure(log *slog.Logger, grpcAddr net.Addr, tls, mtls, tokens bool, metrics net.Listener) {
+	if !isLoopback(grpcAddr) {
+		var missing []string
+		if !tls {
+			missing = append(missing, "TLS (sluice.server.tls.certFile and keyFile)")
+		}
+		if !tokens && !mtls {
+			missing = append(missing, "client authentication (sluice.server.auth.tokensFile or sluice.server.tls.clientCAFile)")
+		}
+		if len(missing) > 0 {
+			log.Warn("INSECURE: the gRPC server listens on a non-loopback address without "+strings.Join(missing, " and ")+
+				"; whoever reaches it can see or change events (and tokens travel in clear text without TLS)",
+				"address", grpcAddr.String(), "missing", strings.Join(missing, ", "))
+		}
+	}
+	if metrics != nil && !isLoopback(metrics.Addr()) {
+		log.Warn("the metrics endpoint has no authentication and listens on a non-loopback address; it reveals channel names and sizes (default sluice.server.metrics.address is 127.0.0.1:7071)",
+			"address", metrics.Addr().String())
+	}
+}
+
+// isLoopback reports whether a listener's address is a loopback IP (an
+// unspecified address such as 0.0.0.0 or [::] listens on every interface).
+func isLoopback(a net.Addr) bool {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.IsLoopback()
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // openStores opens every store concurrently; on a failure it closes the
