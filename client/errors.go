@@ -69,6 +69,10 @@ func newError(code codes.Code, msg, reason string, retry time.Duration) *Error {
 		e.wrapped = []error{ErrLeaseExpired, channel.ErrTxnDone}
 	case sluicev1.ReasonInvalidHeader:
 		e.wrapped = []error{ErrInvalidEvent}
+	case sluicev1.ReasonInvalidProducer:
+		e.wrapped = []error{channel.ErrBadProducer}
+	case sluicev1.ReasonProducerTableFull:
+		e.wrapped = []error{channel.ErrProducerTableFull}
 	}
 	switch code {
 	case codes.Canceled:

@@ -52,6 +52,10 @@ func (s *Server) classify(err error) (code codes.Code, reason string, retry time
 		return codes.ResourceExhausted, sluicev1.ReasonChannelFull, s.opts.FullRetryDelay, "channel full; retry later"
 	case errors.Is(err, channel.ErrDiskSpace):
 		return codes.ResourceExhausted, sluicev1.ReasonDiskSpace, s.opts.DiskSpaceRetryDelay, "insufficient disk space on the server; retry later"
+	case errors.Is(err, channel.ErrBadProducer):
+		return codes.InvalidArgument, sluicev1.ReasonInvalidProducer, 0, "invalid producer id or sequence"
+	case errors.Is(err, channel.ErrProducerTableFull):
+		return codes.ResourceExhausted, sluicev1.ReasonProducerTableFull, 0, "the store remembers as many producer ids as it may (maxProducers); a new producer id is refused until idle ones expire"
 	case errors.Is(err, channel.ErrTxnFull):
 		return codes.InvalidArgument, sluicev1.ReasonTxnFull, 0, "transaction capacity exceeded"
 	case errors.Is(err, channel.ErrEventTooLarge):

@@ -611,3 +611,30 @@ func TestStoreErrorsDoNotLeakToClients(t *testing.T) {
 		t.Errorf("error id %s not in the log", id)
 	}
 }
+
+// The store's producer-table bound reaches a remote producer as
+// RESOURCE_EXHAUSTED PRODUCER_TABLE_FULL, with nothing stored.
+func TestProducerTableFullStatus(t *testing.T) {
+	mem, err := channel.NewMemory(channel.MemoryOptions{MaxProducers: 1,
+		Channels: []channel.ChannelConfig{{Name: "a", Capacity: 100, TransactionCapacity: 10}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mem.Close() })
+	_, addr := serveTCP(t, mem, server.Options{})
+	api := sluicev1.NewSluiceClient(dialTCP(t, addr))
+	for i, id := range []string{"p1", "p2"} {
+		r := putReq("a", ev("x"))
+		r.ProducerId, r.Sequence = id, 1
+		_, err := api.Put(ctxT(t), r)
+		if i == 0 && err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 && (status.Code(err) != codes.ResourceExhausted || reason(err) != sluicev1.ReasonProducerTableFull) {
+			t.Fatalf("second producer: %v (reason %q), want RESOURCE_EXHAUSTED PRODUCER_TABLE_FULL", err, reason(err))
+		}
+	}
+	if st, _ := mem.Stats("a"); st.Size != 1 {
+		t.Fatalf("size %d, want 1", st.Size)
+	}
+}

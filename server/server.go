@@ -79,7 +79,10 @@
 //     authenticated client can make the server allocate up to about 70 ×
 //     MaxRecvMsgSize per Put in flight. Tokens are for trusted producers.
 //   - The number of connections and the rate of requests are not limited,
-//     nor is the producer table (that is the store's: producerExpiry).
+//     The producer table is bounded by the store (maxProducers, default
+//     100,000; producerExpiry): once full, a put of a new producer id fails
+//     with RESOURCE_EXHAUSTED (PRODUCER_TABLE_FULL), so a client with a
+//     token can keep new producers out until idle entries expire.
 //   - The metrics handler (MetricsHandler) has no authentication; serve it
 //     on loopback (sluice serve does by default and warns otherwise).
 //   - A put of zero events with a producer id is accepted: it records the
@@ -131,7 +134,7 @@ const (
 	DefaultMaxBatchBytes        = 4 << 20
 	DefaultMaxTakeBytes         = 16 << 20
 	DefaultMaxHeadersPerEvent   = 256
-	DefaultMaxProducerIDLen     = 256
+	DefaultMaxProducerIDLen     = channel.MaxProducerIDLen
 	DefaultMaxConcurrentStreams = 128
 	DefaultMaxConcurrentPuts    = 64
 	DefaultMaxTakeStreams       = 256

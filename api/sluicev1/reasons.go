@@ -22,4 +22,7 @@ const (
 	ReasonInvalidProducer = "INVALID_PRODUCER" // INVALID_ARGUMENT: producer id too long, or sequence 0 with a producer id
 	ReasonCrossStore      = "CROSS_STORE"      // INVALID_ARGUMENT: one put names channels of two stores
 	ReasonServerBusy      = "SERVER_BUSY"      // RESOURCE_EXHAUSTED (with RetryInfo): too many puts or take streams in flight
+	// RESOURCE_EXHAUSTED: a put of a producer id the store does not know while
+	// it remembers its maxProducers ids; entries leave by producerExpiry.
+	ReasonProducerTableFull = "PRODUCER_TABLE_FULL"
 )
