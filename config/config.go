@@ -29,6 +29,10 @@
 // warning: Sluice always uses AES-256-GCM with keys from a Sluice key file
 // (see package crypto and sluice keygen).
 //
+// Sources, sinks and sink groups are read into a component tree (see
+// component.go) whose wiring is checked; each component reads its own keys
+// through a View.
+//
 // The agent name ("agent" by default) is the prefix of the channel keys.
 // Unknown keys are logged as warnings naming the file and line; invalid
 // values are errors of type *Error, whose text is "FILE:LINE: key K: reason".
@@ -186,7 +190,13 @@ type Config struct {
 	File     string
 	Agent    string
 	Channels []Channel // in the order of the agent.channels list
-	Server   Server
+	// Sources, Sinks and SinkGroups are the component tree (component.go),
+	// in the order their lists name them. Nothing runs them yet: the agent
+	// that will is still to come.
+	Sources    []*Component
+	Sinks      []*Component
+	SinkGroups []*Component
+	Server     Server
 	// Warnings repeats what was logged: unknown and ignored keys.
 	Warnings []string
 }
@@ -326,6 +336,7 @@ func (p *parser) run(props []Property) error {
 
 	srv := Server{GRPCAddress: DefaultGRPCAddress, MetricsAddress: DefaultMetricsAddress}
 	chanProps := map[string][]Property{} // channel name -> its properties
+	treeProps := map[string]Property{}   // sources, sinks, sink groups
 	var list *Property
 	prefix := p.agent + "."
 	for _, k := range order {
@@ -344,7 +355,7 @@ func (p *parser) run(props []Property) error {
 		case k == prefix+"sources" || strings.HasPrefix(k, prefix+"sources.") ||
 			k == prefix+"sinks" || strings.HasPrefix(k, prefix+"sinks.") ||
 			k == prefix+"sinkgroups" || strings.HasPrefix(k, prefix+"sinkgroups."):
-			p.warn(pr.Line, k, "sources and sinks are not supported yet, ignored")
+			treeProps[k] = pr
 		case strings.HasPrefix(k, "sluice.server."):
 			if err := p.serverKey(&srv, pr); err != nil {
 				return err
@@ -399,6 +410,17 @@ func (p *parser) run(props []Property) error {
 			return err
 		}
 		p.cfg.Channels = append(p.cfg.Channels, ch)
+	}
+	if err := p.tree(treeProps, names); err != nil {
+		return err
+	}
+	if n := len(p.cfg.Sources) + len(p.cfg.Sinks); n > 0 {
+		at := last[prefix+"sources"]
+		if at.Key == "" {
+			at = last[prefix+"sinks"]
+		}
+		p.warn(at.Line, at.Key, fmt.Sprintf("%d sources and %d sinks are checked but not run: sources and sinks arrive with the agent; meanwhile use `sluice put` and `sluice take`",
+			len(p.cfg.Sources), len(p.cfg.Sinks)))
 	}
 	_, err := p.cfg.stores(p)
 	return err
