@@ -317,10 +317,6 @@ const (
 	keyCompression  = "compression"
 )
 
-// per-channel store-wide keys (must agree among channels sharing a store).
-var storeKeys = []string{"backupCheckpointDir", "checkpointInterval", "maxFileSize", "minimumRequiredSpace", "maxEventSize",
-	"spareSegments", "producerExpiry", "maxProducers", keyKeyFile, keyActiveKey, keyCompression}
-
 func (p *parser) run(props []Property) error {
 	// Last value of a repeated key wins, as in Java properties.
 	last := map[string]Property{}
@@ -549,9 +545,8 @@ func (p *parser) channel(name string, list *Property, prs []Property) (Channel, 
 		return ch, p.errorf(tp.Line, tp.Key, "channel type %q is not supported (want file or memory, or Flume's %s or %s)",
 			tp.Value, FlumeFileChannelClass, FlumeMemoryChannelClass)
 	}
-	fileOnly := map[string]bool{"dataDirs": true, "checkpointDir": true, "backupCheckpointDir": true,
-		"checkpointInterval": true, "maxFileSize": true, "minimumRequiredSpace": true,
-		"spareSegments": true, keyActiveKey: true, keyKeyProvider: true, keyKeyFile: true, keyKeyStoreFile: true, keyCipher: true, keyCompression: true}
+	// File-only keys that are not store keys (those say so in storeKeys).
+	fileOnly := map[string]bool{"dataDirs": true, "checkpointDir": true, keyKeyProvider: true, keyCipher: true}
 	if a, b := byProp[keyKeyFile], byProp[keyKeyStoreFile]; a.Key != "" && b.Key != "" && a.Value != b.Value {
 		at := max(a.Line, b.Line)
 		k := a.Key
@@ -566,8 +561,16 @@ func (p *parser) channel(name string, list *Property, prs []Property) (Channel, 
 		if pr != byProp[prop] {
 			continue
 		}
-		if (fileOnly[prop] || strings.HasPrefix(prop, "encryption.")) && ch.Type != TypeFile {
+		sk, isStoreKey := storeKeyNamed(prop)
+		if (fileOnly[prop] || (isStoreKey && sk.fileOnly) || strings.HasPrefix(prop, "encryption.")) && ch.Type != TypeFile {
 			p.warn(pr.Line, pr.Key, "applies to file channels only, ignored")
+			continue
+		}
+		if isStoreKey {
+			if err := sk.parse(p, pr, &ch); err != nil {
+				return ch, err
+			}
+			ch.set[sk.name] = max(ch.set[sk.name], pr.Line)
 			continue
 		}
 		var err error
@@ -607,96 +610,15 @@ func (p *parser) channel(name string, list *Property, prs []Property) (Channel, 
 				err = p.errorf(pr.Line, pr.Key, "empty directory")
 			}
 			ch.CheckpointDir = filepath.Clean(pr.Value)
-		case "backupCheckpointDir":
-			if pr.Value != "" {
-				ch.BackupCheckpointDir = filepath.Clean(pr.Value)
-			}
-		case "checkpointInterval":
-			var n int64
-			n, err = p.int64(pr, 1)
-			if err == nil && n > 1<<40 {
-				err = p.errorf(pr.Line, pr.Key, "%d ms is too long", n)
-			}
-			ch.CheckpointInterval = time.Duration(n) * time.Millisecond
-		case "maxFileSize":
-			ch.SegmentSize, err = p.int64(pr, MinSegmentSize)
-			if err == nil && ch.SegmentSize > MaxSegmentSize {
-				err = p.errorf(pr.Line, pr.Key, "%d is more than the maximum segment size %d (1 GiB)", ch.SegmentSize, MaxSegmentSize)
-			}
-		case "minimumRequiredSpace":
-			ch.MinFreeBytes, err = p.int64(pr, 0)
-			if ch.MinFreeBytes == 0 {
-				ch.MinFreeBytes = -1 // 0 disables the check
-			}
-		case "spareSegments":
-			var n int64
-			n, err = p.int64(pr, 0)
-			if err == nil && n > MaxSpareSegments {
-				err = p.errorf(pr.Line, pr.Key, "%d is more than %d", n, MaxSpareSegments)
-			}
-			ch.SpareSegments = int(n)
-			if n == 0 {
-				ch.SpareSegments = -1 // 0 keeps none
-			}
-		case "producerExpiry":
-			var n int64
-			n, err = p.int64(pr, 0)
-			if err == nil && n > 100*365*24*3600 {
-				err = p.errorf(pr.Line, pr.Key, "%d seconds is more than a century", n)
-			}
-			ch.ProducerExpiry = time.Duration(n) * time.Second
-			if n == 0 {
-				ch.ProducerExpiry = -1 // 0 keeps entries forever
-			}
-		case "maxProducers":
-			var n int64
-			n, err = p.int64(pr, 1)
-			if err == nil && n > 10_000_000 {
-				err = p.errorf(pr.Line, pr.Key, "%d is more than 10000000 (every id is kept in memory and in every checkpoint)", n)
-			}
-			ch.MaxProducers = int(n)
-		case "maxEventSize":
-			var n int64
-			n, err = p.int64(pr, 1)
-			if err == nil && n > MaxSegmentSize/4 {
-				err = p.errorf(pr.Line, pr.Key, "%d is more than %d (a quarter of the largest segment)", n, MaxSegmentSize/4)
-			}
-			ch.MaxEventSize = int(n)
-		case keyActiveKey:
-			var n int64
-			n, err = p.int64(pr, 1)
-			if err == nil && n > 65535 {
-				err = p.errorf(pr.Line, pr.Key, "key id %d is out of range (1-65535)", n)
-			}
-			ch.ActiveKey = uint16(n)
 		case keyKeyProvider:
 			// Flume's provider of keys from a Java key store; Sluice reads
 			// its own key file format whatever this says.
 			if v := strings.TrimSpace(pr.Value); !strings.EqualFold(v, "JCEKSFILE") && !strings.EqualFold(v, "file") {
 				err = p.errorf(pr.Line, pr.Key, "key provider %q is not supported (want file, or Flume's JCEKSFILE; either reads a Sluice key file)", pr.Value)
 			}
-		case keyKeyFile, keyKeyStoreFile:
-			if strings.TrimSpace(pr.Value) == "" {
-				err = p.errorf(pr.Line, pr.Key, "empty path")
-				break
-			}
-			ch.KeyFile = filepath.Clean(strings.TrimSpace(pr.Value))
-			if ch.keyFileKey == "" || pr.Line > ch.set[keyKeyFile] {
-				ch.keyFileKey = pr.Key
-				ch.set[keyKeyFile] = pr.Line
-			}
-			continue
 		case keyCipher:
 			p.warn(pr.Line, pr.Key, "ignored: Sluice always encrypts with AES-256-GCM")
 			continue
-		case keyCompression:
-			v := strings.ToLower(strings.TrimSpace(pr.Value))
-			var c crypto.Compression
-			if c, err = crypto.ParseCompression(v); err != nil || v == "" {
-				err = p.errorf(pr.Line, pr.Key, "compression %q is not supported (want none, zstd or s2)", pr.Value)
-			} else if c != crypto.CompressNone {
-				ch.Compression = c.String()
-			}
 		default:
 			if strings.HasPrefix(prop, keyKeyProvider+".") {
 				p.warn(pr.Line, pr.Key, "Flume key store property not used by Sluice, ignored: keys come from "+keyKeyFile)
@@ -711,9 +633,6 @@ func (p *parser) channel(name string, list *Property, prs []Property) (Channel, 
 		}
 		if err != nil {
 			return ch, err
-		}
-		if slices.Contains(storeKeys, prop) {
-			ch.set[prop] = pr.Line
 		}
 	}
 	if tcSet == nil && capSet != nil && ch.Config.Capacity < channel.DefaultTransactionCapacity {
@@ -856,7 +775,8 @@ func (c *Config) stores(p *parser) ([]Store, error) {
 		}
 		// Store-wide keys: an explicit setting applies to the whole store;
 		// two explicit settings must agree.
-		for _, k := range storeKeys {
+		for _, sk := range storeKeys {
+			k := sk.name
 			line, ok := ch.set[k]
 			if !ok {
 				continue
@@ -865,43 +785,17 @@ func (c *Config) stores(p *parser) ([]Store, error) {
 			if k == keyKeyFile {
 				key = ch.keyFileKey
 			}
-			if o := g.owner[k]; o != nil && !sameStoreValue(k, o, ch) {
+			if o := g.owner[k]; o != nil && sk.value(o) != sk.value(ch) {
 				return nil, fail(line, key, "differs from channel %q (line %d), which shares its store; store-wide settings must agree",
 					o.Name, o.set[k])
 			}
 			g.owner[k] = ch
-			switch k {
-			case "backupCheckpointDir":
-				g.store.File.BackupCheckpointDir = ch.BackupCheckpointDir
-				if ch.BackupCheckpointDir != "" {
-					if o := dirOwner[ch.BackupCheckpointDir]; o != nil && o != g {
-						return nil, fail(line, key, "directory %s is also used by channel %q of another store", ch.BackupCheckpointDir, o.first.Name)
-					}
-					dirOwner[ch.BackupCheckpointDir] = g
+			sk.apply(&g.store, ch)
+			if k == "backupCheckpointDir" && ch.BackupCheckpointDir != "" {
+				if o := dirOwner[ch.BackupCheckpointDir]; o != nil && o != g {
+					return nil, fail(line, key, "directory %s is also used by channel %q of another store", ch.BackupCheckpointDir, o.first.Name)
 				}
-			case "checkpointInterval":
-				g.store.File.CheckpointInterval = ch.CheckpointInterval
-			case "maxFileSize":
-				g.store.File.SegmentSize = ch.SegmentSize
-			case "minimumRequiredSpace":
-				g.store.File.MinFreeBytes = ch.MinFreeBytes
-			case "spareSegments":
-				g.store.File.SpareSegments = ch.SpareSegments
-			case "maxEventSize":
-				g.store.File.MaxEventSize = ch.MaxEventSize
-				g.store.Memory.MaxEventSize = ch.MaxEventSize
-			case "producerExpiry":
-				g.store.File.ProducerExpiry = ch.ProducerExpiry
-				g.store.Memory.ProducerExpiry = ch.ProducerExpiry
-			case "maxProducers":
-				g.store.File.MaxProducers = ch.MaxProducers
-				g.store.Memory.MaxProducers = ch.MaxProducers
-			case keyKeyFile:
-				g.store.KeyFile = ch.KeyFile
-			case keyActiveKey:
-				g.store.ActiveKey = ch.ActiveKey
-			case keyCompression:
-				g.store.File.Compression = ch.Compression
+				dirOwner[ch.BackupCheckpointDir] = g
 			}
 		}
 	}
@@ -938,32 +832,4 @@ func (c *Config) stores(p *parser) ([]Store, error) {
 		out[i] = g.store
 	}
 	return out, nil
-}
-
-func sameStoreValue(k string, a, b *Channel) bool {
-	switch k {
-	case "backupCheckpointDir":
-		return a.BackupCheckpointDir == b.BackupCheckpointDir
-	case "checkpointInterval":
-		return a.CheckpointInterval == b.CheckpointInterval
-	case "maxFileSize":
-		return a.SegmentSize == b.SegmentSize
-	case "minimumRequiredSpace":
-		return a.MinFreeBytes == b.MinFreeBytes
-	case "spareSegments":
-		return a.SpareSegments == b.SpareSegments
-	case "maxEventSize":
-		return a.MaxEventSize == b.MaxEventSize
-	case "producerExpiry":
-		return a.ProducerExpiry == b.ProducerExpiry
-	case "maxProducers":
-		return a.MaxProducers == b.MaxProducers
-	case keyKeyFile:
-		return a.KeyFile == b.KeyFile
-	case keyActiveKey:
-		return a.ActiveKey == b.ActiveKey
-	case keyCompression:
-		return a.Compression == b.Compression
-	}
-	return true
 }
