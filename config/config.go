@@ -330,6 +330,11 @@ func (p *parser) run(props []Property) error {
 		last[pr.Key] = pr
 	}
 
+	for _, k := range order {
+		if err := p.inlineComment(last[k]); err != nil {
+			return err
+		}
+	}
 	srv := Server{GRPCAddress: DefaultGRPCAddress, MetricsAddress: DefaultMetricsAddress}
 	chanProps := map[string][]Property{} // channel name -> its properties
 	treeProps := map[string]Property{}   // sources, sinks, sink groups
@@ -694,11 +699,37 @@ func (p *parser) channel(name string, list *Property, prs []Property) (Channel, 
 	return ch, nil
 }
 
+// inlineComment rejects or warns about a value that holds blanks followed by
+// '#': properties files have no inline comments, so `dataDirs = /d   # main
+// disk` names a directory "/d   # main disk". Paths are errors (a directory
+// of that name would be created), numbers fail to parse anyway (with the
+// same hint, see int64), anything else is a warning.
+func (p *parser) inlineComment(pr Property) error {
+	i := strings.Index(pr.Value, "#")
+	if i <= 0 || !strings.ContainsAny(pr.Value[i-1:i], " \t") {
+		return nil
+	}
+	const why = "properties files have no inline comments: the value is %q; put the comment on a line of its own"
+	prop := pr.Key[strings.LastIndex(pr.Key, ".")+1:]
+	switch prop {
+	case "dataDirs", "checkpointDir", "backupCheckpointDir", "keyFile", "keyStoreFile", "certFile", "clientCAFile", "tokensFile":
+		return p.errorf(pr.Line, pr.Key, why, pr.Value)
+	}
+	if _, err := strconv.ParseInt(strings.TrimSpace(pr.Value[:i]), 10, 64); err == nil {
+		return nil // a number: int64 reports it, with the hint
+	}
+	p.warn(pr.Line, pr.Key, fmt.Sprintf(why, pr.Value))
+	return nil
+}
+
 func (p *parser) int64(pr Property, min int64) (int64, error) {
 	n, err := strconv.ParseInt(strings.TrimSpace(pr.Value), 10, 64)
 	if err != nil {
 		if errors.Is(err, strconv.ErrRange) {
 			return 0, p.errorf(pr.Line, pr.Key, "%q is out of range", pr.Value)
+		}
+		if strings.Contains(pr.Value, "#") {
+			return 0, p.errorf(pr.Line, pr.Key, "%q is not an integer (properties files have no inline comments: put the comment on a line of its own)", pr.Value)
 		}
 		return 0, p.errorf(pr.Line, pr.Key, "%q is not an integer", pr.Value)
 	}
