@@ -198,3 +198,41 @@ a1.sinks.k1.type = logger
 		}
 	}
 }
+
+// Flume users' habits get the fix in the message.
+func TestFlumeHabits(t *testing.T) {
+	for _, tc := range []struct{ conf, want string }{
+		{"a1.channels.c1.minimumRequiredSpace = 1G\n",
+			`tree.properties:4: key a1.channels.c1.minimumRequiredSpace: "1G" is not an integer: the key takes a whole number of bytes, with no unit suffix`},
+		{"a1.channels.c1.keep-alive = 3s\n",
+			`tree.properties:4: key a1.channels.c1.keep-alive: "3s" is not an integer: the key takes a whole number of seconds, with no unit suffix`},
+	} {
+		_, err := Parse("tree.properties", "a1.channels = c1\na1.channels.c1.type = file\na1.channels.c1.dataDirs = /d\n"+tc.conf+"a1.channels.c1.checkpointDir = /c\n", "a1", quiet)
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("got  %v\nwant %s", err, tc.want)
+		}
+	}
+	// A config for another agent name says which agents the file defines.
+	_, err := Parse("f.properties", "agent1.channels = c1\nagent1.channels.c1.type = memory\nweb.channels = c\n", "", quiet)
+	if want := `f.properties: key agent.channels: missing: no channels configured for agent "agent"; the file configures agent agent1, web (choose one with --name)`; err == nil || err.Error() != want {
+		t.Errorf("got  %v\nwant %s", err, want)
+	}
+	// Flume's default maxFileSize loads as Sluice's largest segment; a
+	// misspelt key gets a suggestion.
+	cfg, err := Parse("f.properties", "a1.channels = c1\na1.channels.c1.type = file\na1.channels.c1.dataDirs = /d\na1.channels.c1.checkpointDir = /c\na1.channels.c1.maxFileSize = 2146435071\na1.channels.c1.capacty = 10\n", "a1", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Stores()[0].File.SegmentSize; got != MaxSegmentSize {
+		t.Errorf("segment size %d, want %d", got, MaxSegmentSize)
+	}
+	w := strings.Join(cfg.Warnings, "\n")
+	for _, want := range []string{
+		"f.properties:5: key a1.channels.c1.maxFileSize: 2146435071 is more than Sluice's largest WAL segment; using 1073741824 (1 GiB)",
+		"f.properties:6: key a1.channels.c1.capacty: unknown channel property, ignored; did you mean capacity?",
+	} {
+		if !strings.Contains(w, want) {
+			t.Errorf("missing warning %q in:\n%s", want, w)
+		}
+	}
+}

@@ -80,6 +80,9 @@ const (
 const (
 	MinSegmentSize = 64 << 10
 	MaxSegmentSize = 1 << 30
+	// FlumeMaxFileSize is Flume's default (and largest) maxFileSize: a
+	// value up to it is taken as MaxSegmentSize, with a warning.
+	FlumeMaxFileSize = 2146435071
 	// MaxSpareSegments bounds spareSegments (per data directory).
 	MaxSpareSegments = 1 << 16
 )
@@ -381,7 +384,11 @@ func (p *parser) run(props []Property) error {
 	p.cfg.Server = srv
 
 	if list == nil {
-		return p.errorf(0, prefix+"channels", "missing: no channels configured for agent %q", p.agent)
+		msg := fmt.Sprintf("missing: no channels configured for agent %q", p.agent)
+		if others := agentsIn(order, last); len(others) > 0 {
+			msg += fmt.Sprintf("; the file configures agent %s (choose one with --name)", strings.Join(others, ", "))
+		}
+		return p.errorf(0, prefix+"channels", "%s", msg)
 	}
 	names := strings.FieldsFunc(list.Value, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })
 	if len(names) == 0 {
@@ -425,6 +432,18 @@ func (p *parser) run(props []Property) error {
 	}
 	_, err := p.cfg.stores(p)
 	return err
+}
+
+// agentsIn lists, sorted, the agents whose channels list the file sets.
+func agentsIn(order []string, last map[string]Property) []string {
+	var out []string
+	for _, k := range order {
+		if a, ok := strings.CutSuffix(k, ".channels"); ok && a != "" && !strings.Contains(a, ".") {
+			out = append(out, a)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // otherAgentKey reports whether k looks like a key of some agent's
@@ -631,6 +650,8 @@ func (p *parser) channel(name string, list *Property, prs []Property) (Channel, 
 			}
 			if why, ok := flumeIgnored[prop]; ok {
 				p.warn(pr.Line, pr.Key, "Flume property not used by Sluice, ignored: "+why)
+			} else if near := nearest(prop, channelProps()); near != "" {
+				p.warn(pr.Line, pr.Key, "unknown channel property, ignored; did you mean "+near+"?")
 			} else {
 				p.warn(pr.Line, pr.Key, "unknown channel property, ignored")
 			}
@@ -722,6 +743,15 @@ func (p *parser) inlineComment(pr Property) error {
 	return nil
 }
 
+// keyUnits names what a number key counts, for errors about a value given
+// with a unit ("1G", "3s").
+var keyUnits = map[string]string{
+	"capacity": "events", "transactionCapacity": "events", "byteCapacity": "bytes", "keep-alive": "seconds",
+	"checkpointInterval": "milliseconds", "maxFileSize": "bytes", "minimumRequiredSpace": "bytes",
+	"maxEventSize": "bytes", "producerExpiry": "seconds", "maxProducers": "producer ids", "spareSegments": "segments",
+	"maxRecvMsgSize": "bytes", "maxTakeBytes": "bytes",
+}
+
 func (p *parser) int64(pr Property, min int64) (int64, error) {
 	n, err := strconv.ParseInt(strings.TrimSpace(pr.Value), 10, 64)
 	if err != nil {
@@ -730,6 +760,10 @@ func (p *parser) int64(pr Property, min int64) (int64, error) {
 		}
 		if strings.Contains(pr.Value, "#") {
 			return 0, p.errorf(pr.Line, pr.Key, "%q is not an integer (properties files have no inline comments: put the comment on a line of its own)", pr.Value)
+		}
+		unit := keyUnits[pr.Key[strings.LastIndex(pr.Key, ".")+1:]]
+		if v := strings.TrimSpace(pr.Value); unit != "" && v != "" && v[0] >= '0' && v[0] <= '9' { // "1G", "3s"
+			return 0, p.errorf(pr.Line, pr.Key, "%q is not an integer: the key takes a whole number of %s, with no unit suffix", pr.Value, unit)
 		}
 		return 0, p.errorf(pr.Line, pr.Key, "%q is not an integer", pr.Value)
 	}

@@ -27,7 +27,7 @@ func TestBadConfigs(t *testing.T) {
 		"capacity_not_int.properties":         "testdata/bad/capacity_not_int.properties:5: key agent.channels.c1.capacity: \"ten\" is not an integer",
 		"capacity_zero.properties":            "testdata/bad/capacity_zero.properties:5: key agent.channels.c1.capacity: 0 must be at least 1",
 		"checkpoint_interval_zero.properties": "testdata/bad/checkpoint_interval_zero.properties:5: key agent.channels.c1.checkpointInterval: 0 must be at least 1",
-		"continuation_value.properties":       "testdata/bad/continuation_value.properties:3: key agent.channels.c1.byteCapacity: \"12x\" is not an integer",
+		"continuation_value.properties":       "testdata/bad/continuation_value.properties:3: key agent.channels.c1.byteCapacity: \"12x\" is not an integer: the key takes a whole number of bytes, with no unit suffix",
 		"dir_twice.properties":                "testdata/bad/dir_twice.properties:3: key agent.channels.c1.dataDirs: directory /c is also the channel's checkpointDir",
 		"event_vs_segment.properties":         "testdata/bad/event_vs_segment.properties:6: key agent.channels.c1.maxEventSize: maxEventSize 524288 must be at most a quarter of maxFileSize 1048576",
 		"keepalive_negative.properties":       "testdata/bad/keepalive_negative.properties:5: key agent.channels.c1.keep-alive: -1 must be at least 0",

@@ -43,8 +43,13 @@ var storeKeys = []storeKey{
 		apply: func(st *Store, ch *Channel) { st.File.CheckpointInterval = ch.CheckpointInterval }},
 	{name: "maxFileSize", fileOnly: true,
 		parse: func(p *parser, pr Property, ch *Channel) error {
-			var err error
-			ch.SegmentSize, err = p.intMax(pr, MinSegmentSize, MaxSegmentSize, fmt.Sprintf("%%d is more than the maximum segment size %d (1 GiB)", MaxSegmentSize))
+			n, err := p.intMax(pr, MinSegmentSize, FlumeMaxFileSize, fmt.Sprintf("%%d is more than the maximum segment size %d (1 GiB)", MaxSegmentSize))
+			if err == nil && n > MaxSegmentSize {
+				// Flume's default and limit, copied from a Flume file.
+				p.warn(pr.Line, pr.Key, fmt.Sprintf("%d is more than Sluice's largest WAL segment; using %d (1 GiB)", n, MaxSegmentSize))
+				n = MaxSegmentSize
+			}
+			ch.SegmentSize = n
 			return err
 		},
 		value: func(ch *Channel) any { return ch.SegmentSize },
@@ -165,4 +170,47 @@ func (p *parser) intMax(pr Property, min, max int64, tooBig string) (int64, erro
 		return n, p.errorf(pr.Line, pr.Key, tooBig, n)
 	}
 	return n, err
+}
+
+// channelProps lists every channel property Sluice reads, for suggestions.
+func channelProps() []string {
+	out := []string{"type", "capacity", "transactionCapacity", "byteCapacity", "keep-alive", "dataDirs", "checkpointDir",
+		keyKeyProvider, keyKeyStoreFile, keyCipher}
+	for _, k := range storeKeys {
+		out = append(out, k.name)
+	}
+	return out
+}
+
+// nearest returns the candidate within two edits of s (ignoring case), or
+// "" when none is that close.
+func nearest(s string, candidates []string) string {
+	best, bestD := "", 3
+	for _, c := range candidates {
+		if d := editDistance(strings.ToLower(s), strings.ToLower(c)); d < bestD {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of a and b (bytes).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
