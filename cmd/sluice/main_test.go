@@ -339,7 +339,9 @@ func TestAgentFlumeSpelling(t *testing.T) {
 	cfg := "sluice.server.grpc.address = 127.0.0.1:0\nsluice.server.metrics.address =\n" +
 		"a1.channels = m\na1.channels.m.type = org.apache.flume.channel.MemoryChannel\n"
 	os.WriteFile(filepath.Join(dir, "flume.conf"), []byte(cfg), 0o644)
-	srv := startServer(t, dir, "", "agent", "-f", filepath.Join(dir, "flume.conf"), "-n", "a1")
+	// Flume's command-line habits are accepted: --conf DIR, -Dname=value, --no-reload-conf.
+	srv := startServer(t, dir, "", "agent", "--conf", dir, "-f", filepath.Join(dir, "flume.conf"), "-n", "a1",
+		"-Dflume.root.logger=DEBUG,console", "-Dfoo=bar", "--no-reload-conf")
 	if _, stderr, code := sluice(t, "hello\n", "put", "--addr", srv.addr, "--channel", "m"); code != 0 {
 		t.Fatalf("put: %d %s", code, stderr)
 	}

@@ -26,6 +26,19 @@ import (
 	"github.com/sluicehq/sluice/server"
 )
 
+// flumeDefines takes Flume's -Dname=value Java system properties out of
+// args (the flag package would refuse them).
+func flumeDefines(args []string) (rest, defines []string) {
+	for _, a := range args {
+		if d, ok := strings.CutPrefix(a, "-D"); ok && d != "" {
+			defines = append(defines, d)
+			continue
+		}
+		rest = append(rest, a)
+	}
+	return rest, defines
+}
+
 func runServe(args []string, flumeStyle bool) int {
 	name := "serve"
 	synopsis := "[--config FILE] [--name AGENT]"
@@ -43,6 +56,7 @@ func runServe(args []string, flumeStyle bool) int {
 		fs.StringVar(&agent, "n", "", "shorthand for --name")
 		fs.String("conf", "", "Flume's configuration directory (accepted and ignored)")
 		fs.String("c", "", "shorthand for --conf (ignored)")
+		fs.Bool("no-reload-conf", false, "accepted: Sluice does not poll the configuration file (SIGHUP reloads keys and tokens)")
 	} else {
 		fs.StringVar(&configPath, "config", "", "configuration `file` (Flume properties); default: the embedded default configuration")
 		fs.StringVar(&agent, "name", config.DefaultAgent, "agent `name`: the prefix of the channel keys")
@@ -51,6 +65,10 @@ func runServe(args []string, flumeStyle bool) int {
 	fs.StringVar(&readyFile, "ready-file", "", "once serving, write the bound addresses to this `file` (lines grpc=ADDR and metrics=ADDR)")
 	fs.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.DurationVar(&shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long in-flight RPCs may take before they are cut off")
+	var defines []string
+	if flumeStyle {
+		args, defines = flumeDefines(args)
+	}
 	if rc := parseFlags(fs, args); rc >= 0 {
 		return rc
 	}
@@ -69,8 +87,23 @@ func runServe(args []string, flumeStyle bool) int {
 		fs.Usage()
 		return 2
 	}
+	var notes []string
+	for _, d := range defines {
+		// Flume's -Dflume.root.logger=LEVEL,console sets the log level.
+		if v, ok := strings.CutPrefix(d, "flume.root.logger="); ok {
+			lv, _, _ := strings.Cut(v, ",")
+			if err := level.UnmarshalText([]byte(strings.ToLower(lv))); err == nil {
+				notes = append(notes, "-D"+d+": log level "+level.String())
+				continue
+			}
+		}
+		notes = append(notes, "-D"+d+": a Java system property; ignored")
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
+	for _, n := range notes {
+		log.Info("sluice agent: Flume command-line option", "option", n)
+	}
 
 	// Signals first: a SIGTERM during recovery is handled once it finishes.
 	sigs := make(chan os.Signal, 4)
