@@ -8,10 +8,14 @@
 // "sluice.v1") whose reason names the precise cause:
 //
 //   INVALID_ARGUMENT    EMPTY_CHANNEL, EVENT_TOO_LARGE, TXN_FULL,
-//                       INVALID_HEADER, BAD_REQUEST (protocol misuse)
+//                       INVALID_HEADER, TOO_MANY_HEADERS, INVALID_PRODUCER
+//                       (id over 256 bytes, or sequence 0), CROSS_STORE,
+//                       BAD_REQUEST (protocol misuse)
 //   NOT_FOUND           UNKNOWN_CHANNEL (the channel is not configured)
-//   RESOURCE_EXHAUSTED  CHANNEL_FULL, DISK_SPACE; also carries a
+//   RESOURCE_EXHAUSTED  CHANNEL_FULL, DISK_SPACE, SERVER_BUSY; these carry a
 //                       google.rpc.RetryInfo with the suggested delay.
+//                       PRODUCER_TABLE_FULL (a new producer id while the
+//                       store remembers maxProducers) carries none.
 //                       A RESOURCE_EXHAUSTED without ErrorInfo comes from
 //                       gRPC itself (message larger than the limit) and must
 //                       not be retried.
