@@ -161,6 +161,11 @@ type Stats struct {
 	TakeSuccesses        int64 // EventTakeSuccessCount
 	OldestEventAge       time.Duration
 	CorruptEventsSkipped int64
+	// Limits, so a client or a component can check a batch before its
+	// commit fails: events per transaction and bytes per event
+	// (Event.Size). Capacity and MaxBytes above bound the channel.
+	TransactionCapacity int
+	MaxEventSize        int
 }
 
 // Channel is a store of one or more named channels.

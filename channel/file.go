@@ -383,6 +383,9 @@ func (s *File) Stats(name string) (Stats, error) {
 		Bytes:         c.bytes,
 		Capacity:      c.cfg.Capacity,
 		MaxBytes:      c.cfg.MaxBytes,
+
+		TransactionCapacity: c.cfg.TransactionCapacity,
+		MaxEventSize:        s.opts.MaxEventSize,
 	}
 	var head uint64
 	hasHead := c.q.Len() > 0

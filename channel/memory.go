@@ -185,6 +185,9 @@ func (m *Memory) Stats(name string) (Stats, error) {
 		Bytes:         c.bytes,
 		Capacity:      c.cfg.Capacity,
 		MaxBytes:      c.cfg.MaxBytes,
+
+		TransactionCapacity: c.cfg.TransactionCapacity,
+		MaxEventSize:        m.maxEventSize,
 	}
 	var headPut int64
 	if c.q.len() > 0 {

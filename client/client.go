@@ -125,6 +125,9 @@ type Client struct {
 	api      sluicev1.SluiceClient
 	opts     Options
 	channels []string
+	// limits per channel as Dial read them (0: not reported by an older
+	// server), so Put rejects what the server would refuse at Commit.
+	limits map[string]channelLimits
 
 	ctx    context.Context // lifetime of take streams
 	cancel context.CancelFunc
@@ -210,12 +213,17 @@ func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 		c.Close()
 		return nil, err
 	}
+	c.limits = make(map[string]channelLimits, len(resp.GetChannels()))
 	for _, st := range resp.GetChannels() {
 		c.channels = append(c.channels, st.GetName())
+		c.limits[st.GetName()] = channelLimits{txn: int(st.GetTransactionCapacity()), event: int(st.GetMaxEventSize())}
 	}
 	sort.Strings(c.channels)
 	return c, nil
 }
+
+// channelLimits are a channel's transactionCapacity and maxEventSize.
+type channelLimits struct{ txn, event int }
 
 // Conn is the underlying connection (for the health service, say).
 func (c *Client) Conn() *grpc.ClientConn { return c.conn }
@@ -258,6 +266,8 @@ func (c *Client) Stats(name string) (channel.Stats, error) {
 		TakeSuccesses:        st.GetTakeSuccesses(),
 		OldestEventAge:       st.GetOldestEventAge().AsDuration(),
 		CorruptEventsSkipped: st.GetCorruptEventsSkipped(),
+		TransactionCapacity:  int(st.GetTransactionCapacity()),
+		MaxEventSize:         int(st.GetMaxEventSize()),
 	}, nil
 }
 

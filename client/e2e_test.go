@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sluicehq/sluice/api/sluicev1"
 	"github.com/sluicehq/sluice/channel"
 	"github.com/sluicehq/sluice/client"
 	"github.com/sluicehq/sluice/server"
@@ -277,34 +278,51 @@ func TestErrorsMapToSentinels(t *testing.T) {
 	e := start(t, mem, server.Options{MaxEventSize: 100})
 	c := e.dial(t, client.Options{RetryBudget: -1})
 	ctx := ctxT(t)
-	try := func(name string, evs ...channel.Event) error {
+	// try returns the error of Put, or else of Commit, and which one failed.
+	try := func(name string, evs ...channel.Event) (error, bool) {
 		txn, err := c.BeginPut(ctx, channel.PutOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if err := txn.Put(name, evs...); err != nil {
-			t.Fatal(err)
+			// As with a local store, the transaction stays usable.
+			if err2 := txn.Put("a", events("ok", 1)...); err2 != nil {
+				t.Fatalf("Put after a refused Put: %v", err2)
+			}
+			txn.Rollback()
+			return err, true
 		}
-		return txn.Commit(ctx)
+		return txn.Commit(ctx), false
 	}
+	type result struct {
+		err   error
+		atPut bool
+	}
+	r := func(err error, atPut bool) result { return result{err, atPut} }
 	cases := []struct {
-		name string
-		err  error
-		want error
-		code codes.Code
+		name  string
+		got   result
+		want  error
+		atPut bool       // refused by the client at Put, as the local stores do
+		code  codes.Code // else the server's status at Commit
 	}{
-		{"empty channel", try("", events("e", 1)...), channel.ErrUnknownChannel, codes.InvalidArgument},
-		{"unknown channel", try("nope", events("e", 1)...), channel.ErrUnknownChannel, codes.NotFound},
-		{"too large", try("a", channel.Event{Body: make([]byte, 101)}), channel.ErrEventTooLarge, codes.InvalidArgument},
-		{"header counts", try("a", channel.Event{Body: make([]byte, 90), Headers: map[string]string{"kkkkk": "vvvvvv"}}), channel.ErrEventTooLarge, codes.InvalidArgument},
-		{"txn full", try("a", events("e", 6)...), channel.ErrTxnFull, codes.InvalidArgument},
-		{"bad header", try("a", channel.Event{Headers: map[string]string{"k": "\xff"}}), client.ErrInvalidEvent, codes.InvalidArgument},
-		{"bad header key", try("a", channel.Event{Headers: map[string]string{"\xc3": "v"}}), client.ErrInvalidEvent, codes.InvalidArgument},
+		{"empty channel", r(try("", events("e", 1)...)), channel.ErrUnknownChannel, true, 0},
+		{"unknown channel", r(try("nope", events("e", 1)...)), channel.ErrUnknownChannel, true, 0},
+		{"too large", r(try("a", channel.Event{Body: make([]byte, 101)})), channel.ErrEventTooLarge, true, 0},
+		{"header counts", r(try("a", channel.Event{Body: make([]byte, 90), Headers: map[string]string{"kkkkk": "vvvvvv"}})), channel.ErrEventTooLarge, true, 0},
+		{"txn full", r(try("a", events("e", 6)...)), channel.ErrTxnFull, true, 0},
+		{"bad header", r(try("a", channel.Event{Headers: map[string]string{"k": "\xff"}})), client.ErrInvalidEvent, false, codes.InvalidArgument},
+		{"bad header key", r(try("a", channel.Event{Headers: map[string]string{"\xc3": "v"}})), client.ErrInvalidEvent, false, codes.InvalidArgument},
 	}
 	for _, tc := range cases {
-		if !errors.Is(tc.err, tc.want) || status.Code(tc.err) != tc.code {
-			t.Errorf("%s: %v (code %v), want %v / %v", tc.name, tc.err, status.Code(tc.err), tc.want, tc.code)
+		if !errors.Is(tc.got.err, tc.want) || tc.got.atPut != tc.atPut || (!tc.atPut && status.Code(tc.got.err) != tc.code) {
+			t.Errorf("%s: %v (at Put %v, code %v), want %v (at Put %v, code %v)", tc.name, tc.got.err, tc.got.atPut, status.Code(tc.got.err), tc.want, tc.atPut, tc.code)
 		}
+	}
+	// The server still refuses at Commit what a client does not check: a
+	// raw request naming an unknown channel.
+	if _, err := c.API().Put(ctx, &sluicev1.PutRequest{Puts: []*sluicev1.ChannelEvents{{Channel: "nope", Events: []*sluicev1.Event{{Body: []byte("x")}}}}}); status.Code(err) != codes.NotFound {
+		t.Errorf("raw put to an unknown channel: %v", err)
 	}
 	if _, err := c.BeginTake(ctx, "nope"); !errors.Is(err, channel.ErrUnknownChannel) || status.Code(err) != codes.NotFound {
 		t.Errorf("BeginTake(nope): %v", err)
@@ -316,7 +334,7 @@ func TestErrorsMapToSentinels(t *testing.T) {
 		t.Errorf("Stats(nope): %v", err)
 	}
 	// Nothing was stored; the server still serves.
-	if err := try("a", events("e", 5)...); err != nil {
+	if err, _ := try("a", events("e", 5)...); err != nil {
 		t.Fatal(err)
 	}
 	if st, _ := mem.Stats("a"); st.Size != 5 {

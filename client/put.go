@@ -12,12 +12,13 @@ import (
 
 // putTxn buffers a put transaction until Commit.
 type putTxn struct {
-	c     *Client
-	opts  channel.PutOptions
-	req   *sluicev1.PutRequest
-	n     int
-	done  bool
-	dedup bool
+	c       *Client
+	opts    channel.PutOptions
+	req     *sluicev1.PutRequest
+	n       int
+	perChan map[string]int // events per channel, against transactionCapacity
+	done    bool
+	dedup   bool
 }
 
 // BeginPut opens a put transaction. Nothing is sent before Commit.
@@ -32,10 +33,18 @@ func (c *Client) BeginPut(ctx context.Context, opts channel.PutOptions) (channel
 }
 
 // Put buffers events for one channel. The bodies are not copied: do not
-// modify them before Commit returns.
+// modify them before Commit returns. As with the local stores, an unknown
+// channel, an event over the store's maxEventSize or more events than the
+// channel's transactionCapacity fail here (ErrUnknownChannel,
+// ErrEventTooLarge, ErrTxnFull) and buffer nothing of the call, so the
+// transaction stays usable; the limits are the ones Dial read from the
+// server, which checks them again at Commit.
 func (p *putTxn) Put(name string, events ...channel.Event) error {
 	if p.done {
 		return channel.ErrTxnDone
+	}
+	if err := p.check(name, events); err != nil {
+		return err
 	}
 	var ce *sluicev1.ChannelEvents
 	if k := len(p.req.Puts); k > 0 && p.req.Puts[k-1].Channel == name {
@@ -48,6 +57,33 @@ func (p *putTxn) Put(name string, events ...channel.Event) error {
 		ce.Events = append(ce.Events, toProto(ev))
 	}
 	p.n += len(events)
+	return nil
+}
+
+// check applies the limits Dial read to one Put call.
+func (p *putTxn) check(name string, events []channel.Event) error {
+	lim, ok := p.c.limits[name]
+	if !ok {
+		if name == "" {
+			return fmt.Errorf("%w: empty channel name", channel.ErrUnknownChannel)
+		}
+		return fmt.Errorf("%w: %q (the server has %v)", channel.ErrUnknownChannel, name, p.c.channels)
+	}
+	if lim.event > 0 {
+		for i, ev := range events {
+			if sz := ev.Size(); sz > lim.event {
+				return fmt.Errorf("%w: event %d of the call is %d bytes, channel %q takes at most %d", channel.ErrEventTooLarge, i, sz, name, lim.event)
+			}
+		}
+	}
+	if lim.txn > 0 && p.perChan[name]+len(events) > lim.txn {
+		return fmt.Errorf("%w: %d events for channel %q in one transaction, its transactionCapacity is %d",
+			channel.ErrTxnFull, p.perChan[name]+len(events), name, lim.txn)
+	}
+	if p.perChan == nil {
+		p.perChan = make(map[string]int, 1)
+	}
+	p.perChan[name] += len(events)
 	return nil
 }
 

@@ -158,5 +158,7 @@ func statsToProto(st channel.Stats) *sluicev1.ChannelStats {
 		TakeSuccesses:        st.TakeSuccesses,
 		OldestEventAge:       durationpb.New(st.OldestEventAge),
 		CorruptEventsSkipped: st.CorruptEventsSkipped,
+		TransactionCapacity:  int64(st.TransactionCapacity),
+		MaxEventSize:         int64(st.MaxEventSize),
 	}
 }

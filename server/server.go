@@ -681,6 +681,11 @@ func (s *Server) Stats(ctx context.Context, req *sluicev1.StatsRequest) (*sluice
 		if err != nil {
 			return nil, s.toStatus("stats", err)
 		}
+		// The event size limit a client should check is the tighter of
+		// the server's and the store's.
+		if st.MaxEventSize == 0 || s.opts.MaxEventSize < st.MaxEventSize {
+			st.MaxEventSize = s.opts.MaxEventSize
+		}
 		resp.Channels = append(resp.Channels, statsToProto(st))
 	}
 	return resp, nil

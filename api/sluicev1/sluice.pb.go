@@ -1068,8 +1068,13 @@ type ChannelStats struct {
 	TakeSuccesses        int64                  `protobuf:"varint,10,opt,name=take_successes,json=takeSuccesses,proto3" json:"take_successes,omitempty"`
 	OldestEventAge       *durationpb.Duration   `protobuf:"bytes,11,opt,name=oldest_event_age,json=oldestEventAge,proto3" json:"oldest_event_age,omitempty"`
 	CorruptEventsSkipped int64                  `protobuf:"varint,12,opt,name=corrupt_events_skipped,json=corruptEventsSkipped,proto3" json:"corrupt_events_skipped,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Limits: events per transaction and bytes per event (Event.Size: body
+	// plus header keys and values) of the store; capacity and max_bytes above
+	// bound the channel. A client checks a batch against them at Put.
+	TransactionCapacity int64 `protobuf:"varint,13,opt,name=transaction_capacity,json=transactionCapacity,proto3" json:"transaction_capacity,omitempty"`
+	MaxEventSize        int64 `protobuf:"varint,14,opt,name=max_event_size,json=maxEventSize,proto3" json:"max_event_size,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *ChannelStats) Reset() {
@@ -1186,6 +1191,20 @@ func (x *ChannelStats) GetCorruptEventsSkipped() int64 {
 	return 0
 }
 
+func (x *ChannelStats) GetTransactionCapacity() int64 {
+	if x != nil {
+		return x.TransactionCapacity
+	}
+	return 0
+}
+
+func (x *ChannelStats) GetMaxEventSize() int64 {
+	if x != nil {
+		return x.MaxEventSize
+	}
+	return 0
+}
+
 var File_sluice_v1_sluice_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_sluice_proto_rawDesc = "" +
@@ -1251,7 +1270,7 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\fStatsRequest\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\"D\n" +
 	"\rStatsResponse\x123\n" +
-	"\bchannels\x18\x01 \x03(\v2\x17.sluice.v1.ChannelStatsR\bchannels\"\xbc\x03\n" +
+	"\bchannels\x18\x01 \x03(\v2\x17.sluice.v1.ChannelStatsR\bchannels\"\x95\x04\n" +
 	"\fChannelStats\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12&\n" +
@@ -1265,7 +1284,9 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\x0etake_successes\x18\n" +
 	" \x01(\x03R\rtakeSuccesses\x12C\n" +
 	"\x10oldest_event_age\x18\v \x01(\v2\x19.google.protobuf.DurationR\x0eoldestEventAge\x124\n" +
-	"\x16corrupt_events_skipped\x18\f \x01(\x03R\x14corruptEventsSkipped2\xb7\x01\n" +
+	"\x16corrupt_events_skipped\x18\f \x01(\x03R\x14corruptEventsSkipped\x121\n" +
+	"\x14transaction_capacity\x18\r \x01(\x03R\x13transactionCapacity\x12$\n" +
+	"\x0emax_event_size\x18\x0e \x01(\x03R\fmaxEventSize2\xb7\x01\n" +
 	"\x06Sluice\x124\n" +
 	"\x03Put\x12\x15.sluice.v1.PutRequest\x1a\x16.sluice.v1.PutResponse\x12;\n" +
 	"\x04Take\x12\x16.sluice.v1.TakeRequest\x1a\x17.sluice.v1.TakeResponse(\x010\x01\x12:\n" +

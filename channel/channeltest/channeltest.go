@@ -1076,7 +1076,11 @@ func (s *suite) testStats(t *testing.T) {
 	ctx := context.Background()
 
 	st := stats(t, ch, "idle")
-	want := channel.Stats{Name: "idle", Capacity: 7}
+	// The limits are reported: a client checks a batch against them.
+	if st.MaxEventSize <= 0 {
+		t.Fatalf("idle channel stats report maxEventSize %d", st.MaxEventSize)
+	}
+	want := channel.Stats{Name: "idle", Capacity: 7, TransactionCapacity: 7, MaxEventSize: st.MaxEventSize}
 	if st != want {
 		t.Fatalf("idle channel stats %+v, want %+v", st, want)
 	}
