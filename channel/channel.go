@@ -178,6 +178,12 @@ type Channel interface {
 	BeginTake(ctx context.Context, channel string) (TakeTxn, error)
 	// Stats reports one channel.
 	Stats(channel string) (Stats, error)
+	// ProducerSequence reports the last sequence producerID committed to
+	// the store that holds channel; ok is false when the store does not
+	// remember the producer (it never committed, or its entry expired).
+	// A replayable source keeps its position as its producer's sequence,
+	// committed in the same put as the events, and resumes after it.
+	ProducerSequence(ctx context.Context, channel, producerID string) (seq uint64, ok bool, err error)
 	// Close rolls back open transactions and releases the store. Calling
 	// it again is a no-op.
 	Close() error

@@ -455,6 +455,7 @@ func (s *File) claimProducer(ctx context.Context, id string, seq uint64) (releas
 		busy, ok := s.prodBusy[id]
 		if !ok {
 			if s.producers.committed(id, seq) {
+				s.producers.touch(id, s.opts.now().UnixNano())
 				s.mu.Unlock()
 				return func() {}, true, nil
 			}

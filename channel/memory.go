@@ -370,6 +370,7 @@ func (p *memPut) Commit(ctx context.Context) error {
 		}
 		if id := p.opts.ProducerID; id != "" {
 			if m.producers.committed(id, p.opts.Sequence) {
+				m.producers.touch(id, m.now().UnixNano())
 				m.mu.Unlock()
 				p.dedup = true
 				return nil

@@ -1,6 +1,7 @@
 package channel
 
 import (
+	"context"
 	"fmt"
 	"time"
 )
@@ -27,6 +28,16 @@ type producerTable map[string]producerEntry
 func (t producerTable) committed(id string, seq uint64) bool {
 	e, ok := t[id]
 	return ok && seq <= e.seq
+}
+
+// touch marks id as used at now without changing its sequence: a retry
+// that was deduplicated, or a source's empty put at its current position,
+// keeps a quiet producer's entry from expiring.
+func (t producerTable) touch(id string, now int64) {
+	if e, ok := t[id]; ok && now > e.last {
+		e.last = now
+		t[id] = e
+	}
 }
 
 // note records a commit of (id, seq) at time now: the sequence only moves
@@ -78,4 +89,32 @@ func producerExpiry(d time.Duration) time.Duration {
 		return 0
 	}
 	return d
+}
+
+// ProducerSequence implements Channel.
+func (s *File) ProducerSequence(ctx context.Context, ch, producerID string) (uint64, bool, error) {
+	if _, err := s.channel(ch); err != nil {
+		return 0, false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, false, ErrClosed
+	}
+	e, ok := s.producers[producerID]
+	return e.seq, ok, nil
+}
+
+// ProducerSequence implements Channel.
+func (m *Memory) ProducerSequence(ctx context.Context, ch, producerID string) (uint64, bool, error) {
+	if _, err := m.channel(ch); err != nil {
+		return 0, false, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return 0, false, ErrClosed
+	}
+	e, ok := m.producers[producerID]
+	return e.seq, ok, nil
 }

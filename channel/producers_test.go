@@ -219,3 +219,44 @@ func drainBodies(t *testing.T, st Channel) []string {
 	}
 	return out
 }
+
+// A quiet producer keeps its entry by putting at its current position (a
+// deduplicated put): the entry's last use moves, so it does not expire while
+// the producer is alive; one that stops doing so expires.
+func TestQuietProducerKeepsEntry(t *testing.T) {
+	cfgs := []ChannelConfig{{Name: "c", Capacity: 100, TransactionCapacity: 10}}
+	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	o := testFileOptions(vfs.NewMem(), 1, cfgs...)
+	o.ProducerExpiry, o.now = time.Hour, clock.now
+	s := mustOpen(t, o)
+	defer s.Close()
+	ctx := context.Background()
+	put := func(id string, seq uint64, n int) {
+		t.Helper()
+		tx, err := s.BeginPut(ctx, PutOptions{ProducerID: id, Sequence: seq})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range n {
+			tx.Put("c", Event{Body: []byte(id)})
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("quiet", 5, 1)
+	put("gone", 5, 1)
+	for range 3 { // three hours of keep-alive puts at the same position
+		clock.add(40 * time.Minute)
+		put("quiet", 5, 0)
+		if err := s.Checkpoint(); err != nil { // sweeps
+			t.Fatal(err)
+		}
+	}
+	if seq, ok, _ := s.ProducerSequence(ctx, "c", "quiet"); !ok || seq != 5 {
+		t.Fatalf("quiet producer: %d %v, want its entry at 5", seq, ok)
+	}
+	if _, ok, _ := s.ProducerSequence(ctx, "c", "gone"); ok {
+		t.Fatal("a producer idle for two hours still has its entry (expiry 1h)")
+	}
+}

@@ -235,6 +235,27 @@ func (c *Client) API() sluicev1.SluiceClient { return c.api }
 // channels do not change while it runs).
 func (c *Client) Channels() []string { return append([]string(nil), c.channels...) }
 
+// ProducerSequence reports the last sequence producerID committed to the
+// server's store holding ch (ok false: not remembered), bounded by ctx and
+// Options.CallTimeout. See channel.Channel.
+func (c *Client) ProducerSequence(ctx context.Context, ch, producerID string) (uint64, bool, error) {
+	if c.isClosed() {
+		return 0, false, channel.ErrClosed
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.CallTimeout)
+	defer cancel()
+	var resp *sluicev1.ProducerResponse
+	err := c.retry(ctx, c.opts.RetryBudget, func() error {
+		var err error
+		resp, err = c.api.Producer(ctx, &sluicev1.ProducerRequest{Channel: ch, ProducerId: producerID})
+		return err
+	})
+	if err != nil {
+		return 0, false, mapErr(err)
+	}
+	return resp.GetSequence(), resp.GetFound(), nil
+}
+
 // Stats reports one channel, within Options.CallTimeout.
 func (c *Client) Stats(name string) (channel.Stats, error) {
 	if c.isClosed() {

@@ -512,3 +512,27 @@ func TestConcurrentPutsAndTakes(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// A remote source reads its resume position from the server's store.
+func TestProducerSequenceOverGRPC(t *testing.T) {
+	mem := newMemory(t)
+	c := start(t, mem, server.Options{}).dial(t, client.Options{RetryBudget: -1})
+	ctx := ctxT(t)
+	if _, ok, err := c.ProducerSequence(ctx, "a", "tail-1"); err != nil || ok {
+		t.Fatalf("before any put: %v %v", ok, err)
+	}
+	tx, _ := c.BeginPut(ctx, channel.PutOptions{ProducerID: "tail-1", Sequence: 41})
+	tx.Put("a", events("line", 3)...)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if seq, ok, err := c.ProducerSequence(ctx, "a", "tail-1"); err != nil || !ok || seq != 41 {
+		t.Fatalf("after the put: %d %v %v, want 41", seq, ok, err)
+	}
+	if _, _, err := c.ProducerSequence(ctx, "nope", "tail-1"); !errors.Is(err, channel.ErrUnknownChannel) || status.Code(err) != codes.NotFound {
+		t.Fatalf("unknown channel: %v", err)
+	}
+	if _, _, err := c.ProducerSequence(ctx, "a", ""); !errors.Is(err, channel.ErrBadProducer) || status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("empty producer id: %v", err)
+	}
+}

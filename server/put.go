@@ -162,3 +162,20 @@ func statsToProto(st channel.Stats) *sluicev1.ChannelStats {
 		MaxEventSize:         int64(st.MaxEventSize),
 	}
 }
+
+// Producer reports a producer's last committed sequence in the store holding
+// the channel (see channel.Channel.ProducerSequence).
+func (s *Server) Producer(ctx context.Context, req *sluicev1.ProducerRequest) (*sluicev1.ProducerResponse, error) {
+	if req.GetChannel() == "" {
+		return nil, statusErr(codes.InvalidArgument, sluicev1.ReasonEmptyChannel, "channel name is empty")
+	}
+	if id := req.GetProducerId(); id == "" || len(id) > s.opts.MaxProducerIDLen {
+		return nil, statusErr(codes.InvalidArgument, sluicev1.ReasonInvalidProducer,
+			"producer id of %d bytes: want 1 to %d bytes", len(id), s.opts.MaxProducerIDLen)
+	}
+	seq, ok, err := s.ch.ProducerSequence(ctx, req.GetChannel(), req.GetProducerId())
+	if err != nil {
+		return nil, s.toStatus("producer", err)
+	}
+	return &sluicev1.ProducerResponse{Sequence: seq, Found: ok}, nil
+}

@@ -49,6 +49,110 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ProducerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	ProducerId    string                 `protobuf:"bytes,2,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProducerRequest) Reset() {
+	*x = ProducerRequest{}
+	mi := &file_sluice_v1_sluice_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProducerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProducerRequest) ProtoMessage() {}
+
+func (x *ProducerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_sluice_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProducerRequest.ProtoReflect.Descriptor instead.
+func (*ProducerRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ProducerRequest) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *ProducerRequest) GetProducerId() string {
+	if x != nil {
+		return x.ProducerId
+	}
+	return ""
+}
+
+type ProducerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sequence      uint64                 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Found         bool                   `protobuf:"varint,2,opt,name=found,proto3" json:"found,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProducerResponse) Reset() {
+	*x = ProducerResponse{}
+	mi := &file_sluice_v1_sluice_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProducerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProducerResponse) ProtoMessage() {}
+
+func (x *ProducerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_sluice_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProducerResponse.ProtoReflect.Descriptor instead.
+func (*ProducerResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ProducerResponse) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *ProducerResponse) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
 // Event is the unit of data. Header keys and values must be valid UTF-8;
 // they are bytes on the wire so that a server can reject invalid UTF-8 with
 // INVALID_ARGUMENT and a reason (a proto3 string field would make the
@@ -64,7 +168,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[0]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -76,7 +180,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[0]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -89,7 +193,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{0}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Event) GetHeaders() []*Header {
@@ -116,7 +220,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[1]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -128,7 +232,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[1]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -141,7 +245,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{1}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Header) GetKey() []byte {
@@ -169,7 +273,7 @@ type ChannelEvents struct {
 
 func (x *ChannelEvents) Reset() {
 	*x = ChannelEvents{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[2]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -181,7 +285,7 @@ func (x *ChannelEvents) String() string {
 func (*ChannelEvents) ProtoMessage() {}
 
 func (x *ChannelEvents) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[2]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -194,7 +298,7 @@ func (x *ChannelEvents) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelEvents.ProtoReflect.Descriptor instead.
 func (*ChannelEvents) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{2}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ChannelEvents) GetChannel() string {
@@ -228,7 +332,7 @@ type PutRequest struct {
 
 func (x *PutRequest) Reset() {
 	*x = PutRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[3]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -240,7 +344,7 @@ func (x *PutRequest) String() string {
 func (*PutRequest) ProtoMessage() {}
 
 func (x *PutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[3]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -253,7 +357,7 @@ func (x *PutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRequest.ProtoReflect.Descriptor instead.
 func (*PutRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{3}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PutRequest) GetPuts() []*ChannelEvents {
@@ -288,7 +392,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[4]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -300,7 +404,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[4]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -313,7 +417,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PutResponse) GetCommitted() uint64 {
@@ -346,7 +450,7 @@ type TakeRequest struct {
 
 func (x *TakeRequest) Reset() {
 	*x = TakeRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[5]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -358,7 +462,7 @@ func (x *TakeRequest) String() string {
 func (*TakeRequest) ProtoMessage() {}
 
 func (x *TakeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[5]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -371,7 +475,7 @@ func (x *TakeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TakeRequest.ProtoReflect.Descriptor instead.
 func (*TakeRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TakeRequest) GetRequest() isTakeRequest_Request {
@@ -478,7 +582,7 @@ type TakeOpen struct {
 
 func (x *TakeOpen) Reset() {
 	*x = TakeOpen{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[6]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -490,7 +594,7 @@ func (x *TakeOpen) String() string {
 func (*TakeOpen) ProtoMessage() {}
 
 func (x *TakeOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[6]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -503,7 +607,7 @@ func (x *TakeOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TakeOpen.ProtoReflect.Descriptor instead.
 func (*TakeOpen) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TakeOpen) GetChannel() string {
@@ -544,7 +648,7 @@ type TakeNext struct {
 
 func (x *TakeNext) Reset() {
 	*x = TakeNext{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[7]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -556,7 +660,7 @@ func (x *TakeNext) String() string {
 func (*TakeNext) ProtoMessage() {}
 
 func (x *TakeNext) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[7]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -569,7 +673,7 @@ func (x *TakeNext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TakeNext.ProtoReflect.Descriptor instead.
 func (*TakeNext) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TakeNext) GetMaxEvents() uint32 {
@@ -594,7 +698,7 @@ type TakeCommit struct {
 
 func (x *TakeCommit) Reset() {
 	*x = TakeCommit{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[8]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -606,7 +710,7 @@ func (x *TakeCommit) String() string {
 func (*TakeCommit) ProtoMessage() {}
 
 func (x *TakeCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[8]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -619,7 +723,7 @@ func (x *TakeCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TakeCommit.ProtoReflect.Descriptor instead.
 func (*TakeCommit) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{10}
 }
 
 type TakeRollback struct {
@@ -630,7 +734,7 @@ type TakeRollback struct {
 
 func (x *TakeRollback) Reset() {
 	*x = TakeRollback{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[9]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -642,7 +746,7 @@ func (x *TakeRollback) String() string {
 func (*TakeRollback) ProtoMessage() {}
 
 func (x *TakeRollback) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[9]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -655,7 +759,7 @@ func (x *TakeRollback) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TakeRollback.ProtoReflect.Descriptor instead.
 func (*TakeRollback) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{11}
 }
 
 type TakeCancel struct {
@@ -666,7 +770,7 @@ type TakeCancel struct {
 
 func (x *TakeCancel) Reset() {
 	*x = TakeCancel{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[10]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -678,7 +782,7 @@ func (x *TakeCancel) String() string {
 func (*TakeCancel) ProtoMessage() {}
 
 func (x *TakeCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[10]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -691,7 +795,7 @@ func (x *TakeCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TakeCancel.ProtoReflect.Descriptor instead.
 func (*TakeCancel) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{12}
 }
 
 type TakeResponse struct {
@@ -708,7 +812,7 @@ type TakeResponse struct {
 
 func (x *TakeResponse) Reset() {
 	*x = TakeResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[11]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +824,7 @@ func (x *TakeResponse) String() string {
 func (*TakeResponse) ProtoMessage() {}
 
 func (x *TakeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[11]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +837,7 @@ func (x *TakeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TakeResponse.ProtoReflect.Descriptor instead.
 func (*TakeResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TakeResponse) GetResponse() isTakeResponse_Response {
@@ -806,7 +910,7 @@ type TakeBatch struct {
 
 func (x *TakeBatch) Reset() {
 	*x = TakeBatch{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[12]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +922,7 @@ func (x *TakeBatch) String() string {
 func (*TakeBatch) ProtoMessage() {}
 
 func (x *TakeBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[12]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +935,7 @@ func (x *TakeBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TakeBatch.ProtoReflect.Descriptor instead.
 func (*TakeBatch) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TakeBatch) GetEvents() []*Event {
@@ -858,7 +962,7 @@ type TakeAck struct {
 
 func (x *TakeAck) Reset() {
 	*x = TakeAck{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[13]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -870,7 +974,7 @@ func (x *TakeAck) String() string {
 func (*TakeAck) ProtoMessage() {}
 
 func (x *TakeAck) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[13]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -883,7 +987,7 @@ func (x *TakeAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TakeAck.ProtoReflect.Descriptor instead.
 func (*TakeAck) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TakeAck) GetEvents() uint64 {
@@ -908,7 +1012,7 @@ type TakeError struct {
 
 func (x *TakeError) Reset() {
 	*x = TakeError{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[14]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -920,7 +1024,7 @@ func (x *TakeError) String() string {
 func (*TakeError) ProtoMessage() {}
 
 func (x *TakeError) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[14]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -933,7 +1037,7 @@ func (x *TakeError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TakeError.ProtoReflect.Descriptor instead.
 func (*TakeError) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TakeError) GetCode() int32 {
@@ -974,7 +1078,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[15]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -986,7 +1090,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[15]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -999,7 +1103,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StatsRequest) GetChannel() string {
@@ -1018,7 +1122,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[16]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1030,7 +1134,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[16]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1043,7 +1147,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StatsResponse) GetChannels() []*ChannelStats {
@@ -1079,7 +1183,7 @@ type ChannelStats struct {
 
 func (x *ChannelStats) Reset() {
 	*x = ChannelStats{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[17]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1195,7 @@ func (x *ChannelStats) String() string {
 func (*ChannelStats) ProtoMessage() {}
 
 func (x *ChannelStats) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[17]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1208,7 @@ func (x *ChannelStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelStats.ProtoReflect.Descriptor instead.
 func (*ChannelStats) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ChannelStats) GetName() string {
@@ -1209,7 +1313,14 @@ var File_sluice_v1_sluice_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\n" +
-	"\x16sluice/v1/sluice.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\"H\n" +
+	"\x16sluice/v1/sluice.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\"L\n" +
+	"\x0fProducerRequest\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x1f\n" +
+	"\vproducer_id\x18\x02 \x01(\tR\n" +
+	"producerId\"D\n" +
+	"\x10ProducerResponse\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x14\n" +
+	"\x05found\x18\x02 \x01(\bR\x05found\"H\n" +
 	"\x05Event\x12+\n" +
 	"\aheaders\x18\x01 \x03(\v2\x11.sluice.v1.HeaderR\aheaders\x12\x12\n" +
 	"\x04body\x18\x02 \x01(\fR\x04body\"0\n" +
@@ -1286,11 +1397,12 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\x10oldest_event_age\x18\v \x01(\v2\x19.google.protobuf.DurationR\x0eoldestEventAge\x124\n" +
 	"\x16corrupt_events_skipped\x18\f \x01(\x03R\x14corruptEventsSkipped\x121\n" +
 	"\x14transaction_capacity\x18\r \x01(\x03R\x13transactionCapacity\x12$\n" +
-	"\x0emax_event_size\x18\x0e \x01(\x03R\fmaxEventSize2\xb7\x01\n" +
+	"\x0emax_event_size\x18\x0e \x01(\x03R\fmaxEventSize2\xfc\x01\n" +
 	"\x06Sluice\x124\n" +
 	"\x03Put\x12\x15.sluice.v1.PutRequest\x1a\x16.sluice.v1.PutResponse\x12;\n" +
 	"\x04Take\x12\x16.sluice.v1.TakeRequest\x1a\x17.sluice.v1.TakeResponse(\x010\x01\x12:\n" +
-	"\x05Stats\x12\x17.sluice.v1.StatsRequest\x1a\x18.sluice.v1.StatsResponseB2Z0github.com/sluicehq/sluice/api/sluicev1;sluicev1b\x06proto3"
+	"\x05Stats\x12\x17.sluice.v1.StatsRequest\x1a\x18.sluice.v1.StatsResponse\x12C\n" +
+	"\bProducer\x12\x1a.sluice.v1.ProducerRequest\x1a\x1b.sluice.v1.ProducerResponseB2Z0github.com/sluicehq/sluice/api/sluicev1;sluicev1b\x06proto3"
 
 var (
 	file_sluice_v1_sluice_proto_rawDescOnce sync.Once
@@ -1304,55 +1416,59 @@ func file_sluice_v1_sluice_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_sluice_proto_rawDescData
 }
 
-var file_sluice_v1_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_sluice_v1_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_sluice_v1_sluice_proto_goTypes = []any{
-	(*Event)(nil),               // 0: sluice.v1.Event
-	(*Header)(nil),              // 1: sluice.v1.Header
-	(*ChannelEvents)(nil),       // 2: sluice.v1.ChannelEvents
-	(*PutRequest)(nil),          // 3: sluice.v1.PutRequest
-	(*PutResponse)(nil),         // 4: sluice.v1.PutResponse
-	(*TakeRequest)(nil),         // 5: sluice.v1.TakeRequest
-	(*TakeOpen)(nil),            // 6: sluice.v1.TakeOpen
-	(*TakeNext)(nil),            // 7: sluice.v1.TakeNext
-	(*TakeCommit)(nil),          // 8: sluice.v1.TakeCommit
-	(*TakeRollback)(nil),        // 9: sluice.v1.TakeRollback
-	(*TakeCancel)(nil),          // 10: sluice.v1.TakeCancel
-	(*TakeResponse)(nil),        // 11: sluice.v1.TakeResponse
-	(*TakeBatch)(nil),           // 12: sluice.v1.TakeBatch
-	(*TakeAck)(nil),             // 13: sluice.v1.TakeAck
-	(*TakeError)(nil),           // 14: sluice.v1.TakeError
-	(*StatsRequest)(nil),        // 15: sluice.v1.StatsRequest
-	(*StatsResponse)(nil),       // 16: sluice.v1.StatsResponse
-	(*ChannelStats)(nil),        // 17: sluice.v1.ChannelStats
-	(*durationpb.Duration)(nil), // 18: google.protobuf.Duration
+	(*ProducerRequest)(nil),     // 0: sluice.v1.ProducerRequest
+	(*ProducerResponse)(nil),    // 1: sluice.v1.ProducerResponse
+	(*Event)(nil),               // 2: sluice.v1.Event
+	(*Header)(nil),              // 3: sluice.v1.Header
+	(*ChannelEvents)(nil),       // 4: sluice.v1.ChannelEvents
+	(*PutRequest)(nil),          // 5: sluice.v1.PutRequest
+	(*PutResponse)(nil),         // 6: sluice.v1.PutResponse
+	(*TakeRequest)(nil),         // 7: sluice.v1.TakeRequest
+	(*TakeOpen)(nil),            // 8: sluice.v1.TakeOpen
+	(*TakeNext)(nil),            // 9: sluice.v1.TakeNext
+	(*TakeCommit)(nil),          // 10: sluice.v1.TakeCommit
+	(*TakeRollback)(nil),        // 11: sluice.v1.TakeRollback
+	(*TakeCancel)(nil),          // 12: sluice.v1.TakeCancel
+	(*TakeResponse)(nil),        // 13: sluice.v1.TakeResponse
+	(*TakeBatch)(nil),           // 14: sluice.v1.TakeBatch
+	(*TakeAck)(nil),             // 15: sluice.v1.TakeAck
+	(*TakeError)(nil),           // 16: sluice.v1.TakeError
+	(*StatsRequest)(nil),        // 17: sluice.v1.StatsRequest
+	(*StatsResponse)(nil),       // 18: sluice.v1.StatsResponse
+	(*ChannelStats)(nil),        // 19: sluice.v1.ChannelStats
+	(*durationpb.Duration)(nil), // 20: google.protobuf.Duration
 }
 var file_sluice_v1_sluice_proto_depIdxs = []int32{
-	1,  // 0: sluice.v1.Event.headers:type_name -> sluice.v1.Header
-	0,  // 1: sluice.v1.ChannelEvents.events:type_name -> sluice.v1.Event
-	2,  // 2: sluice.v1.PutRequest.puts:type_name -> sluice.v1.ChannelEvents
-	6,  // 3: sluice.v1.TakeRequest.open:type_name -> sluice.v1.TakeOpen
-	7,  // 4: sluice.v1.TakeRequest.next:type_name -> sluice.v1.TakeNext
-	8,  // 5: sluice.v1.TakeRequest.commit:type_name -> sluice.v1.TakeCommit
-	9,  // 6: sluice.v1.TakeRequest.rollback:type_name -> sluice.v1.TakeRollback
-	10, // 7: sluice.v1.TakeRequest.cancel:type_name -> sluice.v1.TakeCancel
-	18, // 8: sluice.v1.TakeOpen.wait:type_name -> google.protobuf.Duration
-	18, // 9: sluice.v1.TakeOpen.lease:type_name -> google.protobuf.Duration
-	18, // 10: sluice.v1.TakeNext.wait:type_name -> google.protobuf.Duration
-	12, // 11: sluice.v1.TakeResponse.batch:type_name -> sluice.v1.TakeBatch
-	13, // 12: sluice.v1.TakeResponse.ack:type_name -> sluice.v1.TakeAck
-	14, // 13: sluice.v1.TakeResponse.error:type_name -> sluice.v1.TakeError
-	0,  // 14: sluice.v1.TakeBatch.events:type_name -> sluice.v1.Event
-	18, // 15: sluice.v1.TakeError.retry_delay:type_name -> google.protobuf.Duration
-	17, // 16: sluice.v1.StatsResponse.channels:type_name -> sluice.v1.ChannelStats
-	18, // 17: sluice.v1.ChannelStats.oldest_event_age:type_name -> google.protobuf.Duration
-	3,  // 18: sluice.v1.Sluice.Put:input_type -> sluice.v1.PutRequest
-	5,  // 19: sluice.v1.Sluice.Take:input_type -> sluice.v1.TakeRequest
-	15, // 20: sluice.v1.Sluice.Stats:input_type -> sluice.v1.StatsRequest
-	4,  // 21: sluice.v1.Sluice.Put:output_type -> sluice.v1.PutResponse
-	11, // 22: sluice.v1.Sluice.Take:output_type -> sluice.v1.TakeResponse
-	16, // 23: sluice.v1.Sluice.Stats:output_type -> sluice.v1.StatsResponse
-	21, // [21:24] is the sub-list for method output_type
-	18, // [18:21] is the sub-list for method input_type
+	3,  // 0: sluice.v1.Event.headers:type_name -> sluice.v1.Header
+	2,  // 1: sluice.v1.ChannelEvents.events:type_name -> sluice.v1.Event
+	4,  // 2: sluice.v1.PutRequest.puts:type_name -> sluice.v1.ChannelEvents
+	8,  // 3: sluice.v1.TakeRequest.open:type_name -> sluice.v1.TakeOpen
+	9,  // 4: sluice.v1.TakeRequest.next:type_name -> sluice.v1.TakeNext
+	10, // 5: sluice.v1.TakeRequest.commit:type_name -> sluice.v1.TakeCommit
+	11, // 6: sluice.v1.TakeRequest.rollback:type_name -> sluice.v1.TakeRollback
+	12, // 7: sluice.v1.TakeRequest.cancel:type_name -> sluice.v1.TakeCancel
+	20, // 8: sluice.v1.TakeOpen.wait:type_name -> google.protobuf.Duration
+	20, // 9: sluice.v1.TakeOpen.lease:type_name -> google.protobuf.Duration
+	20, // 10: sluice.v1.TakeNext.wait:type_name -> google.protobuf.Duration
+	14, // 11: sluice.v1.TakeResponse.batch:type_name -> sluice.v1.TakeBatch
+	15, // 12: sluice.v1.TakeResponse.ack:type_name -> sluice.v1.TakeAck
+	16, // 13: sluice.v1.TakeResponse.error:type_name -> sluice.v1.TakeError
+	2,  // 14: sluice.v1.TakeBatch.events:type_name -> sluice.v1.Event
+	20, // 15: sluice.v1.TakeError.retry_delay:type_name -> google.protobuf.Duration
+	19, // 16: sluice.v1.StatsResponse.channels:type_name -> sluice.v1.ChannelStats
+	20, // 17: sluice.v1.ChannelStats.oldest_event_age:type_name -> google.protobuf.Duration
+	5,  // 18: sluice.v1.Sluice.Put:input_type -> sluice.v1.PutRequest
+	7,  // 19: sluice.v1.Sluice.Take:input_type -> sluice.v1.TakeRequest
+	17, // 20: sluice.v1.Sluice.Stats:input_type -> sluice.v1.StatsRequest
+	0,  // 21: sluice.v1.Sluice.Producer:input_type -> sluice.v1.ProducerRequest
+	6,  // 22: sluice.v1.Sluice.Put:output_type -> sluice.v1.PutResponse
+	13, // 23: sluice.v1.Sluice.Take:output_type -> sluice.v1.TakeResponse
+	18, // 24: sluice.v1.Sluice.Stats:output_type -> sluice.v1.StatsResponse
+	1,  // 25: sluice.v1.Sluice.Producer:output_type -> sluice.v1.ProducerResponse
+	22, // [22:26] is the sub-list for method output_type
+	18, // [18:22] is the sub-list for method input_type
 	18, // [18:18] is the sub-list for extension type_name
 	18, // [18:18] is the sub-list for extension extendee
 	0,  // [0:18] is the sub-list for field type_name
@@ -1363,14 +1479,14 @@ func file_sluice_v1_sluice_proto_init() {
 	if File_sluice_v1_sluice_proto != nil {
 		return
 	}
-	file_sluice_v1_sluice_proto_msgTypes[5].OneofWrappers = []any{
+	file_sluice_v1_sluice_proto_msgTypes[7].OneofWrappers = []any{
 		(*TakeRequest_Open)(nil),
 		(*TakeRequest_Next)(nil),
 		(*TakeRequest_Commit)(nil),
 		(*TakeRequest_Rollback)(nil),
 		(*TakeRequest_Cancel)(nil),
 	}
-	file_sluice_v1_sluice_proto_msgTypes[11].OneofWrappers = []any{
+	file_sluice_v1_sluice_proto_msgTypes[13].OneofWrappers = []any{
 		(*TakeResponse_Batch)(nil),
 		(*TakeResponse_Ack)(nil),
 		(*TakeResponse_Error)(nil),
@@ -1381,7 +1497,7 @@ func file_sluice_v1_sluice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_sluice_proto_rawDesc), len(file_sluice_v1_sluice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

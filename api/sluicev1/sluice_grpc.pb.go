@@ -46,9 +46,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Sluice_Put_FullMethodName   = "/sluice.v1.Sluice/Put"
-	Sluice_Take_FullMethodName  = "/sluice.v1.Sluice/Take"
-	Sluice_Stats_FullMethodName = "/sluice.v1.Sluice/Stats"
+	Sluice_Put_FullMethodName      = "/sluice.v1.Sluice/Put"
+	Sluice_Take_FullMethodName     = "/sluice.v1.Sluice/Take"
+	Sluice_Stats_FullMethodName    = "/sluice.v1.Sluice/Stats"
+	Sluice_Producer_FullMethodName = "/sluice.v1.Sluice/Producer"
 )
 
 // SluiceClient is the client API for Sluice service.
@@ -88,6 +89,13 @@ type SluiceClient interface {
 	Take(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TakeRequest, TakeResponse], error)
 	// Stats reports one channel, or every channel when channel is empty.
 	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error)
+	// Producer reports the last sequence a producer id committed to the store
+	// holding a channel (found = false: the store does not remember it: it
+	// never committed, or its entry expired after producerExpiry). A
+	// replayable source keeps its position as that sequence, committed in the
+	// same Put as its events, and resumes after it. Errors: NOT_FOUND
+	// UNKNOWN_CHANNEL, INVALID_ARGUMENT EMPTY_CHANNEL / INVALID_PRODUCER.
+	Producer(ctx context.Context, in *ProducerRequest, opts ...grpc.CallOption) (*ProducerResponse, error)
 }
 
 type sluiceClient struct {
@@ -131,6 +139,16 @@ func (c *sluiceClient) Stats(ctx context.Context, in *StatsRequest, opts ...grpc
 	return out, nil
 }
 
+func (c *sluiceClient) Producer(ctx context.Context, in *ProducerRequest, opts ...grpc.CallOption) (*ProducerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ProducerResponse)
+	err := c.cc.Invoke(ctx, Sluice_Producer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SluiceServer is the server API for Sluice service.
 // All implementations must embed UnimplementedSluiceServer
 // for forward compatibility.
@@ -168,6 +186,13 @@ type SluiceServer interface {
 	Take(grpc.BidiStreamingServer[TakeRequest, TakeResponse]) error
 	// Stats reports one channel, or every channel when channel is empty.
 	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
+	// Producer reports the last sequence a producer id committed to the store
+	// holding a channel (found = false: the store does not remember it: it
+	// never committed, or its entry expired after producerExpiry). A
+	// replayable source keeps its position as that sequence, committed in the
+	// same Put as its events, and resumes after it. Errors: NOT_FOUND
+	// UNKNOWN_CHANNEL, INVALID_ARGUMENT EMPTY_CHANNEL / INVALID_PRODUCER.
+	Producer(context.Context, *ProducerRequest) (*ProducerResponse, error)
 	mustEmbedUnimplementedSluiceServer()
 }
 
@@ -186,6 +211,9 @@ func (UnimplementedSluiceServer) Take(grpc.BidiStreamingServer[TakeRequest, Take
 }
 func (UnimplementedSluiceServer) Stats(context.Context, *StatsRequest) (*StatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Stats not implemented")
+}
+func (UnimplementedSluiceServer) Producer(context.Context, *ProducerRequest) (*ProducerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Producer not implemented")
 }
 func (UnimplementedSluiceServer) mustEmbedUnimplementedSluiceServer() {}
 func (UnimplementedSluiceServer) testEmbeddedByValue()                {}
@@ -251,6 +279,24 @@ func _Sluice_Stats_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Sluice_Producer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProducerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SluiceServer).Producer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sluice_Producer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SluiceServer).Producer(ctx, req.(*ProducerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Sluice_ServiceDesc is the grpc.ServiceDesc for Sluice service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -265,6 +311,10 @@ var Sluice_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Stats",
 			Handler:    _Sluice_Stats_Handler,
+		},
+		{
+			MethodName: "Producer",
+			Handler:    _Sluice_Producer_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -753,6 +753,34 @@ func (s *suite) testProducerDedup(t *testing.T) {
 			wantStrings(t, "b", drain(t, ch, "b"), tc.want)
 		})
 	}
+	t.Run("resume position", func(t *testing.T) {
+		ch := s.open(t, cfg("a", 100, 10), cfg("b", 100, 10))
+		ctx := context.Background()
+		if seq, ok, err := ch.ProducerSequence(ctx, "a", "src"); err != nil || ok || seq != 0 {
+			t.Fatalf("unknown producer: %d %v %v", seq, ok, err)
+		}
+		for _, seq := range []uint64{3, 7} {
+			if err := tryPut(ch, channel.PutOptions{ProducerID: "src", Sequence: seq}, map[string][]channel.Event{"a": {ev("x")}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A rolled-back put does not move the position.
+		tx, err := ch.BeginPut(ctx, channel.PutOptions{ProducerID: "src", Sequence: 9})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx.Put("a", ev("y"))
+		tx.Rollback()
+		// Any channel of the store answers for its producer table.
+		for _, name := range []string{"a", "b"} {
+			if seq, ok, err := ch.ProducerSequence(ctx, name, "src"); err != nil || !ok || seq != 7 {
+				t.Fatalf("ProducerSequence(%s): %d %v %v, want 7", name, seq, ok, err)
+			}
+		}
+		if _, _, err := ch.ProducerSequence(ctx, "nope", "src"); !errors.Is(err, channel.ErrUnknownChannel) {
+			t.Fatalf("unknown channel: %v", err)
+		}
+	})
 	t.Run("invalid producer refused at BeginPut", func(t *testing.T) {
 		ch := s.open(t, cfg("a", 100, 10))
 		ctx := context.Background()

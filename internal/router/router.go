@@ -154,6 +154,16 @@ func (r *Router) Stats(name string) (channel.Stats, error) {
 	return s.Stats(name)
 }
 
+// ProducerSequence implements channel.Channel: the producer table of the
+// store holding ch.
+func (r *Router) ProducerSequence(ctx context.Context, ch, producerID string) (uint64, bool, error) {
+	s, err := r.store(ch)
+	if err != nil {
+		return 0, false, err
+	}
+	return s.ProducerSequence(ctx, ch, producerID)
+}
+
 // Close closes every store (concurrently; each writes its final
 // checkpoint) and returns their errors joined.
 func (r *Router) Close() error {
