@@ -2,8 +2,10 @@ package wal
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -307,4 +309,98 @@ func TestOverlappingSyncsNeverHideAnError(t *testing.T) {
 			}
 		})
 	}
+}
+
+// allocDuring returns the bytes allocated while fn ran.
+func allocDuring(fn func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	fn()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// TestReadRecordCorruptLengthAllocatesLittle: a record length with a flipped
+// bit (here: 48 MiB in a 64 MiB segment) must not make a read allocate that
+// much before the record is found corrupt; the error names file and offset.
+func TestReadRecordCorruptLengthAllocatesLittle(t *testing.T) {
+	fs := vfs.NewMem()
+	opts := testOpts(fs, "/l")
+	opts.SegmentSize = 64 << 20
+	gate := make(chan struct{}) // no zeroing: the file holds the appends only
+	opts.zeroGate = gate
+	w := mustOpen(t, opts)
+	if err := w.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	var b Batch
+	b.Add(RecordPut, 1, []byte("first"))
+	b.Add(RecordPut, 2, []byte("second"))
+	ptrs, tok, err := w.Write(0, &b, nil)
+	if err != nil || w.Sync(context.Background(), tok) != nil {
+		t.Fatal(err)
+	}
+	path := segPath(w, ptrs[0].Segment())
+	const bogus = 48 << 20
+	patchFile(t, fs, path, int64(ptrs[0].Offset()), func(b []byte) { binary.LittleEndian.PutUint32(b[4:8], bogus) })
+
+	check := func(t *testing.T, w *WAL, wantReason string) {
+		t.Helper()
+		var rerr, rserr error
+		var buf []byte
+		n := allocDuring(func() {
+			_, rerr = w.ReadRecord(ptrs[0], nil)
+			buf, _ = w.ReadRecords(ptrs, buf, func(i int, rec Record, err error) error {
+				if i == 0 {
+					rserr = err
+				} else if err != nil || string(rec.Payload) != "second" {
+					t.Errorf("record after the corrupt one: %q, %v", rec.Payload, err)
+				}
+				return nil
+			})
+		})
+		for _, err := range []error{rerr, rserr} {
+			var ce *CorruptionError
+			if !errors.As(err, &ce) || ce.File != path || ce.Offset != int64(ptrs[0].Offset()) || !strings.Contains(ce.Reason, wantReason) {
+				t.Fatalf("got %v, want a corruption error at %s offset %d: %s", err, path, ptrs[0].Offset(), wantReason)
+			}
+		}
+		t.Logf("%v; allocated %d bytes", rerr, n)
+		if n > 2<<20 {
+			t.Fatalf("reading a record claiming %d bytes allocated %d bytes", bogus, n)
+		}
+	}
+	t.Run("written by this process", func(t *testing.T) { check(t, w, "exceeds") })
+	// Close stops the allocator, parked at the gate: release it once
+	// stopping is set, so that it zeroes nothing more.
+	closed := make(chan struct{})
+	go func() { w.Close(); close(closed) }()
+	for d := w.dirs[0]; ; time.Sleep(time.Millisecond) {
+		d.amu.Lock()
+		stopping := d.stopping
+		d.amu.Unlock()
+		if stopping {
+			break
+		}
+	}
+	close(gate)
+	<-closed
+
+	// Reopened, the written end is unknown: the checksum is streamed.
+	w = mustOpen(t, testOpts(fs, "/l"))
+	t.Run("short file", func(t *testing.T) { check(t, w, "beyond end of file") })
+	w.Close()
+	// The file is long enough (e.g. preallocated and zeroed).
+	f, err := fs.OpenReadWrite(path, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, 8), opts.SegmentSize-8); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	w = mustOpen(t, testOpts(fs, "/l"))
+	defer w.Close()
+	t.Run("long file", func(t *testing.T) { check(t, w, "checksum mismatch") })
 }

@@ -52,11 +52,20 @@ func (w *WAL) ReadRecord(p Pointer, buf []byte) (Record, error) {
 		return Record{}, fmt.Errorf("wal: reading %s at offset %d: %w", s.path, off, err)
 	}
 	h := decodeRecordHeader(buf)
-	if reason := checkRecordHeader(h, off, s.size); reason != "" {
+	end := s.readEnd()
+	if reason := checkRecordHeader(h, off, end); reason != "" {
 		return Record{}, &CorruptionError{File: s.path, Offset: off, Reason: reason}
 	}
 	need := recordHeaderSize + int(h.Length)
 	if n < need {
+		if cap(buf) < need && need > maxUncheckedRead {
+			// The length is not validated yet (one flipped bit makes
+			// it up to a segment): checksum the record by streaming
+			// before allocating for it.
+			if err := streamCheck(f, s, off, h, buf[:n], need); err != nil {
+				return Record{}, err
+			}
+		}
 		if cap(buf) < need {
 			nb := make([]byte, need)
 			copy(nb, buf[:n])
@@ -71,11 +80,53 @@ func (w *WAL) ReadRecord(p Pointer, buf []byte) (Record, error) {
 			return Record{}, fmt.Errorf("wal: reading %s at offset %d: %w", s.path, off+int64(n), err)
 		}
 	}
-	rec, reason := decodeRecord(segmentSeed(s.id), buf[:need], off, s.size)
+	rec, reason := decodeRecord(segmentSeed(s.id), buf[:need], off, end)
 	if reason != "" {
 		return Record{}, &CorruptionError{File: s.path, Offset: off, Reason: reason}
 	}
 	return w.decodePayload(rec, s.path, off, nil)
+}
+
+// maxUncheckedRead is the largest record ReadRecord allocates for before
+// its checksum is verified; a longer one is checksummed by streaming it
+// through a buffer of at most streamChunk bytes first.
+const (
+	maxUncheckedRead = 1 << 20
+	streamChunk      = 64 << 10
+)
+
+// readEnd bounds where a record of s can end: the end of the completed
+// appends for a segment this process wrote (a pointer Write returned never
+// lies beyond it), else the segment size.
+func (s *segment) readEnd() int64 {
+	if w := s.written.Load(); w > 0 {
+		return w
+	}
+	return s.size
+}
+
+// streamCheck verifies the checksum of the need-byte record at off of s
+// whose first bytes are in head, reading the rest in bounded chunks, so
+// that a corrupt length costs reads, not an allocation of its size.
+func streamCheck(f io.ReaderAt, s *segment, off int64, h recordHeader, head []byte, need int) error {
+	crc := crc32c.Update(segmentSeed(s.id), head[4:])
+	chunk := make([]byte, min(streamChunk, need-len(head)))
+	for pos := len(head); pos < need; {
+		k := min(len(chunk), need-pos)
+		m, err := f.ReadAt(chunk[:k], off+int64(pos))
+		if m < k {
+			if err == nil || errors.Is(err, io.EOF) {
+				return &CorruptionError{File: s.path, Offset: off, Reason: fmt.Sprintf("record length %d: payload beyond end of file", h.Length)}
+			}
+			return fmt.Errorf("wal: reading %s at offset %d: %w", s.path, off+int64(pos), err)
+		}
+		crc = crc32c.Update(crc, chunk[:k])
+		pos += k
+	}
+	if crc != h.CRC {
+		return &CorruptionError{File: s.path, Offset: off, Reason: fmt.Sprintf("record length %d: checksum mismatch (stored %08x, computed %08x)", h.Length, h.CRC, crc)}
+	}
+	return nil
 }
 
 // readSpan bounds the bytes one pread of ReadRecords covers; readAhead is
@@ -148,14 +199,15 @@ func (w *WAL) recordInRun(s *segment, seed uint32, data []byte, lo, off int64, d
 		return Record{}, false, nil
 	}
 	h := decodeRecordHeader(data[rel:])
-	if reason := checkRecordHeader(h, off, s.size); reason != "" {
+	segEnd := s.readEnd()
+	if reason := checkRecordHeader(h, off, segEnd); reason != "" {
 		return Record{}, true, &CorruptionError{File: s.path, Offset: off, Reason: reason}
 	}
 	end := rel + recordHeaderSize + int64(h.Length)
 	if end > int64(len(data)) {
 		return Record{}, false, nil
 	}
-	rec, reason := decodeRecord(seed, data[rel:end], off, s.size)
+	rec, reason := decodeRecord(seed, data[rel:end], off, segEnd)
 	if reason != "" {
 		return Record{}, true, &CorruptionError{File: s.path, Offset: off, Reason: reason}
 	}
