@@ -97,10 +97,15 @@ const (
 
 // readEnd bounds where a record of s can end: the end of the completed
 // appends for a segment this process wrote (a pointer Write returned never
-// lies beyond it), else the segment size.
+// lies beyond it), else the end of the valid records Replay read in it (a
+// pointer into it comes from a checkpoint before them or from Replay), else
+// the segment size.
 func (s *segment) readEnd() int64 {
 	if w := s.written.Load(); w > 0 {
 		return w
+	}
+	if v := s.validEnd.Load(); v > 0 {
+		return v
 	}
 	return s.size
 }
@@ -506,6 +511,9 @@ func (r *dirReader) advance() error {
 					"estimated_records", u.EstimatedRecords, "reason", u.Reason)
 			}
 			r.progress(size)
+			if end := r.off + size; end > sc.s.validEnd.Load() {
+				sc.s.validEnd.Store(end)
+			}
 			r.prevWOID = rec.WOID
 			r.stats.MaxWOID = max(r.stats.MaxWOID, rec.WOID)
 			if rec.WOID > sc.s.maxWOID.Load() {

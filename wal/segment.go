@@ -109,6 +109,10 @@ type segment struct {
 	// fdatasync made whatever that process left in the page cache durable
 	// (it may have died before syncing it; Replay reads those bytes).
 	inherited atomic.Bool
+	// validEnd is the end of the last valid record Replay read in a segment
+	// of an earlier process (0 if it read none): no record a pointer the
+	// store still holds can end beyond it (see readEnd).
+	validEnd atomic.Int64
 }
 
 // stickyErr returns the segment's sticky sync error, if any.
