@@ -411,3 +411,72 @@ func TestReadRecordCorruptLengthAllocatesLittle(t *testing.T) {
 	}
 	t.Run("replayed", func(t *testing.T) { check(t, w, "exceeds") })
 }
+
+// TestZeroerSyncFailureWithoutRecordsInDoubt: the zeroer's fdatasync of a
+// segment that has no unsynced records fails. The segment takes no more
+// appends, but nothing written is in doubt, so SyncAll (a checkpoint) goes
+// on succeeding.
+func TestZeroerSyncFailureWithoutRecordsInDoubt(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	var failPath atomic.Pointer[string]
+	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if p := failPath.Load(); p != nil && op.Kind == errorfs.OpFileSyncData && strings.Contains(op.Path, *p) {
+			return errorfs.ErrInjected
+		}
+		return nil
+	})
+	opts := testOpts(errorfs.Wrap(mem, inj), "/z")
+	gate := make(chan struct{})
+	opts.zeroGate = gate
+	w := mustOpen(t, opts)
+	defer w.Close()
+	defer close(gate)
+	if err := w.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	tok0 := writeOne(t, w, 1, []byte("durable"))
+	if err := w.Sync(context.Background(), tok0); err != nil {
+		t.Fatal(err)
+	}
+	s := w.dirs[0].active
+	// The writer overtook zeroing of s; once the next segment is
+	// prepared, let its zeroing fail.
+	deadline := time.Now().Add(10 * time.Second)
+	step := func(what string, done func() bool) {
+		t.Helper()
+		for !done() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			select {
+			case gate <- struct{}{}: // one chunk (of whichever segment)
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}
+	var next *segment
+	step("the next segment", func() bool {
+		w.mu.RLock()
+		defer w.mu.RUnlock()
+		next = w.segs[s.id+1]
+		return next != nil
+	})
+	name := segName(next.id)
+	failPath.Store(&name)
+	step("the zeroer's failed fdatasync", func() bool { return next.stickyErr() != nil })
+	failPath.Store(nil)
+	if err := w.SyncAll(context.Background()); err != nil {
+		t.Fatalf("SyncAll with no record in doubt: %v", err)
+	}
+	// Rotation skips the poisoned prepared segment's appends.
+	tok := fillSegment(t, w)
+	if tok.Segment() == next.id {
+		t.Fatalf("appended to the poisoned segment %d", next.id)
+	}
+	if err := w.Sync(context.Background(), tok); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.SyncAll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -53,6 +53,9 @@ func (w *WAL) ReadRecord(p Pointer, buf []byte) (Record, error) {
 	}
 	h := decodeRecordHeader(buf)
 	end := s.readEnd()
+	if off+recordHeaderSize > end {
+		return Record{}, &CorruptionError{File: s.path, Offset: off, Reason: fmt.Sprintf("no record here: the segment's records end at offset %d", end)}
+	}
 	if reason := checkRecordHeader(h, off, end); reason != "" {
 		return Record{}, &CorruptionError{File: s.path, Offset: off, Reason: reason}
 	}
@@ -205,6 +208,9 @@ func (w *WAL) recordInRun(s *segment, seed uint32, data []byte, lo, off int64, d
 	}
 	h := decodeRecordHeader(data[rel:])
 	segEnd := s.readEnd()
+	if off+recordHeaderSize > segEnd {
+		return Record{}, false, nil // ReadRecord names the problem
+	}
 	if reason := checkRecordHeader(h, off, segEnd); reason != "" {
 		return Record{}, true, &CorruptionError{File: s.path, Offset: off, Reason: reason}
 	}
@@ -449,6 +455,8 @@ type dirReader struct {
 	recs     int64
 	bytes    int64
 	scratch  []byte
+	// segEnd is the end of the last valid record of the current segment.
+	segEnd int64
 
 	stats    *ReplayStats
 	progress func(n int64)
@@ -511,9 +519,7 @@ func (r *dirReader) advance() error {
 					"estimated_records", u.EstimatedRecords, "reason", u.Reason)
 			}
 			r.progress(size)
-			if end := r.off + size; end > sc.s.validEnd.Load() {
-				sc.s.validEnd.Store(end)
-			}
+			r.segEnd = r.off + size
 			r.prevWOID = rec.WOID
 			r.stats.MaxWOID = max(r.stats.MaxWOID, rec.WOID)
 			if rec.WOID > sc.s.maxWOID.Load() {
@@ -521,7 +527,7 @@ func (r *dirReader) advance() error {
 			}
 			if rec.Type == RecordSeal {
 				r.progress(sc.end - r.off - size)
-				r.sc = nil
+				r.segmentDone()
 				continue
 			}
 			r.stats.MaxTxnID = max(r.stats.MaxTxnID, rec.TxnID)
@@ -559,13 +565,23 @@ func (r *dirReader) advance() error {
 				r.unsealed = &Damage{File: sc.s.path, Start: r.off, End: sus.end, EstimatedRecords: sus.n, Reason: reason}
 			}
 			r.progress(sc.end - r.off)
-			r.sc = nil
+			r.segmentDone()
 			continue
 		}
 		r.report(sc.s, r.off, next, reason)
 		r.progress(next - r.off)
 		r.off = next
 	}
+}
+
+// segmentDone ends the scan of the current segment. Only a segment read to
+// its end records where its valid records end (segment.validEnd): a Replay
+// stopped half way (by fn or a missing key) bounds nothing.
+func (r *dirReader) segmentDone() {
+	if s := r.sc.s; r.segEnd > s.validEnd.Load() {
+		s.validEnd.Store(r.segEnd)
+	}
+	r.sc, r.segEnd = nil, 0
 }
 
 func (r *dirReader) report(s *segment, start, end int64, reason string) {

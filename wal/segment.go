@@ -375,7 +375,10 @@ func (d *dirState) zeroChunk(s *segment) bool {
 		n := min(int64(len(zeroes)), to-off)
 		if _, err := s.wf.WriteAt(zeroes[:n], off); err != nil {
 			s.fmu.RUnlock()
-			d.failSegment(s, fmt.Errorf("wal: zeroing %s at offset %d: %w", s.path, off, err))
+			// Zeroing is only a speed-up, and these bytes lie beyond
+			// every record: stop zeroing s (appends go on into the
+			// preallocated rest), poison nothing.
+			d.w.logger.Warn("wal: zeroing failed; segment left unzeroed", "file", s.path, "offset", off, "err", err)
 			return true
 		}
 		off += n
@@ -395,7 +398,7 @@ func (d *dirState) zeroChunk(s *segment) bool {
 	err := s.wf.SyncData()
 	s.fmu.RUnlock()
 	if err != nil {
-		d.failSegment(s, fmt.Errorf("wal: fdatasync %s after zeroing from offset %d to %d: %w", s.path, from, to, err))
+		d.failSegment(s, fmt.Errorf("%w: fdatasync %s after zeroing from offset %d to %d: %w", ErrSyncFailed, s.path, from, to, err))
 		return true
 	}
 	s.zeroed.Store(to)

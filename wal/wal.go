@@ -321,12 +321,17 @@ func (w *WAL) SyncAll(ctx context.Context) error { return w.SyncUpTo(ctx, nil) }
 // fdatasync); a segment an earlier process left is fdatasynced once (that
 // process may have died before syncing what Replay has since read).
 //
-// It returns the sticky sync error of every covered segment that has one:
-// a segment whose fdatasync ever failed (for a commit, its retirement, the
-// zeroer or an earlier SyncUpTo) fails every later SyncUpTo covering it for
-// as long as it exists, because Linux reports a writeback error only once
-// per open file and a later successful fdatasync does not mean the data is
-// on disk. A checkpoint that relies on its records must not be written.
+// It returns the sticky sync error (wrapping ErrSyncFailed) of every
+// covered segment that has one and holds records in doubt, written but not
+// durable: a segment whose fdatasync failed (for a commit, its retirement,
+// the zeroer or an earlier SyncUpTo) while it had unsynced records fails
+// every later SyncUpTo covering it for as long as it exists, because Linux
+// reports a writeback error only once per open file and a later successful
+// fdatasync does not mean the data is on disk; a checkpoint relying on those
+// records must not be written. (A failure that found every record already
+// durable, e.g. the zeroer's in a segment not yet appended to, poisons the
+// segment for appends only: durable only ever advances by an fdatasync that
+// succeeded with no failing one overlapping it.)
 func (w *WAL) SyncUpTo(ctx context.Context, upTo []Position) error {
 	limit := make([]uint32, len(w.dirs))
 	for i := range limit {
@@ -362,7 +367,9 @@ func (w *WAL) SyncUpTo(ctx context.Context, upTo []Position) error {
 			case end > s.durable.Load():
 				err = d.syncSegment(s, end)
 			}
-			if err == nil {
+			if err == nil && s.written.Load() > s.durable.Load() {
+				// Records in doubt: written, not durable, and a
+				// failed fdatasync means they may never be.
 				err = s.stickyErr()
 			}
 			if err != nil {

@@ -268,9 +268,9 @@ func (d *dirState) syncSegment(s *segment, target int64) error {
 			s.fmu.RUnlock()
 			return nil
 		}
-		err = fmt.Errorf("wal: fdatasync %s up to offset %d: file already closed", s.path, target)
+		err = fmt.Errorf("%w: fdatasync %s up to offset %d: file already closed", ErrSyncFailed, s.path, target)
 	} else if err = s.wf.SyncData(); err != nil {
-		err = fmt.Errorf("wal: fdatasync %s up to offset %d: %w", s.path, target, err)
+		err = fmt.Errorf("%w: fdatasync %s up to offset %d: %w", ErrSyncFailed, s.path, target, err)
 	}
 	s.fmu.RUnlock()
 	if err != nil {
@@ -311,7 +311,7 @@ func (d *dirState) syncInherited(s *segment) error {
 	err = f.SyncData()
 	release()
 	if err != nil {
-		err = fmt.Errorf("wal: fdatasync %s (written by an earlier process): %w", s.path, err)
+		err = fmt.Errorf("%w: fdatasync %s (written by an earlier process): %w", ErrSyncFailed, s.path, err)
 		d.failSegment(s, err)
 		return s.stickyErr()
 	}
