@@ -86,8 +86,7 @@ func TestSyncAllReportsRetiredSegmentError(t *testing.T) {
 	if err := w.Sync(context.Background(), next); err != nil {
 		t.Fatal(err)
 	}
-	// Bounded to the frontier of a directory whose segments before it are
-	// all good, the bound excludes nothing here: still failing.
+	// SyncUpTo the current frontier covers the poisoned segment too.
 	pos, _ := w.Frontier()
 	if err := w.SyncUpTo(context.Background(), pos); !errors.Is(err, errorfs.ErrInjected) {
 		t.Fatalf("SyncUpTo(%v): %v", pos, err)

@@ -227,8 +227,8 @@ func (d *dirState) retireActive(s *segment) {
 			}
 		}
 	}
-	// An error here poisons s: its waiters, and every SyncAll while s
-	// exists, get it.
+	// An error here poisons s: its waiters get it, and so does every
+	// SyncAll while s exists with records in doubt.
 	_ = d.syncSegment(s, s.written.Load())
 	s.closeWriter()
 	s.current.Store(false)
