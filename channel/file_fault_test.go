@@ -12,6 +12,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/sluicehq/sluice/wal"
 )
 
 // Fault injection with errorfs over the crashable memory FS: EIO on write
@@ -562,15 +563,24 @@ func TestFaultCheckpointEveryStep(t *testing.T) {
 					// a best-effort one; the store must still be sound.
 					t.Logf("k=%d: checkpoint succeeded despite the fault", k)
 				}
-				// The store keeps working and the retry succeeds.
+				// The store keeps working and the retry succeeds,
+				// unless the fault was a WAL fdatasync that left
+				// records in doubt: that is sticky (Linux reports a
+				// writeback error once per open file, so a later
+				// fdatasync's success would not mean they are on disk)
+				// and checkpoints fail until the store is reopened.
 				putRange(t, s, "c1", 100, 110, 10)
-				if err := s.Checkpoint(); err != nil {
+				err = s.Checkpoint()
+				sticky := errors.Is(err, wal.ErrSyncFailed)
+				if sticky {
+					t.Logf("k=%d: checkpoint retry fails after a WAL fdatasync fault (sticky): %v", k, err)
+				} else if err != nil {
 					t.Fatalf("k=%d: checkpoint retry after a transient fault: %v", k, err)
 				}
 				clone := mem.CrashClone(vfs.CrashCloneCfg{})
 				cleanup()
 				checkRecovered(t, o, clone, append(acked, seq(100, 110)...), nil)
-				if err := s.Close(); err != nil {
+				if err := s.Close(); err != nil && !(sticky && errors.Is(err, wal.ErrSyncFailed)) {
 					t.Fatalf("k=%d: close: %v", k, err)
 				}
 				checkRecovered(t, o, mem, append(acked, seq(100, 110)...), nil)

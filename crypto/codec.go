@@ -146,6 +146,7 @@ type Codec struct {
 
 	zenc     *zstd.Encoder
 	zdec     *zstd.Decoder
+	zdecCap  *zstd.Decoder
 	zdecOnce sync.Once
 	zdecErr  error
 	tmp      sync.Pool // *[]byte scratch for compress+seal
@@ -349,19 +350,59 @@ func (c *Codec) Decode(dst, stored []byte, flags uint8, keyID uint16) ([]byte, e
 	}
 }
 
-func (c *Codec) decoder() (*zstd.Decoder, error) {
+// decoder returns the zstd decoder: capped, it never writes beyond
+// cap(dst) (so a frame cannot allocate for a content size it claims);
+// uncapped, its output grows with what it actually decodes, up to
+// maxDecoded.
+func (c *Codec) decoder(capped bool) (*zstd.Decoder, error) {
 	c.zdecOnce.Do(func() {
-		c.zdec, c.zdecErr = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(uint64(c.maxDecoded)), zstd.WithDecoderLowmem(true))
+		opts := []zstd.DOption{zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(uint64(c.maxDecoded)), zstd.WithDecoderLowmem(true)}
+		if c.zdec, c.zdecErr = zstd.NewReader(nil, opts...); c.zdecErr != nil {
+			return
+		}
+		c.zdecCap, c.zdecErr = zstd.NewReader(nil, append(opts, zstd.WithDecodeAllCapLimit(true))...)
 	})
+	if capped {
+		return c.zdecCap, c.zdecErr
+	}
 	return c.zdec, c.zdecErr
 }
 
+// zstdMaxBlock is the largest block a zstd frame can hold; every block
+// costs at least a 3-byte header and one byte of content (an RLE block), so
+// n stored bytes never decode to more than zstdMaxDecoded(n).
+const zstdMaxBlock = 128 << 10
+
+func zstdMaxDecoded(n int) uint64 { return (uint64(n)/3 + 1) * zstdMaxBlock }
+
+// unzstd decompresses src onto dst. The content size a frame header claims
+// is checked against maxDecoded and against what len(src) bytes can decode
+// to before anything is allocated for it; the output is then bounded by
+// that size. A frame without a content size grows its output only with the
+// bytes it actually decodes, up to maxDecoded.
 func (c *Codec) unzstd(dst, src []byte) ([]byte, error) {
-	d, err := c.decoder()
+	var h zstd.Header
+	if err := h.Decode(src); err != nil {
+		return nil, &CorruptError{Reason: fmt.Sprintf("zstd: %d-byte payload: frame header: %v", len(src), err)}
+	}
+	capped := h.HasFCS && !h.Skippable
+	start := len(dst)
+	if capped {
+		if h.FrameContentSize > uint64(c.maxDecoded) {
+			return nil, &CorruptError{Reason: fmt.Sprintf("zstd payload claims %d decoded bytes, limit %d", h.FrameContentSize, c.maxDecoded)}
+		}
+		if bound := zstdMaxDecoded(len(src)); h.FrameContentSize > bound {
+			return nil, &CorruptError{Reason: fmt.Sprintf("zstd payload of %d bytes claims %d decoded bytes, more than it can hold (%d)", len(src), h.FrameContentSize, bound)}
+		}
+		// Room for the frame, so the decoder never allocates itself;
+		// capped at it, so no later frame can make it allocate either.
+		fcs := int(h.FrameContentSize)
+		dst = slices.Grow(dst, fcs)[: start : start+fcs]
+	}
+	d, err := c.decoder(capped)
 	if err != nil {
 		return nil, fmt.Errorf("crypto: zstd decoder: %w", err)
 	}
-	start := len(dst)
 	out, err := d.DecodeAll(src, dst)
 	if err != nil {
 		return nil, &CorruptError{Reason: "zstd: " + err.Error()}
@@ -372,13 +413,29 @@ func (c *Codec) unzstd(dst, src []byte) ([]byte, error) {
 	return out, nil
 }
 
+// s2CheckFrom is the decoded length from which uns2 walks the tags of a
+// block before allocating for it: a smaller claimed length costs at most
+// that much even when it is false.
+const s2CheckFrom = 64 << 10
+
+// uns2 decompresses the s2 block src onto dst. The decoded length its
+// header claims is checked against maxDecoded and, when large, against the
+// sum of the lengths its tags produce (s2Walk, which reads the tags only)
+// before it is allocated: a 7-byte payload claiming 1 GiB costs nothing.
 func (c *Codec) uns2(dst, src []byte) ([]byte, error) {
 	n, err := s2.DecodedLen(src)
 	if err != nil {
-		return nil, &CorruptError{Reason: "s2: " + err.Error()}
+		return nil, &CorruptError{Reason: fmt.Sprintf("s2: %d-byte payload: %v", len(src), err)}
 	}
 	if n > c.maxDecoded {
 		return nil, &CorruptError{Reason: fmt.Sprintf("s2 payload decodes to %d bytes, limit %d", n, c.maxDecoded)}
+	}
+	if n > s2CheckFrom {
+		if got, err := s2Walk(src, n); err != nil {
+			return nil, &CorruptError{Reason: fmt.Sprintf("s2: %d-byte payload claiming %d decoded bytes: %v", len(src), n, err)}
+		} else if got != n {
+			return nil, &CorruptError{Reason: fmt.Sprintf("s2: %d-byte payload claims %d decoded bytes, its tags produce %d", len(src), n, got)}
+		}
 	}
 	start := len(dst)
 	dst = slices.Grow(dst, n)
@@ -389,6 +446,89 @@ func (c *Codec) uns2(dst, src []byte) ([]byte, error) {
 	return append(dst[:start], out...), nil
 }
 
+// s2Walk returns how many bytes the s2 block src decodes to, reading its
+// tags (not the literals, writing nothing): the block format of
+// github.com/klauspost/compress/s2 (Snappy's, plus repeat copies). It stops
+// with an error at a malformed tag, a copy reaching before the start of the
+// output, or once the output would exceed limit.
+func s2Walk(src []byte, limit int) (int, error) {
+	_, hdr := binary.Uvarint(src)
+	if hdr <= 0 {
+		return 0, errors.New("bad length header")
+	}
+	d, offset := 0, 0
+	for s := hdr; s < len(src); {
+		tag := src[s]
+		var length int
+		if tag&3 == 0 { // literal
+			x := int(tag >> 2)
+			if x >= 60 {
+				k := x - 59
+				if s+1+k > len(src) {
+					return d, fmt.Errorf("literal header at %d truncated", s)
+				}
+				x = 0
+				for i := range k {
+					x |= int(src[s+1+i]) << (8 * i)
+				}
+				s += k
+			}
+			s++
+			length = x + 1
+			if length > len(src)-s {
+				return d, fmt.Errorf("literal of %d bytes at %d runs past the end", length, s)
+			}
+			s += length
+		} else {
+			size := [4]int{0, 2, 3, 5}[tag&3]
+			if s+size > len(src) {
+				return d, fmt.Errorf("copy tag at %d truncated", s)
+			}
+			switch tag & 3 {
+			case 1:
+				toff := int(tag&0xe0)<<3 | int(src[s+1])
+				length = int(tag>>2) & 7
+				if toff == 0 { // repeat the last offset
+					extra := [8]int{5: 1, 6: 2, 7: 3}[length]
+					if s+size+extra > len(src) {
+						return d, fmt.Errorf("repeat tag at %d truncated", s)
+					}
+					v := 0
+					for i := range extra {
+						v |= int(src[s+size+i]) << (8 * i)
+					}
+					switch length {
+					case 5:
+						length = v + 4
+					case 6:
+						length = v + 1<<8
+					case 7:
+						length = v + 1<<16
+					}
+					size += extra
+				} else {
+					offset = toff
+				}
+				length += 4
+			case 2:
+				offset = int(binary.LittleEndian.Uint16(src[s+1:]))
+				length = 1 + int(tag>>2)
+			case 3:
+				offset = int(binary.LittleEndian.Uint32(src[s+1:]))
+				length = 1 + int(tag>>2)
+			}
+			if offset <= 0 || offset > d {
+				return d, fmt.Errorf("copy at %d from offset %d before the start of the output (%d bytes)", s, offset, d)
+			}
+			s += size
+		}
+		if d += length; d > limit {
+			return d, fmt.Errorf("output exceeds %d bytes", limit)
+		}
+	}
+	return d, nil
+}
+
 // Close releases the compressors' resources.
 func (c *Codec) Close() {
 	if c.zenc != nil {
@@ -396,5 +536,8 @@ func (c *Codec) Close() {
 	}
 	if c.zdec != nil {
 		c.zdec.Close()
+	}
+	if c.zdecCap != nil {
+		c.zdecCap.Close()
 	}
 }

@@ -53,6 +53,38 @@
 //     the segment has no Seal and a later segment of the directory has
 //     records: a segment is sealed and synced before the next one is
 //     written, so its records that fail their checksum there are damage.
+//   - A length is trusted for an allocation only once validated: a record
+//     read by pointer must end within the completed appends of a segment
+//     this process wrote (else within the valid records Replay read in it,
+//     else within the segment), and one longer than
+//     1 MiB that does not fit the caller's buffer is checksummed by
+//     streaming it through a 64 KiB buffer first (Replay streams records
+//     longer than its 1 MiB window the same way). A corrupt length costs
+//     reads, never an allocation of its size, and yields a *CorruptionError
+//     naming file and offset.
+//
+// # Sync errors
+//
+// Linux reports a writeback error once per open file, to whichever fsync
+// collects it; a later fsync succeeds although the data is gone. So:
+//
+//   - The fdatasyncs of one segment (group-commit leader, retirement by
+//     rotation or Close, the zeroer, SyncUpTo) are serialised by a
+//     per-segment mutex, and a failing one records the segment's sticky
+//     error before the next starts: no success can overlap, and so hide, a
+//     failure. Different segments and directories sync in parallel; Write
+//     takes no extra lock, and fdatasync stays outside the writer lock.
+//   - A segment whose fdatasync ever failed is poisoned: it is never synced
+//     or appended to again; every waiter whose bytes were not durable
+//     before the failure gets the error (ErrSyncFailed), whichever sync
+//     (even the zeroer's) collected it, and so does every later
+//     SyncAll/SyncUpTo covering the segment for as long as it exists, if
+//     it holds such records in doubt. durable only ever advances by an
+//     fdatasync that succeeded with no failing one overlapping it.
+//   - SyncAll/SyncUpTo cover every segment up to the frontier, not only the
+//     active ones, and fdatasync once each segment an earlier process left
+//     (it may have died before syncing what Replay applied from the page
+//     cache), so a checkpoint never relies on a record that is not durable.
 package wal
 
 import (
@@ -143,6 +175,13 @@ var (
 	ErrClosed        = errors.New("wal: closed")
 	ErrBatchTooLarge = errors.New("wal: batch larger than a segment can hold")
 	ErrDiskSpace     = errors.New("wal: not enough free disk space")
+	// ErrSyncFailed is wrapped by a segment's sticky sync error (with the
+	// file, offset and the file system's error): an fdatasync of the
+	// segment failed, so its unsynced records may be lost even if a later
+	// fdatasync would succeed. Every Sync of those records, and every
+	// SyncAll/SyncUpTo covering the segment while it has such records,
+	// returns it.
+	ErrSyncFailed = errors.New("wal: segment sync failed")
 )
 
 // CorruptionError says which bytes of which file failed validation.

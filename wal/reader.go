@@ -52,11 +52,23 @@ func (w *WAL) ReadRecord(p Pointer, buf []byte) (Record, error) {
 		return Record{}, fmt.Errorf("wal: reading %s at offset %d: %w", s.path, off, err)
 	}
 	h := decodeRecordHeader(buf)
-	if reason := checkRecordHeader(h, off, s.size); reason != "" {
+	end := s.readEnd()
+	if off+recordHeaderSize > end {
+		return Record{}, &CorruptionError{File: s.path, Offset: off, Reason: fmt.Sprintf("no record here: the segment's records end at offset %d", end)}
+	}
+	if reason := checkRecordHeader(h, off, end); reason != "" {
 		return Record{}, &CorruptionError{File: s.path, Offset: off, Reason: reason}
 	}
 	need := recordHeaderSize + int(h.Length)
 	if n < need {
+		if cap(buf) < need && need > maxUncheckedRead {
+			// The length is not validated yet (one flipped bit makes
+			// it up to a segment): checksum the record by streaming
+			// before allocating for it.
+			if err := streamCheck(f, s, off, h, buf[:n], need); err != nil {
+				return Record{}, err
+			}
+		}
 		if cap(buf) < need {
 			nb := make([]byte, need)
 			copy(nb, buf[:n])
@@ -71,11 +83,58 @@ func (w *WAL) ReadRecord(p Pointer, buf []byte) (Record, error) {
 			return Record{}, fmt.Errorf("wal: reading %s at offset %d: %w", s.path, off+int64(n), err)
 		}
 	}
-	rec, reason := decodeRecord(segmentSeed(s.id), buf[:need], off, s.size)
+	rec, reason := decodeRecord(segmentSeed(s.id), buf[:need], off, end)
 	if reason != "" {
 		return Record{}, &CorruptionError{File: s.path, Offset: off, Reason: reason}
 	}
 	return w.decodePayload(rec, s.path, off, nil)
+}
+
+// maxUncheckedRead is the largest record ReadRecord allocates for before
+// its checksum is verified; a longer one is checksummed by streaming it
+// through a buffer of at most streamChunk bytes first.
+const (
+	maxUncheckedRead = 1 << 20
+	streamChunk      = 64 << 10
+)
+
+// readEnd bounds where a record of s can end: the end of the completed
+// appends for a segment this process wrote (a pointer Write returned never
+// lies beyond it), else the end of the valid records Replay read in it (a
+// pointer into it comes from a checkpoint before them or from Replay), else
+// the segment size.
+func (s *segment) readEnd() int64 {
+	if w := s.written.Load(); w > 0 {
+		return w
+	}
+	if v := s.validEnd.Load(); v > 0 {
+		return v
+	}
+	return s.size
+}
+
+// streamCheck verifies the checksum of the need-byte record at off of s
+// whose first bytes are in head, reading the rest in bounded chunks, so
+// that a corrupt length costs reads, not an allocation of its size.
+func streamCheck(f io.ReaderAt, s *segment, off int64, h recordHeader, head []byte, need int) error {
+	crc := crc32c.Update(segmentSeed(s.id), head[4:])
+	chunk := make([]byte, min(streamChunk, need-len(head)))
+	for pos := len(head); pos < need; {
+		k := min(len(chunk), need-pos)
+		m, err := f.ReadAt(chunk[:k], off+int64(pos))
+		if m < k {
+			if err == nil || errors.Is(err, io.EOF) {
+				return &CorruptionError{File: s.path, Offset: off, Reason: fmt.Sprintf("record length %d: payload beyond end of file", h.Length)}
+			}
+			return fmt.Errorf("wal: reading %s at offset %d: %w", s.path, off+int64(pos), err)
+		}
+		crc = crc32c.Update(crc, chunk[:k])
+		pos += k
+	}
+	if crc != h.CRC {
+		return &CorruptionError{File: s.path, Offset: off, Reason: fmt.Sprintf("record length %d: checksum mismatch (stored %08x, computed %08x)", h.Length, h.CRC, crc)}
+	}
+	return nil
 }
 
 // readSpan bounds the bytes one pread of ReadRecords covers; readAhead is
@@ -148,14 +207,18 @@ func (w *WAL) recordInRun(s *segment, seed uint32, data []byte, lo, off int64, d
 		return Record{}, false, nil
 	}
 	h := decodeRecordHeader(data[rel:])
-	if reason := checkRecordHeader(h, off, s.size); reason != "" {
+	segEnd := s.readEnd()
+	if off+recordHeaderSize > segEnd {
+		return Record{}, false, nil // ReadRecord names the problem
+	}
+	if reason := checkRecordHeader(h, off, segEnd); reason != "" {
 		return Record{}, true, &CorruptionError{File: s.path, Offset: off, Reason: reason}
 	}
 	end := rel + recordHeaderSize + int64(h.Length)
 	if end > int64(len(data)) {
 		return Record{}, false, nil
 	}
-	rec, reason := decodeRecord(seed, data[rel:end], off, s.size)
+	rec, reason := decodeRecord(seed, data[rel:end], off, segEnd)
 	if reason != "" {
 		return Record{}, true, &CorruptionError{File: s.path, Offset: off, Reason: reason}
 	}
@@ -392,6 +455,8 @@ type dirReader struct {
 	recs     int64
 	bytes    int64
 	scratch  []byte
+	// segEnd is the end of the last valid record of the current segment.
+	segEnd int64
 
 	stats    *ReplayStats
 	progress func(n int64)
@@ -454,6 +519,7 @@ func (r *dirReader) advance() error {
 					"estimated_records", u.EstimatedRecords, "reason", u.Reason)
 			}
 			r.progress(size)
+			r.segEnd = r.off + size
 			r.prevWOID = rec.WOID
 			r.stats.MaxWOID = max(r.stats.MaxWOID, rec.WOID)
 			if rec.WOID > sc.s.maxWOID.Load() {
@@ -461,7 +527,7 @@ func (r *dirReader) advance() error {
 			}
 			if rec.Type == RecordSeal {
 				r.progress(sc.end - r.off - size)
-				r.sc = nil
+				r.segmentDone()
 				continue
 			}
 			r.stats.MaxTxnID = max(r.stats.MaxTxnID, rec.TxnID)
@@ -499,13 +565,23 @@ func (r *dirReader) advance() error {
 				r.unsealed = &Damage{File: sc.s.path, Start: r.off, End: sus.end, EstimatedRecords: sus.n, Reason: reason}
 			}
 			r.progress(sc.end - r.off)
-			r.sc = nil
+			r.segmentDone()
 			continue
 		}
 		r.report(sc.s, r.off, next, reason)
 		r.progress(next - r.off)
 		r.off = next
 	}
+}
+
+// segmentDone ends the scan of the current segment. Only a segment read to
+// its end records where its valid records end (segment.validEnd): a Replay
+// stopped half way (by fn or a missing key) bounds nothing.
+func (r *dirReader) segmentDone() {
+	if s := r.sc.s; r.segEnd > s.validEnd.Load() {
+		s.validEnd.Store(r.segEnd)
+	}
+	r.sc, r.segEnd = nil, 0
 }
 
 func (r *dirReader) report(s *segment, start, end int64, reason string) {

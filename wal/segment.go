@@ -95,8 +95,31 @@ type segment struct {
 	overtaken bool
 	// poisoned: a write or sync failed; no more appends.
 	poisoned atomic.Bool
-	// syncErr is the sticky sync failure (under dir.smu).
+	// syncMu serialises the fdatasyncs of the segment (group-commit leader,
+	// retirement, zeroer, SyncAll): Linux reports a writeback error once
+	// per open file, to whichever fdatasync collects it, so two overlapping
+	// ones could see success and failure for the same lost page. Under
+	// syncMu a failing fdatasync sets syncErr before the next one starts,
+	// and every later one sees it. Lock order: syncMu, then fmu.
+	syncMu sync.Mutex
+	// syncErr is the sticky sync failure (under dir.smu): once set, the
+	// segment never reports anything beyond durable as synced again.
 	syncErr error
+	// inherited is set for a segment of an earlier process until one
+	// fdatasync made whatever that process left in the page cache durable
+	// (it may have died before syncing it; Replay reads those bytes).
+	inherited atomic.Bool
+	// validEnd is the end of the last valid record Replay read in a segment
+	// of an earlier process (0 if it read none): no record a pointer the
+	// store still holds can end beyond it (see readEnd).
+	validEnd atomic.Int64
+}
+
+// stickyErr returns the segment's sticky sync error, if any.
+func (s *segment) stickyErr() error {
+	s.dir.smu.Lock()
+	defer s.dir.smu.Unlock()
+	return s.syncErr
 }
 
 // reader returns the cached read handle, holding it until release is called.
@@ -122,6 +145,13 @@ func (s *segment) reader() (f vfs.File, release func(), err error) {
 		}
 		s.rmu.Unlock()
 	}
+}
+
+// removed reports whether closeFiles ran (Remove or Close).
+func (s *segment) removed() bool {
+	s.rmu.RLock()
+	defer s.rmu.RUnlock()
+	return s.rclosed
 }
 
 // closeFiles closes both handles; the segment can no longer be read.
@@ -252,6 +282,7 @@ func (d *dirState) openExisting(id uint32, path string) (*segment, error) {
 		d.w.logger.Warn("wal: segment header invalid", "file", path, "offset", 0, "reason", s.badHeader)
 	}
 	s.rf = f
+	s.inherited.Store(true)
 	return s, nil
 }
 
@@ -303,10 +334,13 @@ func (d *dirState) allocLoop() {
 				continue
 			}
 			if g := d.w.opts.zeroGate; g != nil {
+				// Each receive lets one chunk through.
 				d.amu.Unlock()
 				<-g
 				d.amu.Lock()
-				continue
+				if d.stopping || s.overtaken || len(d.zeroQ) == 0 || d.zeroQ[0] != s {
+					continue
+				}
 			}
 			s.zeroing = true
 			d.amu.Unlock()
@@ -326,11 +360,13 @@ func (d *dirState) allocLoop() {
 var zeroes = make([]byte, 1<<20)
 
 // zeroChunk zeroes and syncs the next chunk of s. It returns true when s
-// needs no more zeroing (done, closed or failed).
+// needs no more zeroing (done, closed or failed). The fdatasync runs under
+// s.syncMu like every other sync of s: it may be the one that collects the
+// writeback error of an appended record, which then poisons s for its waiters.
 func (d *dirState) zeroChunk(s *segment) bool {
 	s.fmu.RLock()
-	defer s.fmu.RUnlock()
 	if s.wf == nil || s.poisoned.Load() {
+		s.fmu.RUnlock()
 		return true
 	}
 	from := s.zeroed.Load()
@@ -338,13 +374,31 @@ func (d *dirState) zeroChunk(s *segment) bool {
 	for off := from; off < to; {
 		n := min(int64(len(zeroes)), to-off)
 		if _, err := s.wf.WriteAt(zeroes[:n], off); err != nil {
-			d.failSegment(s, fmt.Errorf("wal: zeroing %s at offset %d: %w", s.path, off, err))
+			s.fmu.RUnlock()
+			// Zeroing is only a speed-up, and these bytes lie beyond
+			// every record: stop zeroing s (appends go on into the
+			// preallocated rest), poison nothing.
+			d.w.logger.Warn("wal: zeroing failed; segment left unzeroed", "file", s.path, "offset", off, "err", err)
 			return true
 		}
 		off += n
 	}
-	if err := s.wf.SyncData(); err != nil {
-		d.failSegment(s, fmt.Errorf("wal: syncing zeroed range of %s at offset %d: %w", s.path, from, err))
+	s.fmu.RUnlock()
+
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if s.stickyErr() != nil {
+		return true
+	}
+	s.fmu.RLock()
+	if s.wf == nil {
+		s.fmu.RUnlock()
+		return true
+	}
+	err := s.wf.SyncData()
+	s.fmu.RUnlock()
+	if err != nil {
+		d.failSegment(s, fmt.Errorf("%w: fdatasync %s after zeroing from offset %d to %d: %w", ErrSyncFailed, s.path, from, to, err))
 		return true
 	}
 	s.zeroed.Store(to)

@@ -54,7 +54,8 @@ type Options struct {
 	Logger *slog.Logger
 
 	// zeroGate, set by tests, parks the allocator before each zero chunk
-	// until it can receive (close it to let zeroing run).
+	// until it can receive (one receive, one chunk; close it to let zeroing
+	// run).
 	zeroGate chan struct{}
 }
 
@@ -307,19 +308,76 @@ func (w *WAL) Frontier() ([]Position, uint64) {
 	return pos, w.woid.Load()
 }
 
-// SyncAll makes everything written so far durable in every directory.
-func (w *WAL) SyncAll(ctx context.Context) error {
-	var errs []error
-	for _, d := range w.dirs {
-		d.mu.Lock()
-		s := d.active
-		d.mu.Unlock()
-		if s == nil {
-			continue
+// SyncAll makes everything written so far durable in every directory; it is
+// SyncUpTo with no bound.
+func (w *WAL) SyncAll(ctx context.Context) error { return w.SyncUpTo(ctx, nil) }
+
+// SyncUpTo makes every segment up to the frontier durable: in each directory
+// whose frontier is in upTo (a Position naming one of its segments, as
+// Frontier returns), the segments with ids up to the frontier's; in the
+// other directories (or all of them when upTo is nil) every segment. A
+// segment this process wrote is fdatasynced if it has bytes not yet synced
+// (the active one through group commit, so concurrent commits share the
+// fdatasync); a segment an earlier process left is fdatasynced once (that
+// process may have died before syncing what Replay has since read).
+//
+// It returns the sticky sync error (wrapping ErrSyncFailed) of every
+// covered segment that has one and holds records in doubt, written but not
+// durable: a segment whose fdatasync failed (for a commit, its retirement,
+// the zeroer or an earlier SyncUpTo) while it had unsynced records fails
+// every later SyncUpTo covering it for as long as it exists, because Linux
+// reports a writeback error only once per open file and a later successful
+// fdatasync does not mean the data is on disk; a checkpoint relying on those
+// records must not be written. (A failure that found every record already
+// durable, e.g. the zeroer's in a segment not yet appended to, poisons the
+// segment for appends only: durable only ever advances by an fdatasync that
+// succeeded with no failing one overlapping it.)
+func (w *WAL) SyncUpTo(ctx context.Context, upTo []Position) error {
+	limit := make([]uint32, len(w.dirs))
+	for i := range limit {
+		limit[i] = ^uint32(0)
+	}
+	w.mu.RLock()
+	for _, p := range upTo {
+		if s, ok := w.segs[p.Segment]; ok && p.Segment != 0 {
+			limit[s.dir.idx] = p.Segment
 		}
-		tok := SyncToken{seg: s, end: s.written.Load()}
-		if err := w.Sync(ctx, tok); err != nil {
-			errs = append(errs, err)
+	}
+	segs := make([][]*segment, len(w.dirs))
+	for _, s := range w.segs {
+		if i := s.dir.idx; s.id <= limit[i] {
+			segs[i] = append(segs[i], s)
+		}
+	}
+	w.mu.RUnlock()
+
+	var errs []error
+	for i, d := range w.dirs {
+		slices.SortFunc(segs[i], func(a, b *segment) int { return int(a.id) - int(b.id) })
+		d.mu.Lock()
+		active := d.active
+		d.mu.Unlock()
+		for _, s := range segs[i] {
+			var err error
+			switch end := s.written.Load(); {
+			case s.inherited.Load():
+				err = d.syncInherited(s)
+			case s == active:
+				err = w.Sync(ctx, SyncToken{seg: s, end: end})
+			case end > s.durable.Load():
+				err = d.syncSegment(s, end)
+			}
+			if err == nil && s.written.Load() > s.durable.Load() {
+				// Records in doubt: written, not durable, and a
+				// failed fdatasync means they may never be.
+				err = s.stickyErr()
+			}
+			if err != nil {
+				if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+					return err
+				}
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errors.Join(errs...)

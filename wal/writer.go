@@ -227,37 +227,55 @@ func (d *dirState) retireActive(s *segment) {
 			}
 		}
 	}
-	d.syncSegment(s, s.written.Load())
+	// An error here poisons s: its waiters get it, and so does every
+	// SyncAll while s exists with records in doubt.
+	_ = d.syncSegment(s, s.written.Load())
 	s.closeWriter()
 	s.current.Store(false)
 }
 
-// syncSegment fdatasyncs s and marks everything up to target durable, unless
-// an earlier sync of s failed (a failed fsync is never retried on a file).
-func (d *dirState) syncSegment(s *segment, target int64) {
-	d.smu.Lock()
-	failed := s.syncErr != nil
-	d.smu.Unlock()
-	if failed || target <= s.durable.Load() {
-		return
+// syncSegment fdatasyncs s and marks everything written before the
+// fdatasync started durable, unless an earlier sync of s failed (a failed
+// fsync is never retried on a file: Linux reports a writeback error once
+// per open file, so a later success would not mean the data is there). It
+// returns the segment's sticky error if there is one (whether this sync or
+// an earlier one failed), nil once target is durable. Syncs of one segment
+// are serialised by s.syncMu; those of different segments and directories
+// run in parallel.
+func (d *dirState) syncSegment(s *segment, target int64) error {
+	if target <= s.durable.Load() {
+		// Durable before any failure that may follow: a failed sync
+		// never lowers durable.
+		return nil
+	}
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if err := s.stickyErr(); err != nil {
+		return err
+	}
+	if target <= s.durable.Load() {
+		return nil // synced by whoever held syncMu before
 	}
 	s.fmu.RLock()
+	// Every append completed by now is in the page cache before the
+	// fdatasync starts: cover them all.
+	target = max(target, s.written.Load())
 	var err error
 	if s.wf == nil {
 		// Closed after a final sync by retireActive (which a concurrent
 		// leader may race with): fine if that sync covered target.
 		if target <= s.durable.Load() {
 			s.fmu.RUnlock()
-			return
+			return nil
 		}
-		err = fmt.Errorf("wal: sync %s: file already closed", s.path)
+		err = fmt.Errorf("%w: fdatasync %s up to offset %d: file already closed", ErrSyncFailed, s.path, target)
 	} else if err = s.wf.SyncData(); err != nil {
-		err = fmt.Errorf("wal: fdatasync %s up to offset %d: %w", s.path, target, err)
+		err = fmt.Errorf("%w: fdatasync %s up to offset %d: %w", ErrSyncFailed, s.path, target, err)
 	}
 	s.fmu.RUnlock()
 	if err != nil {
 		d.failSegment(s, err)
-		return
+		return s.stickyErr()
 	}
 	d.smu.Lock()
 	if s.syncErr == nil && target > s.durable.Load() {
@@ -266,6 +284,39 @@ func (d *dirState) syncSegment(s *segment, target int64) {
 	close(d.syncDone)
 	d.syncDone = make(chan struct{})
 	d.smu.Unlock()
+	return nil
+}
+
+// syncInherited fdatasyncs, once, a segment an earlier process wrote: it
+// may have died before syncing records that Replay has since applied.
+func (d *dirState) syncInherited(s *segment) error {
+	if !s.inherited.Load() {
+		return nil
+	}
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if err := s.stickyErr(); err != nil {
+		return err
+	}
+	if !s.inherited.Load() {
+		return nil
+	}
+	f, release, err := s.reader()
+	if err != nil {
+		if s.removed() {
+			return nil // removed meanwhile: nothing to sync
+		}
+		return err
+	}
+	err = f.SyncData()
+	release()
+	if err != nil {
+		err = fmt.Errorf("%w: fdatasync %s (written by an earlier process): %w", ErrSyncFailed, s.path, err)
+		d.failSegment(s, err)
+		return s.stickyErr()
+	}
+	s.inherited.Store(false)
+	return nil
 }
 
 // Sync returns once everything up to tok is durable. Concurrent callers share
@@ -313,7 +364,7 @@ func (w *WAL) Sync(ctx context.Context, tok SyncToken) error {
 // leadSync runs a leader's fdatasync of s, covering every completed write,
 // then wakes all waiters (those not covered elect the next leader).
 func (d *dirState) leadSync(s *segment) {
-	d.syncSegment(s, s.written.Load())
+	_ = d.syncSegment(s, s.written.Load()) // waiters read the sticky error
 	d.smu.Lock()
 	d.syncing = false
 	close(d.syncDone)
