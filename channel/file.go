@@ -189,7 +189,12 @@ type File struct {
 	producers producerTable
 	prodBusy  map[string]chan struct{}
 	nextTxn   atomic.Uint64
-	nextDir   atomic.Uint64
+	// txnFloor is the NextTxnID of the newest checkpoint: a txn with a
+	// lower id that is not in it gets a new id before its first WAL
+	// record, so replay after a checkpoint sees only txn ids at or above
+	// the floor or in the checkpoint's in-flight lists (file_crypto.go).
+	txnFloor atomic.Uint64
+	nextDir  atomic.Uint64
 
 	commits  sync.WaitGroup // commits in progress; Close waits for them
 	isClosed atomic.Bool    // set (before cpMu is taken) when Close starts

@@ -80,6 +80,7 @@ func (s *File) checkpoint(clean bool) error {
 		PutTxns:      puts,
 		TakeTxns:     takes,
 	}
+	s.txnFloor.Store(cp.NextTxnID)
 	for _, p := range frontier {
 		cp.Frontier = append(cp.Frontier, checkpoint.Position{Segment: p.Segment, Offset: p.Offset})
 	}
@@ -129,11 +130,16 @@ func (s *File) checkpoint(clean bool) error {
 		})
 	}
 	dir, name := checkpoint.FileFor(s.opts.CheckpointDir, s.opts.BackupCheckpointDir, cp.Generation)
+	// A pending crypto manifest (new store id, where encryption starts,
+	// the active key) is durable before the checkpoint sealed under it.
+	if err := s.beforeCheckpoint(frontier, w); err != nil {
+		return abort(err)
+	}
 	sealer := s.checkpointSealer()
 	if err := checkpoint.Write(s.fs, dir, name, cp, sealer); err != nil {
 		return abort(err)
 	}
-	s.noteCheckpointSealed(sealer)
+	s.afterCheckpoint(cp.Generation)
 
 	s.mu.Lock()
 	for _, name := range s.names {
@@ -158,7 +164,7 @@ func (s *File) gc() {
 	limit := s.prevW
 	var victims []uint32
 	for _, seg := range s.wal.Segments() {
-		if seg.Active || seg.MaxWOID > limit || s.live[seg.ID] > 0 {
+		if seg.Active || seg.MaxWOID > limit || s.live[seg.ID] > 0 || s.keepSegment(seg.ID) {
 			continue
 		}
 		victims = append(victims, seg.ID)

@@ -34,8 +34,11 @@ type replayState struct {
 	// checkpoint's channel bytes (they were in-flight takes then).
 	removedUncounted map[uint64]bool
 	producers        producerTable
-	now              int64            // last-use time of producers seen committing in the replayed WAL
-	unknown          map[string]int64 // net committed events of unconfigured channels
+	now              int64               // last-use time of producers seen committing in the replayed WAL
+	unknown          map[string]int64    // net committed events of unconfigured channels
+	commits          map[uint64]struct{} // txn ids seen committing; nil: not checked (file_crypto.go)
+	txnFloor         uint64              // the checkpoint's NextTxnID (file_crypto.go checkTxn)
+	ckptTxns         map[uint64]bool     // txns in flight at the checkpoint
 }
 
 // recover loads the newest usable checkpoint, replays the WAL after it and
@@ -95,10 +98,12 @@ func (s *File) recover() error {
 		producers:        make(producerTable),
 		now:              s.opts.now().UnixNano(),
 		unknown:          make(map[string]int64),
+		commits:          s.commitSet(),
 	}
 	var from []wal.Position
 	var w, nextTxn uint64
 	if cp != nil {
+		rs.noteCheckpointTxns(cp)
 		w, nextTxn = cp.WOID, cp.NextTxnID
 		for _, p := range cp.Frontier {
 			from = append(from, wal.Position{Segment: p.Segment, Offset: p.Offset})
@@ -227,6 +232,9 @@ func (rs *replayState) applyPut(entries []checkpoint.PutEntry, producer string, 
 
 // record applies one replayed WAL record.
 func (rs *replayState) record(rec wal.Record, ptr wal.Pointer) error {
+	if err := rs.checkTxn(rec, ptr); err != nil {
+		return err
+	}
 	switch rec.Type {
 	case wal.RecordPut:
 		h, _, err := decodePutHeader(rec.Payload)
@@ -246,6 +254,9 @@ func (rs *replayState) record(rec wal.Record, ptr wal.Pointer) error {
 		}
 		rs.takeRecs[rec.TxnID] = append(rs.takeRecs[rec.TxnID], replayTakeRec{channel: ch, recs: recs})
 	case wal.RecordCommit:
+		if err := rs.noteCommit(rec.TxnID, ptr); err != nil {
+			return err
+		}
 		info, err := decodeCommit(rec.Payload)
 		if err != nil {
 			info = commitInfo{}

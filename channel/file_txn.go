@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/sluicehq/sluice/checkpoint"
+	sluicecrypto "github.com/sluicehq/sluice/crypto"
 	"github.com/sluicehq/sluice/wal"
 )
 
@@ -188,6 +189,12 @@ func (p *filePut) flush(commit bool) error {
 	if s.isClosed.Load() {
 		s.cpMu.RUnlock()
 		return ErrClosed
+	}
+	if !p.registered && p.id < s.txnFloor.Load() {
+		// Begun before the last checkpoint but not in it: a new id, so
+		// that replay can refuse records of older txns (renumberTxn).
+		p.id = s.nextTxn.Add(1)
+		p.buf.batch.SetTxnID(p.id)
 	}
 	// The pointers are appended to p.ptrs's spare room: what checkpoints
 	// read (p.ptrs itself) is unchanged until s.mu is held.
@@ -575,6 +582,9 @@ func (t *fileTake) Take(ctx context.Context, max int) ([]Event, error) {
 		}
 		got := t.entries[first:]
 		if len(got) > 0 {
+			if first == 0 && t.id < s.txnFloor.Load() {
+				t.id = s.nextTxn.Add(1) // as filePut.flush
+			}
 			c.inTakes += int64(len(got))
 			s.takes[t.id] = t
 		}
@@ -629,6 +639,13 @@ func (t *fileTake) read(first int) ([]Event, error) {
 			} else {
 				h, ev, err = decodePutSlab(rec.Payload, &slab)
 			}
+			if err == nil && h.channel != c.cfg.Name {
+				// A pointer into another channel's event (a forged queue
+				// file or checkpoint): never delivered here.
+				err = fmt.Errorf("record at %v is an event of channel %q, not of %q", ptrs[i], h.channel, c.cfg.Name)
+			}
+		} else if errors.Is(err, sluicecrypto.ErrAuth) || errors.Is(err, sluicecrypto.ErrPolicy) {
+			s.noteAuthFailure(ptrs[i].Segment(), err)
 		}
 		if err != nil {
 			c.corrupt.Add(1)

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 
 	"github.com/cockroachdb/errors/oserror"
@@ -111,6 +112,19 @@ type Sealer interface {
 	Open(sealed []byte) ([]byte, error)
 }
 
+// FileSealer is a Sealer that binds a checkpoint to the file it is written
+// to: Write and Read seal and open through ForFile(file name).
+type FileSealer interface {
+	ForFile(name string) Sealer
+}
+
+func sealerFor(s Sealer, name string) Sealer {
+	if fsl, ok := s.(FileSealer); ok {
+		return fsl.ForFile(name)
+	}
+	return s
+}
+
 var (
 	// ErrCorrupt is wrapped by every error caused by bytes that are not a
 	// valid checkpoint (bad magic, CRC mismatch, truncation, trailing bytes,
@@ -174,7 +188,7 @@ func FileFor(dir, backupDir string, g uint64) (d, name string) {
 // never a mix. The directory must exist.
 func Write(fs vfs.FS, dir, name string, c *Checkpoint, s Sealer) error {
 	path := fs.PathJoin(dir, name)
-	data, err := Marshal(c, s)
+	data, err := Marshal(c, sealerFor(s, name))
 	if err != nil {
 		return fmt.Errorf("checkpoint: write %s: %w", path, err)
 	}
@@ -239,7 +253,7 @@ func Read(fs vfs.FS, path string, s Sealer) (*Checkpoint, error) {
 		}
 		return nil, fmt.Errorf("checkpoint: read %s: %w", path, err)
 	}
-	c, err := Unmarshal(b, s)
+	c, err := Unmarshal(b, sealerFor(s, filepath.Base(path)))
 	if err != nil {
 		var ce *CorruptError
 		if errors.As(err, &ce) {

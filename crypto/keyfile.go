@@ -48,6 +48,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -295,6 +296,7 @@ type Keyring struct {
 	ids    []uint16 // sorted
 	aeads  map[uint16]cipher.AEAD
 	checks map[uint16]string
+	macs   map[uint16][]byte // manifest MAC keys, HKDF-derived (never the key itself)
 
 	// The active key's AEAD and WAL associated data per compression
 	// (index flags>>1), so sealing a record needs no map lookup and builds
@@ -334,7 +336,7 @@ func NewKeyring(file string, keys []Key, active uint16) (*Keyring, error) {
 	if len(keys) == 0 {
 		return nil, fmt.Errorf("crypto: key file %s holds no keys", file)
 	}
-	kr := &Keyring{file: file, aeads: map[uint16]cipher.AEAD{}, checks: map[uint16]string{}}
+	kr := &Keyring{file: file, aeads: map[uint16]cipher.AEAD{}, checks: map[uint16]string{}, macs: map[uint16][]byte{}}
 	for _, k := range keys {
 		if k.ID == 0 {
 			return nil, fmt.Errorf("crypto: key file %s: key id 0 is reserved", file)
@@ -348,6 +350,11 @@ func NewKeyring(file string, keys []Key, active uint16) (*Keyring, error) {
 		}
 		kr.aeads[k.ID] = aead
 		kr.checks[k.ID] = checkValue(k.Secret[:])
+		mk, err := hkdf.Key(sha256.New, k.Secret[:], []byte("sluice"), "sluice manifest mac v1", 32)
+		if err != nil {
+			return nil, fmt.Errorf("crypto: key %d of %s: deriving the manifest key: %w", k.ID, file, err)
+		}
+		kr.macs[k.ID] = mk
 		kr.ids = append(kr.ids, k.ID)
 	}
 	slices.Sort(kr.ids)
@@ -397,6 +404,22 @@ func (k *Keyring) Has(id uint16) bool { _, ok := k.aeads[id]; return ok }
 func (k *Keyring) CheckValue(id uint16) (string, bool) {
 	v, ok := k.checks[id]
 	return v, ok
+}
+
+// MAC returns HMAC-SHA256 of data under a key derived (HKDF-SHA256, info
+// "sluice manifest mac v1") from key id, for authenticating the store's
+// crypto manifest. A missing key is a *KeyError.
+func (k *Keyring) MAC(id uint16, data []byte) ([]byte, error) {
+	if k == nil {
+		return nil, &KeyError{ID: id, What: "the crypto manifest"}
+	}
+	mk, ok := k.macs[id]
+	if !ok {
+		return nil, &KeyError{ID: id, File: k.file, What: "the crypto manifest"}
+	}
+	m := hmac.New(sha256.New, mk)
+	m.Write(data)
+	return m.Sum(nil), nil
 }
 
 func (k *Keyring) aead(id uint16, what string) (cipher.AEAD, error) {
