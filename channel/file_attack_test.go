@@ -3,6 +3,7 @@ package channel
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -341,20 +342,47 @@ func lastSegmentWith(t *testing.T, fs vfs.FS, dir string, typ wal.RecordType) (s
 func TestAttackSwappedCheckpoints(t *testing.T) {
 	keys := cryptoKeys(t, 1)
 	fsA, oA := encryptedStore(t, keys, 30)
-	fsB, oB := encryptedStore(t, keys, 5)
-	for _, c := range checkpoint.Load(fsB, oB.CheckpointDir, oB.BackupCheckpointDir, nil) {
-		writeFile(t, fsA, c.Path, readAll(t, fsB, c.Path))
+	fsB, oB := encryptedStore(t, keys, 50) // 50 queued pointers, where A has 30 events
+	orig := map[string][]byte{}
+	for _, d := range []string{oB.CheckpointDir, oB.BackupCheckpointDir} {
+		names, _ := fsB.List(d)
+		for _, n := range names {
+			if n != "LOCK" && n != cryptoManifestName { // checkpoints and their queue files
+				p := fsB.PathJoin(d, n)
+				if _, err := fsA.Stat(p); err == nil {
+					orig[p] = readAll(t, fsA, p)
+				}
+				writeFile(t, fsA, p, readAll(t, fsB, p))
+			}
+		}
 	}
 	s, err := OpenFile(oA)
-	if err != nil {
-		if !strings.Contains(err.Error(), "no checkpoint could be opened") {
-			t.Fatal(err)
+	if err == nil {
+		got := drain(t, s, "c1")
+		s.Close()
+		if !slices.Equal(got, seq(0, 30)) {
+			t.Fatalf("store A opened with store B's checkpoint: got %d events", len(got))
 		}
-		return
+	} else if !strings.Contains(err.Error(), "no checkpoint could be opened") {
+		t.Fatal(err)
 	}
+	restoreFiles(t, fsA, orig)
+	s = mustOpen(t, oA)
 	defer s.Close()
-	if got := drain(t, s, "c1"); !slices.Equal(got, seq(0, 30)) {
-		t.Fatalf("store A opened with store B's checkpoint: got %d events", len(got))
+	// Directly: B's sealed checkpoint does not open under A's sealer,
+	// and A's own checkpoint.B does not open as checkpoint.A.
+	if err := fsA.MkdirAll("/swap", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	dir, name := checkpoint.FileFor(oB.CheckpointDir, oB.BackupCheckpointDir, 0)
+	writeFile(t, fsA, "/swap/"+name, readAll(t, fsB, fsB.PathJoin(dir, name)))
+	if _, err := checkpoint.Read(fsA, "/swap/"+name, s.checkpointSealer()); !errors.Is(err, crypto.ErrAuth) {
+		t.Fatalf("store B's checkpoint opened in store A: %v", err)
+	}
+	dir, name = checkpoint.FileFor(oA.CheckpointDir, oA.BackupCheckpointDir, 1)
+	writeFile(t, fsA, "/swap/checkpoint.A", readAll(t, fsA, fsA.PathJoin(dir, name)))
+	if _, err := checkpoint.Read(fsA, "/swap/checkpoint.A", s.checkpointSealer()); !errors.Is(err, crypto.ErrAuth) {
+		t.Fatalf("checkpoint.B opened as checkpoint.A: %v", err)
 	}
 }
 
