@@ -905,3 +905,24 @@ func (rs *replayState) checkTxn(rec wal.Record, ptr wal.Pointer) error {
 	return fmt.Errorf("file channel: %s record %v of txn %d, which predates the checkpoint (next txn id %d) and was not in flight then: its sealed records were copied by someone with write access to the data directory; refusing to open, nothing was changed",
 		rec.Type, ptr, rec.TxnID, rs.txnFloor)
 }
+
+// ReadCryptoPolicy is for offline tools (verify, salvage, inspect): it reads
+// and verifies every copy of a closed store's crypto manifest and returns the
+// Policy its records and checkpoints must be read with, and whether the
+// store is encrypted (plaintext checkpoints are then not to be trusted). A
+// manifest that fails authentication, or that cannot be checked because no
+// key is given, is an error. Without a manifest v2 (a plaintext store, or
+// one written by an older build) the Policy reads legacy checkpoints.
+func ReadCryptoPolicy(fs vfs.FS, o FileOptions, kr *sluicecrypto.Keyring) (pol sluicecrypto.Policy, encrypted bool, err error) {
+	if fs == nil {
+		fs = vfs.Default
+	}
+	man, legacy, err := readManifests(fs, manifestPaths(fs, o), kr)
+	if err != nil {
+		return sluicecrypto.Policy{}, false, err
+	}
+	if man == nil {
+		return sluicecrypto.Policy{LegacyCheckpoints: true}, legacy != nil && legacy.sealed, nil
+	}
+	return sluicecrypto.Policy{Store: man.store, EncryptedSince: man.encSeg, BoundSince: man.boundSeg}, true, nil
+}

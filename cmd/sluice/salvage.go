@@ -364,7 +364,13 @@ func salvage(out io.Writer, st config.Store, dirs []string, ckptDir string, segS
 	if err != nil {
 		return false, fmt.Errorf("encryption: %w", err)
 	}
-	codec, err := crypto.NewCodec(crypto.CodecOptions{Keyring: kr})
+	// Records the store would refuse (unsealed in an encrypted segment,
+	// failing authentication) are skipped as damage, never salvaged.
+	pol, _, err := channel.ReadCryptoPolicy(vfs.Default, o, kr)
+	if err != nil {
+		return false, err
+	}
+	codec, err := crypto.NewCodec(crypto.CodecOptions{Keyring: kr, Policy: &pol, TolerateAuthFailures: true})
 	if err != nil {
 		return false, err
 	}
