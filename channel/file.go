@@ -173,6 +173,10 @@ type File struct {
 	fs    vfs.FS
 	wal   *wal.WAL
 	crypt *fileCrypto // encryption and compression (file_crypto.go)
+	// digestKey keys the queue digests of the checkpoints this open
+	// writes (encrypted stores; nil: CRC32C). Kept in the sealed
+	// checkpoint.
+	digestKey []byte
 
 	// cpMu is the checkpoint lock: every WAL append, queue mutation and
 	// commit apply holds it shared; a checkpoint holds it exclusively only to
@@ -344,6 +348,7 @@ func (s *File) queueOptions(name string, capacity uint64) queue.Options {
 		Capacity:  capacity,
 		FS:        s.fs,
 		Logger:    s.log,
+		DigestKey: s.digestKey,
 	}
 }
 

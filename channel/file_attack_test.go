@@ -12,6 +12,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/sluicehq/sluice/checkpoint"
 	"github.com/sluicehq/sluice/crypto"
+	"github.com/sluicehq/sluice/queue"
 	"github.com/sluicehq/sluice/wal"
 )
 
@@ -426,5 +427,34 @@ func TestAttackCheckpointRollback(t *testing.T) {
 	st, _ := s.Stats("c1")
 	if len(got) != 0 || st.CorruptEventsSkipped != 0 {
 		t.Fatalf("rolled-back checkpoint used: %d taken events delivered again, %d unreadable", len(got), st.CorruptEventsSkipped)
+	}
+}
+
+// D: in an encrypted store the queue digests are keyed (the key lives in the
+// sealed checkpoint): an attacker who rewrites a queue file cannot compute
+// the digest it must match, as he could a CRC32C.
+func TestAttackQueueDigestKeyed(t *testing.T) {
+	keys := cryptoKeys(t, 1)
+	fs, o := encryptedStore(t, keys, 50)
+	s := mustOpen(t, o)
+	defer s.Close()
+	if err := s.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	q := s.chans["c1"].q
+	var ptrs []uint64
+	for i := uint64(0); i < q.Len(); i++ {
+		ptrs = append(ptrs, q.At(i))
+	}
+	cands := checkpoint.Load(fs, o.CheckpointDir, o.BackupCheckpointDir, s.checkpointSealer())
+	cp := cands[0].Checkpoint
+	if cp == nil || len(cp.Channels) != 1 || cp.Channels[0].Size != 50 {
+		t.Fatalf("checkpoint: %+v %v", cp, cands[0].Err)
+	}
+	if len(cp.DigestKey) != checkpoint.DigestKeySize {
+		t.Fatalf("digest key of %d bytes", len(cp.DigestKey))
+	}
+	if cp.Channels[0].Digest == queue.Digest(ptrs) {
+		t.Fatal("the queue digest of an encrypted store is a plain CRC32C of the pointers")
 	}
 }

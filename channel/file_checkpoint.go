@@ -79,6 +79,7 @@ func (s *File) checkpoint(clean bool) error {
 		TimeUnixNano: start.UnixNano(),
 		PutTxns:      puts,
 		TakeTxns:     takes,
+		DigestKey:    s.digestKey,
 	}
 	s.txnFloor.Store(cp.NextTxnID)
 	for _, p := range frontier {

@@ -284,6 +284,14 @@ func (s *File) initCrypto() error {
 	}
 	s.crypt = &fileCrypto{codec: codec, path: s.fs.PathJoin(s.opts.CheckpointDir, cryptoManifestName),
 		paths: manifestPaths(s.fs, s.opts), authBad: map[uint32]bool{}}
+	if s.opts.Encryption != nil {
+		// Queue digests become keyed: a random key per open, written
+		// only inside sealed checkpoints.
+		s.digestKey = make([]byte, checkpoint.DigestKeySize)
+		if _, err := rand.Read(s.digestKey); err != nil {
+			return fmt.Errorf("file channel: drawing the queue digest key: %w", err)
+		}
+	}
 	return nil
 }
 

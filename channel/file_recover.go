@@ -210,7 +210,11 @@ func (s *File) openQueues(cp *checkpoint.Checkpoint) error {
 		if st != nil {
 			capacity = max(capacity, st.Size)
 		}
-		q, err := queue.Open(s.queueOptions(name, capacity), st)
+		qo := s.queueOptions(name, capacity)
+		if cp != nil {
+			qo.CheckKey = cp.DigestKey // keyed digests (file_crypto.go)
+		}
+		q, err := queue.Open(qo, st)
 		if err != nil {
 			return fmt.Errorf("channel %q: %w", name, err)
 		}
@@ -383,7 +387,11 @@ func (s *File) growQueue(c *fileChan, cp *checkpoint.Checkpoint, n uint64) error
 	}
 	c.q.Close()
 	c.q = nil
-	q, err := queue.Open(s.queueOptions(c.cfg.Name, n), st)
+	qo := s.queueOptions(c.cfg.Name, n)
+	if cp != nil {
+		qo.CheckKey = cp.DigestKey
+	}
+	q, err := queue.Open(qo, st)
 	if err != nil {
 		return fmt.Errorf("file channel: channel %q: grow queue to %d: %w", c.cfg.Name, n, err)
 	}

@@ -102,7 +102,14 @@ type Checkpoint struct {
 	PutTxns      []PutTxn
 	TakeTxns     []TakeTxn
 	Producers    []Producer
+	// DigestKey keys the queue digests of Channels (encrypted stores: a
+	// random key per store open, DigestKeySize bytes, only ever written
+	// sealed); empty: the digests are CRC32C.
+	DigestKey []byte
 }
+
+// DigestKeySize is the size of a Checkpoint.DigestKey.
+const DigestKeySize = 32
 
 // Sealer transforms the encoded body of a checkpoint: Seal on write, Open on
 // read. A nil Sealer is the identity. Open must fail on any input that Seal

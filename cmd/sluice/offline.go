@@ -226,7 +226,7 @@ func checkQueues(o channel.FileOptions, cp *checkpoint.Checkpoint, segs []wal.Se
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var problems []string
 	for _, ch := range cp.Channels {
-		qo := queue.Options{Dir: o.CheckpointDir, BackupDir: o.BackupCheckpointDir, Name: ch.Name, Logger: quiet}
+		qo := queue.Options{Dir: o.CheckpointDir, BackupDir: o.BackupCheckpointDir, Name: ch.Name, Logger: quiet, CheckKey: cp.DigestKey}
 		path := queue.Path(qo, ch.Gen)
 		if _, err := os.Stat(path); err != nil {
 			continue // already reported as a missing queue file

@@ -274,7 +274,7 @@ func checkpointPointers(o channel.FileOptions, cp *checkpoint.Checkpoint) (map[u
 	live := map[uint64]bool{}
 	for _, ch := range cp.Channels {
 		q, err := queue.Open(queue.Options{Dir: o.CheckpointDir, BackupDir: o.BackupCheckpointDir, Name: ch.Name,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), CheckKey: cp.DigestKey},
 			&queue.State{Gen: ch.Gen, Head: ch.Head, Size: ch.Size, Capacity: ch.Capacity, Digest: ch.Digest})
 		if err != nil {
 			return nil, err
