@@ -310,7 +310,7 @@ func (s *File) lockCheckpointDirs() error {
 		if d == "" {
 			continue
 		}
-		if err := s.fs.MkdirAll(d, 0o755); err != nil {
+		if err := s.fs.MkdirAll(d, 0o700); err != nil {
 			s.unlockDirs()
 			return fmt.Errorf("file channel: create checkpoint dir %s: %w", d, err)
 		}

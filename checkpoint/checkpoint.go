@@ -219,6 +219,9 @@ func writeSynced(fs vfs.FS, path string, data []byte) (err error) {
 	if err != nil {
 		return err
 	}
+	if c, ok := f.(interface{ Chmod(os.FileMode) error }); ok {
+		_ = c.Chmod(0o600) // owner only, like the WAL and queue files
+	}
 	defer func() {
 		if cerr := f.Close(); err == nil {
 			err = cerr
