@@ -34,7 +34,11 @@
 // segment id, so a stale record left in a recycled file (written under an
 // older id) never validates. length is the payload length (stored, i.e. after
 // the optional Codec transformed it). flags and key id belong to the Codec
-// (compression, encryption key); both are zero for plaintext.
+// (compression, encryption key, associated-data format; see crypto/codec.go);
+// both are zero for plaintext. A RecordCodec binds sealed payloads to the
+// record's type and txn id (not to its segment, offset or WOID, which Write
+// assigns after encoding). The CRC is not authentication: anyone who can
+// write a segment can write records that validate.
 //
 // # What a reader relies on
 //
