@@ -65,6 +65,9 @@ type FileOptions struct {
 	// now is the clock of producer entries (tests set it; default
 	// time.Now).
 	now func() time.Time
+	// legacyFormat (tests): write WAL records and checkpoints the way
+	// builds before store binding did, to test their migration.
+	legacyFormat bool
 }
 
 const (

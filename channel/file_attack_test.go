@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/sluicehq/sluice/checkpoint"
@@ -145,7 +147,7 @@ func plantPlaintextCheckpoint(t *testing.T, fs vfs.FS, o FileOptions) {
 		cp := &checkpoint.Checkpoint{
 			Generation: g, WOID: 1 << 40, NextTxnID: 1 << 41, Clean: true,
 			Frontier:  []checkpoint.Position{{Segment: last, Offset: uint32(o.SegmentSize)}},
-			Producers: []checkpoint.Producer{{ID: "victim", Sequence: 1 << 60, LastUsed: 1}},
+			Producers: []checkpoint.Producer{{ID: "victim", Sequence: 1 << 60, LastUsed: time.Now().UnixNano()}},
 		}
 		dir, name := checkpoint.FileFor(o.CheckpointDir, o.BackupCheckpointDir, g)
 		if err := checkpoint.Write(fs, dir, name, cp, nil); err != nil {
@@ -184,11 +186,20 @@ func TestAttackPlaintextCheckpoint(t *testing.T) {
 			case "manifest deleted":
 				removeManifests(t, fs, o)
 			case "manifest edited":
+				// What a v1 (checksummed only) manifest allowed: say
+				// "no sealed checkpoint yet" and fix the checksum; or
+				// edit any line of a v2 one.
 				for _, p := range manifestPaths(fs, o) {
 					if _, err := fs.Stat(p); err == nil {
-						b := readAll(t, fs, p)
-						b = []byte(strings.Replace(string(b), "generation ", "generation 0", 1))
-						writeFile(t, fs, p, b)
+						b := string(readAll(t, fs, p))
+						if strings.Contains(b, "\nsealed 1\n") {
+							b = strings.Replace(b, "\nsealed 1\n", "\nsealed 0\n", 1)
+							body := b[:strings.Index(b, "crc ")]
+							b = body + fmt.Sprintf("crc %08x\n", crc32.Checksum([]byte(body), crc32.MakeTable(crc32.Castagnoli)))
+						} else {
+							b = strings.Replace(b, "\ngeneration ", "\ngeneration 0", 1)
+						}
+						writeFile(t, fs, p, []byte(b))
 					}
 				}
 			}
@@ -405,8 +416,8 @@ func TestAttackCheckpointRollback(t *testing.T) {
 		}
 	}
 	s := expectAll(t, o, seq(0, 300)) // all taken
-	putRange(t, s, "c1", 300, 600, 10)
-	if got := drain(t, s, "c1"); !slices.Equal(got, seq(300, 600)) {
+	putRange(t, s, "c1", 300, 3000, 50) // many segments, garbage collected below
+	if got := drain(t, s, "c1"); !slices.Equal(got, seq(300, 3000)) {
 		t.Fatalf("got %d", len(got))
 	}
 	for range 3 {
@@ -457,4 +468,94 @@ func TestAttackQueueDigestKeyed(t *testing.T) {
 	if cp.Channels[0].Digest == queue.Digest(ptrs) {
 		t.Fatal("the queue digest of an encrypted store is a plain CRC32C of the pointers")
 	}
+}
+
+// legacyEncryptedStore writes an encrypted store the way builds before
+// store binding did: records and checkpoints sealed with the old associated
+// data, CRC32C queue digests and a checksummed (v1) crypto manifest.
+func legacyEncryptedStore(t *testing.T, kr *crypto.Keyring, events int) (*vfs.MemFS, FileOptions) {
+	t.Helper()
+	fs := vfs.NewCrashableMem()
+	o := testFileOptions(fs, 1)
+	o.Encryption = kr
+	lo := o
+	lo.legacyFormat = true
+	s := mustOpen(t, lo)
+	putRange(t, s, "c1", 0, events, 5)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	removeManifests(t, fs, o)
+	check, _ := kr.CheckValue(kr.Active())
+	body := fmt.Sprintf("sluice crypto manifest v1\nsealed 1\nkey %d %s 0\n", kr.Active(), check)
+	body += fmt.Sprintf("crc %08x\n", crc32.Checksum([]byte(body), crc32.MakeTable(crc32.Castagnoli)))
+	writeFile(t, fs, fs.PathJoin(o.CheckpointDir, cryptoManifestName), []byte(body))
+	return fs, o
+}
+
+// Format compatibility: an encrypted store of the previous format opens
+// (its old records and checkpoints are read once, at the migration); after
+// the migration an old-format sealed record in a new segment is refused.
+func TestLegacyEncryptedStoreMigrates(t *testing.T) {
+	kr := testKeyring(t, cryptoKeys(t, 1), 1)
+	fs, o := legacyEncryptedStore(t, kr, 30)
+	path, _ := firstSegment(t, fs, o.DataDirs[0])
+	var old []rawRecord
+	for _, r := range segmentRecords(readAll(t, fs, path)) {
+		if r.typ == byte(wal.RecordPut) || r.typ == byte(wal.RecordCommit) {
+			old = append(old, r)
+		}
+	}
+	if len(old) < 2 || old[0].flags&crypto.FlagBound != 0 || old[0].flags&crypto.FlagSealed == 0 {
+		t.Fatalf("first segment: %d records, flags %#x", len(old), old[0].flags)
+	}
+	s := mustOpen(t, o) // the migration
+	if s.StoreStats().CheckpointFallbacks != 0 {
+		t.Fatal("the old-format checkpoint was not used")
+	}
+	putRange(t, s, "c1", 30, 40, 5)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = expectAll(t, o, seq(0, 40))
+	putRange(t, s, "c1", 40, 45, 5)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// An old-format sealed record (copied from an old segment) written into
+	// a new segment is refused.
+	rc := &rawCodec{}
+	forgeWAL(t, fs, o, rc, func(w *wal.WAL) {
+		for _, r := range old[:2] {
+			rc.flags, rc.key = r.flags, r.key
+			var b wal.Batch
+			b.Add(wal.RecordType(r.typ), r.txn+1<<40, r.data)
+			writeBatch(t, w, &b)
+		}
+	})
+	expectRefused(t, fs, o, "sealed without store binding")
+}
+
+// Format compatibility: the same with the old-format records replayed (the
+// store was killed, so the migration replays them from the WAL).
+func TestLegacyEncryptedStoreReplayed(t *testing.T) {
+	kr := testKeyring(t, cryptoKeys(t, 1), 1)
+	fs, o := legacyEncryptedStore(t, kr, 10)
+	lo := o
+	lo.legacyFormat = true
+	lo.Encryption = kr
+	// A legacy-mode open now would see the v1 manifest: write more
+	// old-format records and kill it.
+	s := mustOpen(t, lo)
+	putRange(t, s, "c1", 10, 20, 5)
+	clone := killClone(fs)
+	s.Close()
+	removeManifests(t, clone, o)
+	check, _ := kr.CheckValue(1)
+	body := fmt.Sprintf("sluice crypto manifest v1\nsealed 1\nkey 1 %s 0\n", check)
+	body += fmt.Sprintf("crc %08x\n", crc32.Checksum([]byte(body), crc32.MakeTable(crc32.Castagnoli)))
+	writeFile(t, clone, clone.PathJoin(o.CheckpointDir, cryptoManifestName), []byte(body))
+	o.FS = clone
+	s = expectAll(t, o, seq(0, 20))
+	s.Close()
 }

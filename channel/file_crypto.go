@@ -284,7 +284,7 @@ func (s *File) initCrypto() error {
 	}
 	s.crypt = &fileCrypto{codec: codec, path: s.fs.PathJoin(s.opts.CheckpointDir, cryptoManifestName),
 		paths: manifestPaths(s.fs, s.opts), authBad: map[uint32]bool{}}
-	if s.opts.Encryption != nil {
+	if s.opts.Encryption != nil && !s.opts.legacyFormat {
 		// Queue digests become keyed: a random key per open, written
 		// only inside sealed checkpoints.
 		s.digestKey = make([]byte, checkpoint.DigestKeySize)
@@ -308,13 +308,30 @@ func manifestPaths(fs vfs.FS, o FileOptions) []string {
 }
 
 // walCodec is what wal.Open gets.
-func (s *File) walCodec() wal.Codec { return s.crypt.codec }
+func (s *File) walCodec() wal.Codec {
+	if s.opts.legacyFormat {
+		return legacyCodec{s.crypt.codec}
+	}
+	return s.crypt.codec
+}
+
+// legacyCodec hides the Codec's RecordCodec methods: records are sealed as
+// builds before store binding sealed them (tests of the migration).
+type legacyCodec struct{ c *sluicecrypto.Codec }
+
+func (l legacyCodec) Encode(dst, p []byte) ([]byte, uint8, uint16, error) { return l.c.Encode(dst, p) }
+func (l legacyCodec) Decode(dst, p []byte, flags uint8, key uint16) ([]byte, error) {
+	return l.c.Decode(dst, p, flags, key)
+}
 
 // checkpointSealer is the Sealer for the next checkpoint: the current
 // keyring's, or nil when not encrypting.
 func (s *File) checkpointSealer() checkpoint.Sealer {
 	if s.crypt == nil || s.crypt.codec.Keyring() == nil {
 		return nil
+	}
+	if s.opts.legacyFormat {
+		return s.crypt.codec.Sealer().Legacy()
 	}
 	return s.crypt.codec.Sealer()
 }

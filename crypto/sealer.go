@@ -127,3 +127,25 @@ func SealedKeyID(sealed []byte) (uint16, bool) {
 	}
 	return binary.LittleEndian.Uint16(sealed[1:]), true
 }
+
+// Legacy returns a checkpoint.Sealer that seals in the version-1 format of
+// builds before store binding (associated data "sluice checkpoint v1" |
+// version | key id) and opens like s. For compatibility tests of migrations
+// only: a store never writes it.
+func (s Sealer) Legacy() checkpoint.Sealer { return legacySealer{s} }
+
+type legacySealer struct{ s Sealer }
+
+func (l legacySealer) Seal(plain []byte) ([]byte, error) {
+	kr := l.s.c.ring.Load()
+	if kr == nil {
+		return nil, fmt.Errorf("crypto: sealing a checkpoint: no keyring")
+	}
+	id := kr.active
+	out := make([]byte, sealHeader, sealHeader+len(plain)+Overhead)
+	out[0] = sealVersionV1
+	binary.LittleEndian.PutUint16(out[1:], id)
+	return kr.aeads[id].Seal(out, nil, plain, checkpointAssociated(nil, sealVersionV1, id, nil, "")), nil
+}
+
+func (l legacySealer) Open(sealed []byte) ([]byte, error) { return l.s.Open(sealed) }
