@@ -415,7 +415,7 @@ func TestAttackCheckpointRollback(t *testing.T) {
 			}
 		}
 	}
-	s := expectAll(t, o, seq(0, 300)) // all taken
+	s := expectAll(t, o, seq(0, 300))   // all taken
 	putRange(t, s, "c1", 300, 3000, 50) // many segments, garbage collected below
 	if got := drain(t, s, "c1"); !slices.Equal(got, seq(300, 3000)) {
 		t.Fatalf("got %d", len(got))
