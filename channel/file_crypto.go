@@ -46,6 +46,7 @@ import (
 //	bound-since <segment> <woid>            first segment written with bound records
 //	generation <g>                          newest checkpoint generation written
 //	key <id> <fingerprint> <retired at>     one line per key that sealed data
+//	quarantine <segment id>                 a segment where a record failed authentication
 //	mac <key id> <HMAC-SHA256, 64 hex>      over every byte above and "mac <key id>"
 //
 // The MAC key is derived from the key with that id (crypto.Keyring.MAC,
@@ -108,7 +109,8 @@ type cryptoManifest struct {
 	boundWOID  uint64
 	generation uint64
 	keys       map[uint16]manifestKey
-	path       string // the copy it was read from
+	quarantine map[uint32]bool // segments never garbage collected (noteAuthFailure)
+	path       string          // the copy it was read from
 }
 
 // keyIDs returns the manifest's key ids in ascending order.
@@ -117,6 +119,7 @@ func (m *cryptoManifest) keyIDs() []uint16 { return slices.Sorted(maps.Keys(m.ke
 func (m *cryptoManifest) clone() *cryptoManifest {
 	c := *m
 	c.keys = maps.Clone(m.keys)
+	c.quarantine = maps.Clone(m.quarantine)
 	return &c
 }
 
@@ -132,6 +135,9 @@ func (m *cryptoManifest) body() []byte {
 	for _, id := range m.keyIDs() {
 		k := m.keys[id]
 		fmt.Fprintf(&b, "key %d %s %d\n", id, k.check, k.retired)
+	}
+	for _, seg := range slices.Sorted(maps.Keys(m.quarantine)) {
+		fmt.Fprintf(&b, "quarantine %d\n", seg)
 	}
 	return b.Bytes()
 }
@@ -202,6 +208,15 @@ func parseCryptoManifest(path string, data []byte, kr *sluicecrypto.Keyring) (*c
 			} else {
 				m.boundSeg, m.boundWOID = uint32(seg), woid
 			}
+		case m.version == 2 && len(f) == 2 && f[0] == "quarantine":
+			seg, err := strconv.ParseUint(f[1], 10, 32)
+			if err != nil {
+				return nil, bad(line, "malformed line %q", text)
+			}
+			if m.quarantine == nil {
+				m.quarantine = map[uint32]bool{}
+			}
+			m.quarantine[uint32(seg)] = true
 		case len(f) == 4 && f[0] == "key":
 			id, err1 := strconv.ParseUint(f[1], 10, 16)
 			ret, err2 := strconv.ParseUint(f[3], 10, 32)
@@ -537,6 +552,11 @@ func (s *File) loadCheckpoints() ([]checkpoint.Candidate, error) {
 		}
 		fc.codec.SetPolicy(sluicecrypto.Policy{Store: man.store, EncryptedSince: man.encSeg, BoundSince: man.boundSeg})
 		next = man.clone()
+		fc.badMu.Lock()
+		for seg := range man.quarantine {
+			fc.authBad[seg] = true
+		}
+		fc.badMu.Unlock()
 	case kr == nil:
 		if legacy != nil {
 			if err := s.checkKeys(legacy, nil); err != nil {
@@ -701,6 +721,7 @@ func (s *File) beforeCheckpoint(frontier []wal.Position, w uint64) error {
 		return nil
 	}
 	m := fc.man.clone()
+	fc.addQuarantine(m)
 	if m.encSeg == 0 || m.boundSeg == 0 {
 		first := uint32(0)
 		for _, p := range frontier {
@@ -740,6 +761,7 @@ func (s *File) afterCheckpoint(gen uint64) {
 	}
 	m := fc.man.clone()
 	m.generation = gen
+	fc.addQuarantine(m)
 	if err := fc.writeManifestLocked(s.fs, m); err != nil {
 		s.log.Error("file channel: recording the checkpoint generation in the crypto manifest", "generation", gen, "err", err)
 		return
@@ -759,6 +781,19 @@ func (s *File) noteAuthFailure(seg uint32, err error) {
 	fc.badMu.Unlock()
 	if first {
 		s.log.Error("file channel: a WAL record failed authentication; its segment is kept (never garbage collected)", "segment", seg, "err", err)
+	}
+}
+
+// addQuarantine copies the segments that had authentication failures into
+// m, so they stay out of GC after a restart too.
+func (fc *fileCrypto) addQuarantine(m *cryptoManifest) {
+	fc.badMu.Lock()
+	defer fc.badMu.Unlock()
+	for seg := range fc.authBad {
+		if m.quarantine == nil {
+			m.quarantine = map[uint32]bool{}
+		}
+		m.quarantine[seg] = true
 	}
 }
 

@@ -423,6 +423,20 @@ func TestFileTamperedRecord(t *testing.T) {
 			if _, err := cur.Stat(path); err != nil || !s.keepSegment(id) {
 				t.Fatalf("segment with an authentication failure was removed: %v", err)
 			}
+			// Also after a restart (the manifest quarantines it).
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s = mustOpen(t, o)
+			defer s.Close()
+			for range 3 {
+				if err := s.Checkpoint(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := cur.Stat(path); err != nil || !s.keepSegment(id) {
+				t.Fatalf("after a restart, the segment with an authentication failure was removed: %v", err)
+			}
 		})
 	}
 }
