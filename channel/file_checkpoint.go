@@ -130,12 +130,13 @@ func (s *File) checkpoint(clean bool) error {
 			Bytes: uint64(max(bytes[name], 0)), Gen: st.Gen, Digest: st.Digest,
 		})
 	}
-	dir, name := checkpoint.FileFor(s.opts.CheckpointDir, s.opts.BackupCheckpointDir, cp.Generation)
 	// A pending crypto manifest (new store id, where encryption starts,
-	// the active key) is durable before the checkpoint sealed under it.
-	if err := s.beforeCheckpoint(frontier, w); err != nil {
+	// the active key) is durable before the checkpoint sealed under it;
+	// the generation continues above the one the manifest recorded.
+	if err := s.beforeCheckpoint(cp, frontier, w); err != nil {
 		return abort(err)
 	}
+	dir, name := checkpoint.FileFor(s.opts.CheckpointDir, s.opts.BackupCheckpointDir, cp.Generation)
 	sealer := s.checkpointSealer()
 	if err := checkpoint.Write(s.fs, dir, name, cp, sealer); err != nil {
 		return abort(err)

@@ -706,18 +706,26 @@ func (fc *fileCrypto) adoptActiveKey(s *File, man *cryptoManifest, kr *sluicecry
 	fc.dirty = true
 }
 
-// beforeCheckpoint writes a pending manifest before checkpoint generation
-// gen is written with the WAL frontier given: the first one of an open
-// records, for a migrated store, where encryption and binding start (the
-// segments this open writes; no record was written yet).
-func (s *File) beforeCheckpoint(frontier []wal.Position, w uint64) error {
+// beforeCheckpoint runs before checkpoint cp is written with the WAL
+// frontier given. Its generation is raised above the newest one the
+// manifest recorded (the checkpoints may have been lost: their successors
+// must not look rolled back). A pending manifest is written: the first
+// checkpoint of an open records, for a migrated store, where encryption and
+// binding start (the segments this open writes; no record was written yet).
+func (s *File) beforeCheckpoint(cp *checkpoint.Checkpoint, frontier []wal.Position, w uint64) error {
 	fc := s.crypt
 	if fc == nil || fc.codec.Keyring() == nil {
 		return nil
 	}
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
-	if fc.man == nil || !fc.dirty {
+	if fc.man == nil {
+		return nil
+	}
+	if cp.Generation <= fc.man.generation {
+		cp.Generation = fc.man.generation + 1
+	}
+	if !fc.dirty {
 		return nil
 	}
 	m := fc.man.clone()
