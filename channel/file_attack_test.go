@@ -596,3 +596,32 @@ func TestLostCheckpointsThenRestart(t *testing.T) {
 		t.Fatalf("%d checkpoints refused after the lost ones were replaced", n)
 	}
 }
+
+// D: a take delivers only events of its own channel: a pointer to another
+// channel's event in its queue (a forged queue or checkpoint) is skipped.
+func TestTakeChecksChannel(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	o := testFileOptions(fs, 1, ChannelConfig{Name: "c1", Capacity: 100, TransactionCapacity: 100},
+		ChannelConfig{Name: "c2", Capacity: 100, TransactionCapacity: 100})
+	o.Encryption = testKeyring(t, cryptoKeys(t, 1), 1)
+	s := mustOpen(t, o)
+	defer s.Close()
+	putRange(t, s, "c2", 0, 1, 1)
+	s.mu.Lock()
+	ptr := s.chans["c2"].q.At(0)
+	if err := s.chans["c1"].q.PushBack(ptr); err != nil { // as a forged queue file would
+		s.mu.Unlock()
+		t.Fatal(err)
+	}
+	s.live[wal.Pointer(ptr).Segment()]++
+	s.mu.Unlock()
+	if got := drain(t, s, "c1"); len(got) != 0 {
+		t.Fatalf("c1 delivered c2's event %v", got)
+	}
+	if st, _ := s.Stats("c1"); st.CorruptEventsSkipped != 1 {
+		t.Fatalf("%d events skipped, want 1", st.CorruptEventsSkipped)
+	}
+	if got := drain(t, s, "c2"); !slices.Equal(got, []int{0}) {
+		t.Fatalf("c2: %v", got)
+	}
+}
