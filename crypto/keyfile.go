@@ -33,6 +33,17 @@
 // the segment is garbage collected and the checkpoint rewritten. A missing
 // key is an error naming the key id and file (KeyError), never a skip.
 //
+// # Binding and tampering
+//
+// A WAL record sealed by this build is bound to the store id, its record
+// type and its txn id, a checkpoint to the store id and its file name (see
+// bind.go and sealer.go). A Policy, set from the store's authenticated
+// crypto manifest before replay, refuses unsealed records written after
+// encryption was switched on and old-format sealed records written after the
+// store was bound. Authentication failures of WAL records are *AuthErrors
+// that stop a replay (fail closed) rather than damage that is skipped.
+// Keyring.MAC authenticates the manifest under an HKDF-derived key.
+//
 // # Limits
 //
 // A nonce is a random 96-bit base, drawn each time a keyring is built,
