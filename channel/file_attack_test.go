@@ -1,6 +1,7 @@
 package channel
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -623,5 +624,48 @@ func TestTakeChecksChannel(t *testing.T) {
 	}
 	if got := drain(t, s, "c2"); !slices.Equal(got, []int{0}) {
 		t.Fatalf("c2: %v", got)
+	}
+}
+
+// A put txn begun before a checkpoint that flushes for the first time after
+// it gets a new txn id (so replay can refuse copies of older txns): all of
+// its records, also those of a Put call that flushed mid-way, carry it.
+func TestPutTxnSpanningCheckpoint(t *testing.T) {
+	for _, enc := range []bool{false, true} {
+		fs := vfs.NewCrashableMem()
+		o := testFileOptions(fs, 1)
+		if enc {
+			o.Encryption = testKeyring(t, cryptoKeys(t, 1), 1)
+		}
+		s := mustOpen(t, o)
+		ctx := context.Background()
+		tx, err := s.BeginPut(ctx, PutOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Put("c1", Event{Body: []byte("0")}); err != nil { // buffered, not flushed
+			t.Fatal(err)
+		}
+		if err := s.Checkpoint(); err != nil {
+			t.Fatal(err)
+		}
+		big := make([]Event, 100)
+		for i := range big {
+			big[i] = Event{Body: bytes.Repeat([]byte{'x'}, 1000)} // flushes several times
+		}
+		if err := tx.Put("c1", big...); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		clone := killClone(fs)
+		s.Close()
+		o.FS = clone
+		s = mustOpen(t, o)
+		if st, _ := s.Stats("c1"); st.Size != 101 {
+			t.Fatalf("encrypted %v: %d events recovered, want 101", enc, st.Size)
+		}
+		s.Close()
 	}
 }

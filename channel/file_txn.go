@@ -42,6 +42,7 @@ type filePut struct {
 	perChan      map[*fileChan]int64
 	perChanB     map[*fileChan]int64
 	registered   bool // in s.puts (has flushed records)
+	renumbered   bool // got a new id at its first flush (see flush)
 	committing   bool
 	done         bool
 	dedup        bool
@@ -192,8 +193,13 @@ func (p *filePut) flush(commit bool) error {
 	}
 	if !p.registered && p.id < s.txnFloor.Load() {
 		// Begun before the last checkpoint but not in it: a new id, so
-		// that replay can refuse records of older txns (renumberTxn).
+		// that replay can refuse records of older txns (checkTxn).
 		p.id = s.nextTxn.Add(1)
+		p.renumbered = true
+	}
+	if p.renumbered {
+		// Also later batches: a Put call that flushed mid-way goes on
+		// with the record prefix it built with the old id.
 		p.buf.batch.SetTxnID(p.id)
 	}
 	// The pointers are appended to p.ptrs's spare room: what checkpoints
