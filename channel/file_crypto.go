@@ -45,6 +45,7 @@ import (
 //	encrypted-since <segment> <woid>        first segment written encrypted, last WOID before it
 //	bound-since <segment> <woid>            first segment written with bound records
 //	generation <g>                          newest checkpoint generation written
+//	migration-plaintext <0|1>               (only while generation is 0) see below
 //	key <id> <fingerprint> <retired at>     one line per key that sealed data
 //	quarantine <segment id>                 a segment where a record failed authentication
 //	mac <key id> <HMAC-SHA256, 64 hex>      over every byte above and "mac <key id>"
@@ -77,7 +78,11 @@ import (
 // nor a manifest v1 says the store was encrypted, checkpoints sealed by an
 // older build load (this once), a new store id is drawn, and the manifest v2
 // records encrypted-since and bound-since as the first segment this open
-// writes. Records before those points are read as they are: they were not
+// writes. Until the first checkpoint under the new manifest is written
+// (generation 0: a crash during the migration's first checkpoint), the next
+// open still reads the old checkpoints as the migration did
+// (migration-plaintext says whether plaintext ones were acceptable).
+// Records before those points are read as they are: they were not
 // authenticated (plaintext) or not bound (older build) when written, and
 // still are not. Turning encryption off again is refused (the open fails,
 // naming the manifest).
@@ -108,6 +113,7 @@ type cryptoManifest struct {
 	boundSeg   uint32
 	boundWOID  uint64
 	generation uint64
+	migPlain   bool // migration-plaintext (generation 0 only)
 	keys       map[uint16]manifestKey
 	quarantine map[uint32]bool // segments never garbage collected (noteAuthFailure)
 	path       string          // the copy it was read from
@@ -132,6 +138,9 @@ func (m *cryptoManifest) body() []byte {
 	fmt.Fprintf(&b, "encrypted-since %d %d\n", m.encSeg, m.encWOID)
 	fmt.Fprintf(&b, "bound-since %d %d\n", m.boundSeg, m.boundWOID)
 	fmt.Fprintf(&b, "generation %d\n", m.generation)
+	if m.generation == 0 {
+		fmt.Fprintf(&b, "migration-plaintext %d\n", map[bool]int{false: 0, true: 1}[m.migPlain])
+	}
 	for _, id := range m.keyIDs() {
 		k := m.keys[id]
 		fmt.Fprintf(&b, "key %d %s %d\n", id, k.check, k.retired)
@@ -208,6 +217,8 @@ func parseCryptoManifest(path string, data []byte, kr *sluicecrypto.Keyring) (*c
 			} else {
 				m.boundSeg, m.boundWOID = uint32(seg), woid
 			}
+		case m.version == 2 && len(f) == 2 && f[0] == "migration-plaintext" && (f[1] == "0" || f[1] == "1"):
+			m.migPlain = f[1] == "1"
 		case m.version == 2 && len(f) == 2 && f[0] == "quarantine":
 			seg, err := strconv.ParseUint(f[1], 10, 32)
 			if err != nil {
@@ -550,7 +561,10 @@ func (s *File) loadCheckpoints() ([]checkpoint.Candidate, error) {
 		if err := s.checkKeys(man, kr); err != nil {
 			return nil, err
 		}
-		fc.codec.SetPolicy(sluicecrypto.Policy{Store: man.store, EncryptedSince: man.encSeg, BoundSince: man.boundSeg})
+		// generation 0: the migration's first checkpoint was not written
+		// (a crash); its old checkpoints are read as it read them.
+		fc.codec.SetPolicy(sluicecrypto.Policy{Store: man.store, EncryptedSince: man.encSeg, BoundSince: man.boundSeg, LegacyCheckpoints: man.generation == 0})
+		acceptPlain = man.generation == 0 && man.migPlain
 		next = man.clone()
 		fc.badMu.Lock()
 		for seg := range man.quarantine {
@@ -584,7 +598,7 @@ func (s *File) loadCheckpoints() ([]checkpoint.Candidate, error) {
 				sealed, fc.path)
 		}
 		acceptPlain = sealed == 0 && (legacy == nil || !legacy.sealed)
-		next = &cryptoManifest{version: 2, keys: map[uint16]manifestKey{}}
+		next = &cryptoManifest{version: 2, keys: map[uint16]manifestKey{}, migPlain: acceptPlain}
 		if legacy != nil {
 			next.keys = maps.Clone(legacy.keys)
 		}
@@ -751,7 +765,7 @@ func (s *File) beforeCheckpoint(cp *checkpoint.Checkpoint, frontier []wal.Positi
 		return err
 	}
 	fc.man, fc.dirty = m, false
-	fc.codec.SetPolicy(sluicecrypto.Policy{Store: m.store, EncryptedSince: m.encSeg, BoundSince: m.boundSeg})
+	fc.codec.SetPolicy(sluicecrypto.Policy{Store: m.store, EncryptedSince: m.encSeg, BoundSince: m.boundSeg, LegacyCheckpoints: m.generation == 0})
 	return nil
 }
 
@@ -775,6 +789,7 @@ func (s *File) afterCheckpoint(gen uint64) {
 		return
 	}
 	fc.man = m
+	fc.codec.SetPolicy(sluicecrypto.Policy{Store: m.store, EncryptedSince: m.encSeg, BoundSince: m.boundSeg})
 }
 
 // noteAuthFailure records that segment seg holds a record that failed
@@ -840,7 +855,8 @@ func (s *File) Rekey(kr *sluicecrypto.Keyring) error {
 		return fmt.Errorf("file channel: rekey: %w", err)
 	}
 	// Every checkpoint on disk must still open with the new keys.
-	probe, err := sluicecrypto.NewCodec(sluicecrypto.CodecOptions{Keyring: kr})
+	pol := fc.codec.Policy()
+	probe, err := sluicecrypto.NewCodec(sluicecrypto.CodecOptions{Keyring: kr, Policy: &pol})
 	if err != nil {
 		fc.mu.Unlock()
 		return err
