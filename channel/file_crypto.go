@@ -434,7 +434,8 @@ func (fc *fileCrypto) writeManifestLocked(fs vfs.FS, m *cryptoManifest) error {
 		return fmt.Errorf("file channel: writing crypto manifest: %w", err)
 	}
 	for _, p := range fc.paths {
-		if err := writeFileAtomic(fs, p, data); err != nil {
+		// vfs.File.Write may modify its argument: a copy per file.
+		if err := writeFileAtomic(fs, p, slices.Clone(data)); err != nil {
 			return err
 		}
 	}
