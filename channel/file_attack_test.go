@@ -669,3 +669,30 @@ func TestPutTxnSpanningCheckpoint(t *testing.T) {
 		s.Close()
 	}
 }
+
+// B: with every manifest copy deleted and the WAL holding no sealed record
+// any more (all garbage collected), a sealed checkpoint left in place still
+// refuses the open instead of a silent downgrade.
+func TestAttackNoManifestSealedCheckpointLeft(t *testing.T) {
+	keys := cryptoKeys(t, 1)
+	fs, o := encryptedStore(t, keys, 10)
+	s := expectAll(t, o, seq(0, 10))
+	s.Close()
+	for range 3 { // until every segment with records is collected
+		s = mustOpen(t, o)
+		for range 2 {
+			if err := s.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Close()
+	}
+	removeManifests(t, fs, o)
+	// One generation replaced by a forged plaintext checkpoint.
+	cp := &checkpoint.Checkpoint{Generation: 1 << 20, WOID: 1 << 40, NextTxnID: 1 << 41,
+		Producers: []checkpoint.Producer{{ID: "victim", Sequence: 1 << 60, LastUsed: time.Now().UnixNano()}}}
+	if err := checkpoint.Write(fs, o.CheckpointDir, checkpoint.FileA, cp, nil); err != nil {
+		t.Fatal(err)
+	}
+	expectRefused(t, fs, o, "for the first time (no crypto manifest)", "refusing to open")
+}

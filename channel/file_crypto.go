@@ -607,7 +607,8 @@ func (s *File) loadCheckpoints() ([]checkpoint.Candidate, error) {
 			return nil, fmt.Errorf("file channel: drawing a store id: %w", err)
 		}
 		fc.codec.SetPolicy(sluicecrypto.Policy{Store: next.store, LegacyCheckpoints: true})
-		s.log.Info("file channel: enabling authenticated encryption for this store", "key_file", kr.File(), "plaintext_checkpoints_accepted", acceptPlain, "legacy_manifest", legacy != nil)
+		s.log.Warn("file channel: no crypto manifest: enabling authenticated encryption for this store (a migration); if it was encrypted before, its manifests and sealed files were removed: stop and restore them",
+			"key_file", kr.File(), "plaintext_checkpoints_accepted", acceptPlain, "legacy_manifest", legacy != nil, "manifests", strings.Join(fc.paths, ", "))
 	}
 	sealer := s.checkpointSealer()
 	cands := checkpoint.Load(s.fs, s.opts.CheckpointDir, s.opts.BackupCheckpointDir, sealer)
@@ -635,6 +636,13 @@ func (s *File) loadCheckpoints() ([]checkpoint.Candidate, error) {
 			authFailed++
 		}
 		present++
+	}
+	if man == nil && kr != nil && authFailed > 0 {
+		// A migration reads plaintext checkpoints or ones sealed by an
+		// older build with the right key: one failing authentication was
+		// sealed by this build (its manifest removed), or with another key.
+		return nil, fmt.Errorf("file channel: opening with key file %s for the first time (no crypto manifest): %v; a checkpoint sealed by this build means the manifest was deleted (restore it), otherwise the key is wrong; refusing to open, nothing was changed",
+			kr.File(), firstAuthErr(cands))
 	}
 	if authFailed > 0 && authFailed == present {
 		return nil, fmt.Errorf("file channel: no checkpoint could be opened with key file %s (wrong key, or every checkpoint was tampered with: %v); refusing to open, nothing was changed. If the keys are right, move the checkpoint files away to force a full WAL replay",
@@ -678,6 +686,15 @@ func cmpU64(a, b uint64) int {
 		return 1
 	}
 	return 0
+}
+
+func firstAuthErr(cands []checkpoint.Candidate) error {
+	for _, c := range cands {
+		if errors.Is(c.Err, sluicecrypto.ErrAuth) {
+			return c.Err
+		}
+	}
+	return nil
 }
 
 func firstErr(cands []checkpoint.Candidate) error {
