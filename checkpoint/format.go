@@ -50,7 +50,8 @@ import (
 //	producer:  id str | sequence uv | last used uv (unix ns; 0 unknown)
 //
 // Version 3 adds a sixth section after the producers: the queue digest key
-// (str, empty or 32 bytes; see Checkpoint.DigestKey). Versions 1 and 2 end
+// (str, empty or 32 bytes; see Checkpoint.DigestKey); it is written only
+// when there is a key (encrypted stores), else the file is version 2. Versions 1 and 2 end
 // after the producers (no key: CRC32C digests). Version 1 differs from 2
 // only in its producer items, which end after sequence (read as last used
 // 0).
@@ -112,7 +113,12 @@ func Marshal(c *Checkpoint, s Sealer) ([]byte, error) {
 		return nil, fmt.Errorf("checkpoint: marshal: body of %d bytes exceeds %d", bodyLen, uint64(maxBodyLen))
 	}
 	copy(out, magic)
+	// Without a digest key the body is exactly version 2, and says so:
+	// builds that read version 2 read it.
 	out[offVersion] = formatVersion
+	if len(c.DigestKey) == 0 {
+		out[offVersion] = 2
+	}
 	out[offFlags] = flags
 	binary.LittleEndian.PutUint32(out[offBodyLen:], uint32(bodyLen))
 	out = binary.LittleEndian.AppendUint32(out, crc32c.Checksum(out))
@@ -203,7 +209,9 @@ func appendBody(b []byte, c *Checkpoint) []byte {
 		}
 		return s
 	})
-	section(func(s []byte) []byte { return appendString(s, string(c.DigestKey)) })
+	if len(c.DigestKey) > 0 { // version 3
+		section(func(s []byte) []byte { return appendString(s, string(c.DigestKey)) })
+	}
 	return b
 }
 

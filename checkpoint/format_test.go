@@ -193,7 +193,7 @@ func TestRoundTrip(t *testing.T) {
 
 func TestHeaderLayout(t *testing.T) {
 	b := mustMarshal(t, fullCheckpoint(), nil)
-	if string(b[:7]) != "SLCHKPT" || b[7] != formatVersion || b[8] != 0 {
+	if string(b[:7]) != "SLCHKPT" || b[7] != 2 || b[8] != 0 { // version 2: no digest key
 		t.Fatalf("header %q", b[:9])
 	}
 	if got := binary.LittleEndian.Uint32(b[9:]); int(got) != len(b)-headerLen-trailerLen {
@@ -449,3 +449,17 @@ func TestReadsVersion1(t *testing.T) {
 }
 
 func str(s string) []byte { return append(uv(uint64(len(s))), s...) }
+
+func TestDigestKeyVersion(t *testing.T) {
+	c := fullCheckpoint()
+	b := mustMarshal(t, c, nil)
+	if b[offVersion] != 2 {
+		t.Fatalf("without a digest key: version %d, want 2", b[offVersion])
+	}
+	c.DigestKey = bytes.Repeat([]byte{3}, DigestKeySize)
+	b = mustMarshal(t, c, nil)
+	got, err := Unmarshal(b, nil)
+	if b[offVersion] != 3 || err != nil || !bytes.Equal(got.DigestKey, c.DigestKey) {
+		t.Fatalf("with a digest key: version %d, %v", b[offVersion], err)
+	}
+}
