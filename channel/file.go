@@ -69,6 +69,9 @@ type FileOptions struct {
 	// now is the clock of producer entries (tests set it; default
 	// time.Now).
 	now func() time.Time
+	// legacyFormat (tests): write WAL records and checkpoints the way
+	// builds before store binding did, to test their migration.
+	legacyFormat bool
 }
 
 const (
@@ -177,6 +180,10 @@ type File struct {
 	fs    vfs.FS
 	wal   *wal.WAL
 	crypt *fileCrypto // encryption and compression (file_crypto.go)
+	// digestKey keys the queue digests of the checkpoints this open
+	// writes (encrypted stores; nil: CRC32C). Kept in the sealed
+	// checkpoint.
+	digestKey []byte
 
 	// cpMu is the checkpoint lock: every WAL append, queue mutation and
 	// commit apply holds it shared; a checkpoint holds it exclusively only to
@@ -194,7 +201,12 @@ type File struct {
 	prodBusy     map[string]chan struct{}
 	maxProducers int // producer ids remembered at most
 	nextTxn      atomic.Uint64
-	nextDir      atomic.Uint64
+	// txnFloor is the NextTxnID of the newest checkpoint: a txn with a
+	// lower id that is not in it gets a new id before its first WAL
+	// record, so replay after a checkpoint sees only txn ids at or above
+	// the floor or in the checkpoint's in-flight lists (file_crypto.go).
+	txnFloor atomic.Uint64
+	nextDir  atomic.Uint64
 
 	commits  sync.WaitGroup // commits in progress; Close waits for them
 	isClosed atomic.Bool    // set (before cpMu is taken) when Close starts
@@ -310,7 +322,7 @@ func (s *File) lockCheckpointDirs() error {
 		if d == "" {
 			continue
 		}
-		if err := s.fs.MkdirAll(d, 0o755); err != nil {
+		if err := s.fs.MkdirAll(d, 0o700); err != nil {
 			s.unlockDirs()
 			return fmt.Errorf("file channel: create checkpoint dir %s: %w", d, err)
 		}
@@ -348,6 +360,7 @@ func (s *File) queueOptions(name string, capacity uint64) queue.Options {
 		Capacity:  capacity,
 		FS:        s.fs,
 		Logger:    s.log,
+		DigestKey: s.digestKey,
 	}
 }
 

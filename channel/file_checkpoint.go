@@ -84,7 +84,9 @@ func (s *File) checkpoint(clean bool) error {
 		TimeUnixNano: start.UnixNano(),
 		PutTxns:      puts,
 		TakeTxns:     takes,
+		DigestKey:    s.digestKey,
 	}
+	s.txnFloor.Store(cp.NextTxnID)
 	for _, p := range frontier {
 		cp.Frontier = append(cp.Frontier, checkpoint.Position{Segment: p.Segment, Offset: p.Offset})
 	}
@@ -133,12 +135,18 @@ func (s *File) checkpoint(clean bool) error {
 			Bytes: uint64(max(bytes[name], 0)), Gen: st.Gen, Digest: st.Digest,
 		})
 	}
+	// A pending crypto manifest (new store id, where encryption starts,
+	// the active key) is durable before the checkpoint sealed under it;
+	// the generation continues above the one the manifest recorded.
+	if err := s.beforeCheckpoint(cp, frontier, w); err != nil {
+		return abort(err)
+	}
 	dir, name := checkpoint.FileFor(s.opts.CheckpointDir, s.opts.BackupCheckpointDir, cp.Generation)
 	sealer := s.checkpointSealer()
 	if err := checkpoint.Write(s.fs, dir, name, cp, sealer); err != nil {
 		return abort(err)
 	}
-	s.noteCheckpointSealed(sealer)
+	s.afterCheckpoint(cp.Generation)
 
 	s.mu.Lock()
 	for _, name := range s.names {
@@ -163,7 +171,7 @@ func (s *File) gc() {
 	limit := s.prevW
 	var victims []uint32
 	for _, seg := range s.wal.Segments() {
-		if seg.Active || seg.MaxWOID > limit || s.live[seg.ID] > 0 {
+		if seg.Active || seg.MaxWOID > limit || s.live[seg.ID] > 0 || s.keepSegment(seg.ID) {
 			continue
 		}
 		victims = append(victims, seg.ID)

@@ -246,18 +246,16 @@ func TestFileMissingKeyFailsClosed(t *testing.T) {
 	// No key file at all.
 	o.Encryption = nil
 	expectRefused(t, fs, o, "no encryption key file")
-	// Without the manifest the checkpoints and records still fail closed.
-	man := readAll(t, fs, "/ckpt/"+cryptoManifestName)
-	if err := fs.Remove("/ckpt/" + cryptoManifestName); err != nil {
-		t.Fatal(err)
-	}
+	// Without any copy of the manifest the checkpoints and records still
+	// fail closed.
+	saved := removeManifests(t, fs, good)
 	o.Encryption = nil
 	expectRefused(t, fs, o, "sealed")
 	o.Encryption = testKeyring(t, keys[:1], 1)
-	expectRefused(t, fs, o, "key id 2")
-	f, _ := fs.Create("/ckpt/"+cryptoManifestName, vfs.WriteCategoryUnspecified)
-	f.Write(man)
-	f.Close()
+	expectRefused(t, fs, o, "deleted or replaced")
+	o.Encryption = good.Encryption
+	expectRefused(t, fs, o, "deleted or replaced")
+	restoreFiles(t, fs, saved)
 
 	s := expectAll(t, good, seq(0, 200))
 	s.Close()
@@ -266,17 +264,59 @@ func TestFileMissingKeyFailsClosed(t *testing.T) {
 func TestFileWrongKeyFailsClosed(t *testing.T) {
 	fs, o, keys := rotatedStore(t)
 	wrong := cryptoKeys(t, 1, 2)
+	// The manifest is authenticated with the active key 2: a wrong key 2
+	// fails there, before anything is read.
 	o.Encryption = testKeyring(t, []crypto.Key{keys[0], wrong[1]}, 2)
-	expectRefused(t, fs, o, "key id 2", "not the key this store was written with")
+	expectRefused(t, fs, o, "key id 2", "failed authentication", "/etc/sluice/test.keys", cryptoManifestName)
 	o.Encryption = testKeyring(t, []crypto.Key{wrong[0], keys[1]}, 2)
 	expectRefused(t, fs, o, "key id 1", "not the key")
-	// Without the manifest, both checkpoints fail authentication: still no
-	// fallback to a replay that would skip every record as damaged.
-	if err := fs.Remove("/ckpt/" + cryptoManifestName); err != nil {
+	// Without the manifest: still no fallback to a replay that would skip
+	// every record as damaged.
+	removeManifests(t, fs, o)
+	o.Encryption = testKeyring(t, wrong, 2)
+	expectRefused(t, fs, o, "deleted or replaced")
+}
+
+// removeManifests deletes every copy of the crypto manifest and returns
+// their contents.
+func removeManifests(t *testing.T, fs vfs.FS, o FileOptions) map[string][]byte {
+	t.Helper()
+	saved := map[string][]byte{}
+	for _, p := range manifestPaths(fs, o) {
+		if _, err := fs.Stat(p); err != nil {
+			continue
+		}
+		saved[p] = readAll(t, fs, p)
+		if err := fs.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(saved) == 0 {
+		t.Fatal("no crypto manifest found")
+	}
+	return saved
+}
+
+func restoreFiles(t *testing.T, fs vfs.FS, files map[string][]byte) {
+	t.Helper()
+	for p, b := range files {
+		writeFile(t, fs, p, b)
+	}
+}
+
+func writeFile(t *testing.T, fs vfs.FS, p string, b []byte) {
+	t.Helper()
+	f, err := fs.Create(p, vfs.WriteCategoryUnspecified)
+	if err != nil {
 		t.Fatal(err)
 	}
-	o.Encryption = testKeyring(t, wrong, 2)
-	expectRefused(t, fs, o, "no checkpoint could be opened", "wrong key")
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
 }
 
 // walRecords lists (offset, type, length) of the valid-looking records of a
@@ -358,6 +398,12 @@ func TestFileTamperedRecord(t *testing.T) {
 			o.FS = cur
 			path, id := firstSegment(t, cur, "/data0")
 			tamperRecord(t, cur, path, id)
+			if replayed {
+				// A CRC-valid record failing authentication is tampering
+				// (or a wrong key), not media damage: fail closed.
+				expectRefused(t, cur, o, "key id 1", path, "failed authentication", "/etc/sluice/test.keys")
+				return
+			}
 			s = mustOpen(t, o)
 			defer s.Close()
 			got := drain(t, s, "c1")
@@ -365,12 +411,31 @@ func TestFileTamperedRecord(t *testing.T) {
 				t.Fatalf("got %v", got)
 			}
 			st, _ := s.Stats("c1")
-			ss := s.StoreStats()
-			if replayed && ss.DamagedRanges == 0 {
-				t.Fatal("replay did not report the damaged record")
-			}
-			if !replayed && st.CorruptEventsSkipped != 1 {
+			if st.CorruptEventsSkipped != 1 {
 				t.Fatalf("take skipped %d events, want 1", st.CorruptEventsSkipped)
+			}
+			// The segment holding it is never garbage collected.
+			for range 3 {
+				if err := s.Checkpoint(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := cur.Stat(path); err != nil || !s.keepSegment(id) {
+				t.Fatalf("segment with an authentication failure was removed: %v", err)
+			}
+			// Also after a restart (the manifest quarantines it).
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s = mustOpen(t, o)
+			defer s.Close()
+			for range 3 {
+				if err := s.Checkpoint(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := cur.Stat(path); err != nil || !s.keepSegment(id) {
+				t.Fatalf("after a restart, the segment with an authentication failure was removed: %v", err)
 			}
 		})
 	}

@@ -35,9 +35,12 @@ type replayState struct {
 	// checkpoint's channel bytes (they were in-flight takes then).
 	removedUncounted map[uint64]bool
 	producers        producerTable
-	now              int64            // last-use time of producers seen committing in the replayed WAL
-	unknown          map[string]int64 // net committed events of unconfigured channels
-	audit            *TxnAudit        // torn transactions (file_torn.go)
+	now              int64               // last-use time of producers seen committing in the replayed WAL
+	unknown          map[string]int64    // net committed events of unconfigured channels
+	audit            *TxnAudit           // torn transactions (file_torn.go)
+	commits          map[uint64]struct{} // txn ids seen committing; nil: not checked (file_crypto.go)
+	txnFloor         uint64              // the checkpoint's NextTxnID (file_crypto.go checkTxn)
+	ckptTxns         map[uint64]bool     // txns in flight at the checkpoint
 	// Commits a later rollback record of the same txn retracts: written
 	// when the commit's fdatasync failed (see File.retract).
 	putCommits  map[uint64]putUndo
@@ -121,6 +124,7 @@ func (s *File) recover() error {
 		producers:        make(producerTable),
 		now:              s.opts.now().UnixNano(),
 		unknown:          make(map[string]int64),
+		commits:          s.commitSet(),
 	}
 	// Commits at or below the newest W any checkpoint names were synced
 	// before it was written: whole, though GC may have removed records of
@@ -150,6 +154,7 @@ func (s *File) recover() error {
 	var from []wal.Position
 	var w, nextTxn uint64
 	if cp != nil {
+		rs.noteCheckpointTxns(cp)
 		w, nextTxn = cp.WOID, cp.NextTxnID
 		for _, p := range cp.Frontier {
 			from = append(from, wal.Position{Segment: p.Segment, Offset: p.Offset})
@@ -284,7 +289,11 @@ func (s *File) openQueues(cp *checkpoint.Checkpoint) error {
 		if st != nil {
 			capacity = max(capacity, st.Size)
 		}
-		q, err := queue.Open(s.queueOptions(name, capacity), st)
+		qo := s.queueOptions(name, capacity)
+		if cp != nil {
+			qo.CheckKey = cp.DigestKey // keyed digests (file_crypto.go)
+		}
+		q, err := queue.Open(qo, st)
 		if err != nil {
 			return fmt.Errorf("channel %q: %w", name, err)
 		}
@@ -362,6 +371,9 @@ func (rs *replayState) retract(txn uint64) {
 
 // record applies one replayed WAL record.
 func (rs *replayState) record(rec wal.Record, ptr wal.Pointer) error {
+	if err := rs.checkTxn(rec, ptr); err != nil {
+		return err
+	}
 	if rs.audit.Record(rec, ptr) {
 		// Torn: dropped whole. A torn take of a txn in flight at the
 		// checkpoint stays in ckptTakes, so its events go back to the head.
@@ -388,6 +400,9 @@ func (rs *replayState) record(rec wal.Record, ptr wal.Pointer) error {
 		}
 		rs.takeRecs[rec.TxnID] = append(rs.takeRecs[rec.TxnID], replayTakeRec{channel: ch, recs: recs})
 	case wal.RecordCommit:
+		if err := rs.noteCommit(rec.TxnID, ptr); err != nil {
+			return err
+		}
 		info, err := decodeCommit(rec.Payload)
 		if err != nil {
 			info = commitInfo{}
@@ -526,7 +541,11 @@ func (s *File) growQueue(c *fileChan, cp *checkpoint.Checkpoint, n uint64) error
 	}
 	c.q.Close()
 	c.q = nil
-	q, err := queue.Open(s.queueOptions(c.cfg.Name, n), st)
+	qo := s.queueOptions(c.cfg.Name, n)
+	if cp != nil {
+		qo.CheckKey = cp.DigestKey
+	}
+	q, err := queue.Open(qo, st)
 	if err != nil {
 		return fmt.Errorf("file channel: channel %q: grow queue to %d: %w", c.cfg.Name, n, err)
 	}

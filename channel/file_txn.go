@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/sluicehq/sluice/checkpoint"
+	sluicecrypto "github.com/sluicehq/sluice/crypto"
 	"github.com/sluicehq/sluice/wal"
 )
 
@@ -41,6 +42,7 @@ type filePut struct {
 	perChan      map[*fileChan]int64
 	perChanB     map[*fileChan]int64
 	registered   bool // in s.puts (has flushed records)
+	renumbered   bool // got a new id at its first flush (see flush)
 	committing   bool
 	retracted    bool // a failed commit was retracted (File.retract)
 	done         bool
@@ -192,6 +194,17 @@ func (p *filePut) flush(commit bool) error {
 	if s.isClosed.Load() {
 		s.cpMu.RUnlock()
 		return ErrClosed
+	}
+	if !p.registered && p.id < s.txnFloor.Load() {
+		// Begun before the last checkpoint but not in it: a new id, so
+		// that replay can refuse records of older txns (checkTxn).
+		p.id = s.nextTxn.Add(1)
+		p.renumbered = true
+	}
+	if p.renumbered {
+		// Also later batches: a Put call that flushed mid-way goes on
+		// with the record prefix it built with the old id.
+		p.buf.batch.SetTxnID(p.id)
 	}
 	// The pointers are appended to p.ptrs's spare room: what checkpoints
 	// read (p.ptrs itself) is unchanged until s.mu is held.
@@ -616,6 +629,9 @@ func (t *fileTake) Take(ctx context.Context, max int) ([]Event, error) {
 		}
 		got := t.entries[first:]
 		if len(got) > 0 {
+			if first == 0 && t.id < s.txnFloor.Load() {
+				t.id = s.nextTxn.Add(1) // as filePut.flush
+			}
 			c.inTakes += int64(len(got))
 			s.takes[t.id] = t
 		}
@@ -670,6 +686,13 @@ func (t *fileTake) read(first int) ([]Event, error) {
 			} else {
 				h, ev, err = decodePutSlab(rec.Payload, &slab)
 			}
+			if err == nil && h.channel != c.cfg.Name {
+				// A pointer into another channel's event (a forged queue
+				// file or checkpoint): never delivered here.
+				err = fmt.Errorf("record at %v is an event of channel %q, not of %q", ptrs[i], h.channel, c.cfg.Name)
+			}
+		} else if errors.Is(err, sluicecrypto.ErrAuth) || errors.Is(err, sluicecrypto.ErrPolicy) {
+			s.noteAuthFailure(ptrs[i].Segment(), err)
 		}
 		if err != nil {
 			c.corrupt.Add(1)

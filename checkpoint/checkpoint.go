@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 
 	"github.com/cockroachdb/errors/oserror"
@@ -101,7 +102,14 @@ type Checkpoint struct {
 	PutTxns      []PutTxn
 	TakeTxns     []TakeTxn
 	Producers    []Producer
+	// DigestKey keys the queue digests of Channels (encrypted stores: a
+	// random key per store open, DigestKeySize bytes, only ever written
+	// sealed); empty: the digests are CRC32C.
+	DigestKey []byte
 }
+
+// DigestKeySize is the size of a Checkpoint.DigestKey.
+const DigestKeySize = 32
 
 // Sealer transforms the encoded body of a checkpoint: Seal on write, Open on
 // read. A nil Sealer is the identity. Open must fail on any input that Seal
@@ -109,6 +117,19 @@ type Checkpoint struct {
 type Sealer interface {
 	Seal(plain []byte) ([]byte, error)
 	Open(sealed []byte) ([]byte, error)
+}
+
+// FileSealer is a Sealer that binds a checkpoint to the file it is written
+// to: Write and Read seal and open through ForFile(file name).
+type FileSealer interface {
+	ForFile(name string) Sealer
+}
+
+func sealerFor(s Sealer, name string) Sealer {
+	if fsl, ok := s.(FileSealer); ok {
+		return fsl.ForFile(name)
+	}
+	return s
 }
 
 var (
@@ -174,7 +195,7 @@ func FileFor(dir, backupDir string, g uint64) (d, name string) {
 // never a mix. The directory must exist.
 func Write(fs vfs.FS, dir, name string, c *Checkpoint, s Sealer) error {
 	path := fs.PathJoin(dir, name)
-	data, err := Marshal(c, s)
+	data, err := Marshal(c, sealerFor(s, name))
 	if err != nil {
 		return fmt.Errorf("checkpoint: write %s: %w", path, err)
 	}
@@ -197,6 +218,9 @@ func writeSynced(fs vfs.FS, path string, data []byte) (err error) {
 	f, err := fs.Create(path, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return err
+	}
+	if c, ok := f.(interface{ Chmod(os.FileMode) error }); ok {
+		_ = c.Chmod(0o600) // owner only, like the WAL and queue files
 	}
 	defer func() {
 		if cerr := f.Close(); err == nil {
@@ -239,7 +263,7 @@ func Read(fs vfs.FS, path string, s Sealer) (*Checkpoint, error) {
 		}
 		return nil, fmt.Errorf("checkpoint: read %s: %w", path, err)
 	}
-	c, err := Unmarshal(b, s)
+	c, err := Unmarshal(b, sealerFor(s, filepath.Base(path)))
 	if err != nil {
 		var ce *CorruptError
 		if errors.As(err, &ce) {

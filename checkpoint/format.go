@@ -8,7 +8,7 @@ import (
 	"github.com/sluicehq/sluice/internal/crc32c"
 )
 
-// The checkpoint file format (version 2; version 1 is still read). All fixed-width integers are
+// The checkpoint file format (version 3; versions 1 and 2 are still read). All fixed-width integers are
 // little-endian; "uv" is an unsigned LEB128 varint (encoding/binary Uvarint)
 // in its minimal encoding (non-minimal encodings are rejected, so every
 // checkpoint has exactly one encoding).
@@ -49,15 +49,19 @@ import (
 //	           n uv | n × (pointer uv | position uv | size uv ≤ MaxUint32)
 //	producer:  id str | sequence uv | last used uv (unix ns; 0 unknown)
 //
-// Version 1 differs only in its producer items, which end after sequence
-// (read as last used 0).
+// Version 3 adds a sixth section after the producers: the queue digest key
+// (str, empty or 32 bytes; see Checkpoint.DigestKey); it is written only
+// when there is a key (encrypted stores), else the file is version 2. Versions 1 and 2 end
+// after the producers (no key: CRC32C digests). Version 1 differs from 2
+// only in its producer items, which end after sequence (read as last used
+// 0).
 //
 // Every section must be consumed exactly by its items, and the body by its
 // sections. Every count is checked against the bytes that remain (times the
 // smallest possible encoding of an item) before anything is allocated.
 const (
 	magic         = "SLCHKPT"
-	formatVersion = 2
+	formatVersion = 3
 	// minVersion is the oldest format this build reads.
 	minVersion   = 1
 	flagSealed   = 1 << 0
@@ -69,7 +73,7 @@ const (
 	offVersion   = magicLen
 	offFlags     = offVersion + 1
 	offBodyLen   = offFlags + 1
-	numSections  = 5
+	numSections  = 6
 	minFrontier  = 8
 	minChannel   = 1 + 1 + 1 + 1 + 1 + 1 + 4
 	minPutTxn    = 1 + 1 + 1 + 1 + 1
@@ -109,7 +113,12 @@ func Marshal(c *Checkpoint, s Sealer) ([]byte, error) {
 		return nil, fmt.Errorf("checkpoint: marshal: body of %d bytes exceeds %d", bodyLen, uint64(maxBodyLen))
 	}
 	copy(out, magic)
+	// Without a digest key the body is exactly version 2, and says so:
+	// builds that read version 2 read it.
 	out[offVersion] = formatVersion
+	if len(c.DigestKey) == 0 {
+		out[offVersion] = 2
+	}
 	out[offFlags] = flags
 	binary.LittleEndian.PutUint32(out[offBodyLen:], uint32(bodyLen))
 	out = binary.LittleEndian.AppendUint32(out, crc32c.Checksum(out))
@@ -200,6 +209,9 @@ func appendBody(b []byte, c *Checkpoint) []byte {
 		}
 		return s
 	})
+	if len(c.DigestKey) > 0 { // version 3
+		section(func(s []byte) []byte { return appendString(s, string(c.DigestKey)) })
+	}
 	return b
 }
 
@@ -224,6 +236,7 @@ func estimateBody(c *Checkpoint) int {
 	for _, p := range c.Producers {
 		n += 3*v + len(p.ID)
 	}
+	n += v + len(c.DigestKey)
 	return n
 }
 
@@ -585,6 +598,18 @@ func (d *decoder) body() *Checkpoint {
 			}
 		}
 	})
+	if d.version >= 3 {
+		d.section("digest key", func(d *decoder) {
+			k := d.str("digest key")
+			switch len(k) {
+			case 0:
+			case DigestKeySize:
+				c.DigestKey = []byte(k)
+			default:
+				d.fail("digest key of %d bytes (want 0 or %d)", len(k), DigestKeySize)
+			}
+		})
+	}
 	if d.err == nil && d.remaining() != 0 {
 		d.fail("%d trailing bytes after the last section", d.remaining())
 	}

@@ -193,7 +193,7 @@ func TestRoundTrip(t *testing.T) {
 
 func TestHeaderLayout(t *testing.T) {
 	b := mustMarshal(t, fullCheckpoint(), nil)
-	if string(b[:7]) != "SLCHKPT" || b[7] != formatVersion || b[8] != 0 {
+	if string(b[:7]) != "SLCHKPT" || b[7] != 2 || b[8] != 0 { // version 2: no digest key
 		t.Fatalf("header %q", b[:9])
 	}
 	if got := binary.LittleEndian.Uint32(b[9:]); int(got) != len(b)-headerLen-trailerLen {
@@ -278,8 +278,21 @@ func body(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 func TestMalformedBodies(t *testing.T) {
 	empty := sec(uv(0))
 	valid := body(fixed(0), empty, empty, empty, empty, empty)
-	if _, err := Unmarshal(frame(formatVersion, 0, valid), nil); err != nil {
+	if _, err := Unmarshal(frame(2, 0, valid), nil); err != nil {
 		t.Fatalf("hand-built valid body rejected: %v", err)
+	}
+	// Version 3: a sixth section, the queue digest key (empty or 32 bytes).
+	key := bytes.Repeat([]byte{7}, DigestKeySize)
+	for _, k := range [][]byte{nil, key} {
+		c, err := Unmarshal(frame(3, 0, body(valid, sec(append(uv(uint64(len(k))), k...)))), nil)
+		if err != nil || !bytes.Equal(c.DigestKey, k) {
+			t.Fatalf("version 3 body with a %d-byte digest key: %v", len(k), err)
+		}
+	}
+	for _, b := range [][]byte{valid, body(valid, sec(append(uv(5), "short"...)))} {
+		if _, err := Unmarshal(frame(3, 0, b), nil); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("bad version 3 body accepted: %v", err)
+		}
 	}
 	cases := map[string][]byte{
 		"empty body":              nil,
@@ -307,7 +320,7 @@ func TestMalformedBodies(t *testing.T) {
 	}
 	for name, bd := range cases {
 		t.Run(name, func(t *testing.T) {
-			wantCorrupt(t, frame(formatVersion, 0, bd), nil, name)
+			wantCorrupt(t, frame(2, 0, bd), nil, name)
 		})
 	}
 }
@@ -322,7 +335,7 @@ func TestHeaderErrors(t *testing.T) {
 		}
 	}
 	var err error
-	_, err = Unmarshal(frame(formatVersion, 0x82, good[headerLen:len(good)-4]), nil)
+	_, err = Unmarshal(frame(2, 0x82, good[headerLen:len(good)-4]), nil)
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "flags") {
 		t.Fatalf("unknown flags: %v", err)
 	}
@@ -364,7 +377,7 @@ func TestSealer(t *testing.T) {
 		t.Fatalf("failing Seal: %v", err)
 	}
 	// A sealer that opens to garbage (no authentication) yields ErrCorrupt.
-	if _, err := Unmarshal(frame(formatVersion, flagSealed, []byte("garbage!")), identitySealer{}); !errors.Is(err, ErrCorrupt) {
+	if _, err := Unmarshal(frame(2, flagSealed, []byte("garbage!")), identitySealer{}); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("garbage body: %v", err)
 	}
 }
@@ -384,7 +397,7 @@ func TestUnmarshalAllocationBounded(t *testing.T) {
 	// A tiny input claiming 2^40 put txns must be rejected without a large
 	// allocation.
 	empty := sec(uv(0))
-	in := frame(formatVersion, 0, body(fixed(0), empty, empty, sec(uv(1<<40)), empty, empty))
+	in := frame(2, 0, body(fixed(0), empty, empty, sec(uv(1<<40)), empty, empty))
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	for range 100 {
@@ -436,3 +449,17 @@ func TestReadsVersion1(t *testing.T) {
 }
 
 func str(s string) []byte { return append(uv(uint64(len(s))), s...) }
+
+func TestDigestKeyVersion(t *testing.T) {
+	c := fullCheckpoint()
+	b := mustMarshal(t, c, nil)
+	if b[offVersion] != 2 {
+		t.Fatalf("without a digest key: version %d, want 2", b[offVersion])
+	}
+	c.DigestKey = bytes.Repeat([]byte{3}, DigestKeySize)
+	b = mustMarshal(t, c, nil)
+	got, err := Unmarshal(b, nil)
+	if b[offVersion] != 3 || err != nil || !bytes.Equal(got.DigestKey, c.DigestKey) {
+		t.Fatalf("with a digest key: version %d, %v", b[offVersion], err)
+	}
+}

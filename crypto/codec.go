@@ -19,7 +19,9 @@ import (
 //	flags:  bit 0      payload sealed with AES-256-GCM by key id (key id != 0)
 //	        bits 1..2  compression applied before sealing: 00 none, 01 zstd,
 //	                   10 s2 (11 invalid)
-//	        bits 3..7  zero (anything else is refused: written by a newer build)
+//	        bit 3      FlagBound: the associated data is format 2 (below),
+//	                   binding the payload to its store, type and txn
+//	        bits 4..7  zero (anything else is refused: written by a newer build)
 //	key id: 0 when not sealed, else the key that sealed the payload
 //
 // Stored payload:
@@ -29,16 +31,22 @@ import (
 //	             | nonce (12)| AES-256-GCM ciphertext of        | tag (16)|
 //	             | random    | [compressed] payload             |         |
 //	             +-----------+----------------------------------+---------+
-//	             associated data: "sluice wal v1" | flags | key id (uint16 LE)
+//	             associated data, format 2 (FlagBound set, written since
+//	             this build; see bind.go):
+//	               "sluice wal v2" | flags | key id (uint16 LE) |
+//	               store id (16) | record type (1) | txn id (uint64 LE)
+//	             format 1 (FlagBound clear, older builds; still read, in
+//	             segments written before the store's "bound since" point):
+//	               "sluice wal v1" | flags | key id (uint16 LE)
 //
 // The associated data binds the flags and key id to the ciphertext, so a
-// flipped compression bit fails authentication. The wal.Codec interface does
-// not tell Encode the record's type, txn id, segment or WOID, so a sealed
-// payload is not bound to its place in the log: someone who can write the
-// data directory and recompute CRCs can move a sealed payload to another
-// record (of the same key) undetected. Binding it would need those fields
-// passed to Encode/Decode (segment and WOID are only known inside wal.Write,
-// after encoding; type and txn id are known at Batch.Add).
+// flipped compression bit fails authentication, and (format 2) binds the
+// payload to the store it was written in, its record type and its
+// transaction: a sealed record copied into another store, turned into
+// another record type or moved under another txn id fails authentication.
+// It does not bind the segment, offset or WOID (stamped by wal.Write after
+// sealing, under the directory's write lock; sealing there would serialise
+// encryption per directory): see bind.go for what that leaves open.
 //
 // Payloads are compressed only when that makes them smaller; otherwise the
 // record says "none".
@@ -47,7 +55,9 @@ const (
 	flagZstd     = 0x02
 	flagS2       = 0x04
 	flagCompMask = flagZstd | flagS2
-	flagKnown    = FlagSealed | flagCompMask
+	// FlagBound marks a sealed payload whose associated data is format 2.
+	FlagBound = 0x08
+	flagKnown = FlagSealed | flagCompMask | FlagBound
 
 	nonceSize = 12
 	tagSize   = 16
@@ -135,6 +145,14 @@ type CodecOptions struct {
 	Compression Compression
 	// MaxDecoded bounds a decompressed payload (default DefaultMaxDecoded).
 	MaxDecoded int
+	// Policy binds sealed records and checkpoints to a store and says
+	// which records to refuse (see Policy); nil is the zero Policy.
+	Policy *Policy
+	// TolerateAuthFailures makes authentication and policy failures of
+	// WAL records *CorruptErrors wrapping wal.ErrCorrupt (reported and
+	// skipped by the wal) instead of errors that stop a replay. For
+	// offline tools (verify, salvage) only: the store fails closed.
+	TolerateAuthFailures bool
 }
 
 // Codec implements wal.Codec and, through Sealer, checkpoint.Sealer. It is
@@ -153,13 +171,23 @@ type Codec struct {
 
 	sealed     sync.Map // uint16 -> *atomic.Int64
 	lastSealed atomic.Pointer[sealCount]
+
+	pol                     atomic.Pointer[Policy] // store binding and refusal rules (bind.go)
+	tolerant                bool                   // authentication and policy failures are damage (offline tools)
+	probe                   atomic.Bool            // DecodeRecord counts sealed records instead of opening them
+	probeSealed, probeBound atomic.Int64
 }
 
-var _ wal.Codec = (*Codec)(nil)
+var _ wal.RecordCodec = (*Codec)(nil)
 
 // NewCodec returns a Codec.
 func NewCodec(o CodecOptions) (*Codec, error) {
-	c := &Codec{comp: o.Compression, maxDecoded: o.MaxDecoded}
+	c := &Codec{comp: o.Compression, maxDecoded: o.MaxDecoded, tolerant: o.TolerateAuthFailures}
+	if o.Policy != nil {
+		c.SetPolicy(*o.Policy)
+	} else {
+		c.SetPolicy(Policy{})
+	}
 	if c.maxDecoded <= 0 {
 		c.maxDecoded = DefaultMaxDecoded
 	}
@@ -304,6 +332,19 @@ func (c *Codec) Decode(dst, stored []byte, flags uint8, keyID uint16) ([]byte, e
 	if sealed != (keyID != 0) {
 		return nil, &CorruptError{KeyID: keyID, Reason: fmt.Sprintf("record flags %#x inconsistent with key id %d", flags, keyID)}
 	}
+	if flags&FlagBound != 0 {
+		return nil, &CorruptError{KeyID: keyID, Auth: true, Reason: "record sealed with bound associated data cannot be opened without its record info (DecodeRecord)"}
+	}
+	var adBuf [24]byte
+	return c.decode(dst, stored, flags, keyID, walAssociated(&adBuf, flags, keyID), false)
+}
+
+// decode opens (when sealed, with associated data ad) and decompresses a
+// stored payload whose flags were checked. failClosed makes an
+// authentication failure an *AuthError (stops a replay) instead of a
+// *CorruptError.
+func (c *Codec) decode(dst, stored []byte, flags uint8, keyID uint16, ad []byte, failClosed bool) ([]byte, error) {
+	sealed := flags&FlagSealed != 0
 	data := stored
 	var bp *[]byte
 	if sealed {
@@ -312,6 +353,9 @@ func (c *Codec) Decode(dst, stored []byte, flags uint8, keyID uint16) ([]byte, e
 			return nil, err
 		}
 		if len(stored) < Overhead {
+			if failClosed {
+				return nil, &AuthError{KeyID: keyID, KeyFile: c.ring.Load().File(), Reason: fmt.Sprintf("sealed payload of %d bytes is shorter than nonce and tag", len(stored))}
+			}
 			return nil, &CorruptError{KeyID: keyID, Auth: true, Reason: fmt.Sprintf("sealed payload of %d bytes is shorter than nonce and tag", len(stored))}
 		}
 		var target []byte
@@ -325,11 +369,13 @@ func (c *Codec) Decode(dst, stored []byte, flags uint8, keyID uint16) ([]byte, e
 		} else {
 			target = dst
 		}
-		var adBuf [24]byte
-		plain, err := aead.Open(target, nil, stored, walAssociated(&adBuf, flags, keyID))
+		plain, err := aead.Open(target, nil, stored, ad)
 		if err != nil {
 			if bp != nil {
 				c.tmp.Put(bp)
+			}
+			if failClosed {
+				return nil, &AuthError{KeyID: keyID, KeyFile: c.ring.Load().File(), Reason: err.Error()}
 			}
 			return nil, &CorruptError{KeyID: keyID, Auth: true, Reason: err.Error()}
 		}

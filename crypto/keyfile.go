@@ -33,6 +33,17 @@
 // the segment is garbage collected and the checkpoint rewritten. A missing
 // key is an error naming the key id and file (KeyError), never a skip.
 //
+// # Binding and tampering
+//
+// A WAL record sealed by this build is bound to the store id, its record
+// type and its txn id, a checkpoint to the store id and its file name (see
+// bind.go and sealer.go). A Policy, set from the store's authenticated
+// crypto manifest before replay, refuses unsealed records written after
+// encryption was switched on and old-format sealed records written after the
+// store was bound. Authentication failures of WAL records are *AuthErrors
+// that stop a replay (fail closed) rather than damage that is skipped.
+// Keyring.MAC authenticates the manifest under an HKDF-derived key.
+//
 // # Limits
 //
 // A nonce is a random 96-bit base, drawn each time a keyring is built,
@@ -48,6 +59,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -295,6 +307,7 @@ type Keyring struct {
 	ids    []uint16 // sorted
 	aeads  map[uint16]cipher.AEAD
 	checks map[uint16]string
+	macs   map[uint16][]byte // manifest MAC keys, HKDF-derived (never the key itself)
 
 	// The active key's AEAD and WAL associated data per compression
 	// (index flags>>1), so sealing a record needs no map lookup and builds
@@ -334,7 +347,7 @@ func NewKeyring(file string, keys []Key, active uint16) (*Keyring, error) {
 	if len(keys) == 0 {
 		return nil, fmt.Errorf("crypto: key file %s holds no keys", file)
 	}
-	kr := &Keyring{file: file, aeads: map[uint16]cipher.AEAD{}, checks: map[uint16]string{}}
+	kr := &Keyring{file: file, aeads: map[uint16]cipher.AEAD{}, checks: map[uint16]string{}, macs: map[uint16][]byte{}}
 	for _, k := range keys {
 		if k.ID == 0 {
 			return nil, fmt.Errorf("crypto: key file %s: key id 0 is reserved", file)
@@ -348,6 +361,11 @@ func NewKeyring(file string, keys []Key, active uint16) (*Keyring, error) {
 		}
 		kr.aeads[k.ID] = aead
 		kr.checks[k.ID] = checkValue(k.Secret[:])
+		mk, err := hkdf.Key(sha256.New, k.Secret[:], []byte("sluice"), "sluice manifest mac v1", 32)
+		if err != nil {
+			return nil, fmt.Errorf("crypto: key %d of %s: deriving the manifest key: %w", k.ID, file, err)
+		}
+		kr.macs[k.ID] = mk
 		kr.ids = append(kr.ids, k.ID)
 	}
 	slices.Sort(kr.ids)
@@ -397,6 +415,22 @@ func (k *Keyring) Has(id uint16) bool { _, ok := k.aeads[id]; return ok }
 func (k *Keyring) CheckValue(id uint16) (string, bool) {
 	v, ok := k.checks[id]
 	return v, ok
+}
+
+// MAC returns HMAC-SHA256 of data under a key derived (HKDF-SHA256, info
+// "sluice manifest mac v1") from key id, for authenticating the store's
+// crypto manifest. A missing key is a *KeyError.
+func (k *Keyring) MAC(id uint16, data []byte) ([]byte, error) {
+	if k == nil {
+		return nil, &KeyError{ID: id, What: "the crypto manifest"}
+	}
+	mk, ok := k.macs[id]
+	if !ok {
+		return nil, &KeyError{ID: id, File: k.file, What: "the crypto manifest"}
+	}
+	m := hmac.New(sha256.New, mk)
+	m.Write(data)
+	return m.Sum(nil), nil
 }
 
 func (k *Keyring) aead(id uint16, what string) (cipher.AEAD, error) {

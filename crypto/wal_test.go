@@ -72,15 +72,17 @@ func TestWALWithCodec(t *testing.T) {
 	}
 	w.Close()
 
-	// Only key 1: Replay stops with an error naming key 2.
+	// Only a (wrong) key 1: Replay stops at the first record, failing
+	// authentication (fail closed: not a skipped "damaged" record).
 	only1, _ := NewKeyring("kf", []Key{{ID: 1}}, 1)
 	c1, _ := NewCodec(CodecOptions{Keyring: only1})
 	w = openWAL(t, fs, c1)
 	_, err := w.Replay(nil, func(wal.Record, wal.Pointer) error { return nil }, nil)
-	var ke *KeyError
-	if !errors.As(err, &ke) || ke.ID != 2 {
-		t.Fatalf("replay with a missing key: %v", err)
+	var ae *AuthError
+	if !errors.As(err, &ae) || ae.KeyID != 1 || errors.Is(err, wal.ErrCorrupt) || !strings.Contains(err.Error(), "kf") {
+		t.Fatalf("replay with a wrong key: %v", err)
 	}
+	var ke *KeyError
 	if _, err := w.ReadRecord(ptrs[15], nil); !errors.As(err, &ke) || errors.Is(err, wal.ErrCorrupt) {
 		t.Fatalf("read with a missing key: %v", err)
 	}

@@ -90,7 +90,7 @@ func (s storage) mkdirAll(dir string) error {
 		if _, err := os.Stat(dir); err == nil {
 			return nil
 		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return err
 		}
 		return syncDir(filepath.Dir(filepath.Clean(dir)))
@@ -98,7 +98,7 @@ func (s storage) mkdirAll(dir string) error {
 	if _, err := s.fs.Stat(dir); err == nil {
 		return nil
 	}
-	if err := s.fs.MkdirAll(dir, 0o755); err != nil {
+	if err := s.fs.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	return syncVFSDir(s.fs, s.fs.PathDir(dir))
@@ -124,7 +124,7 @@ func syncDir(dir string) error {
 }
 
 func createMmap(path string, c uint64, gen uint8) (backing, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}

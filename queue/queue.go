@@ -33,9 +33,12 @@ package queue
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"log/slog"
 	"os"
 
@@ -56,7 +59,31 @@ type Options struct {
 	// with mmap, anything else an in-memory image of the vfs file.
 	FS     vfs.FS
 	Logger *slog.Logger
+	// DigestKey, when set, makes the digests of new snapshots keyed: the
+	// first 4 bytes (little endian) of HMAC-SHA256(DigestKey, "sluice queue
+	// digest v1" | live slots in logical order) instead of their CRC32C, so
+	// that someone who can write the queue file but does not know the key
+	// (kept in the sealed checkpoint) cannot make a forged file match the
+	// checkpoint's digest. Encrypted stores set it.
+	DigestKey []byte
+	// CheckKey is the key the opened State's digest was computed with
+	// (nil: CRC32C).
+	CheckKey []byte
 }
+
+const digestContext = "sluice queue digest v1"
+
+// newDigestMAC returns the keyed digest's hash, or nil without a key.
+func newDigestMAC(key []byte) hash.Hash {
+	if key == nil {
+		return nil
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(digestContext))
+	return m
+}
+
+func macDigest(m hash.Hash) uint32 { return binary.LittleEndian.Uint32(m.Sum(nil)) }
 
 // State is what the checkpoint stores for a queue.
 type State struct {
@@ -64,7 +91,7 @@ type State struct {
 	Head     uint64 // logical position of the head
 	Size     uint64 // number of queued events
 	Capacity uint64 // capacity of that file
-	Digest   uint32 // CRC32C of the live slots in logical order (little-endian uint64s)
+	Digest   uint32 // CRC32C (or keyed, see Options.DigestKey) of the live slots in logical order (little-endian uint64s)
 }
 
 var (
@@ -211,7 +238,7 @@ func Open(opts Options, st *State) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue %q: open %s: %w", opts.Name, path, err)
 	}
-	if err := checkFile(b, st); err != nil {
+	if err := checkFile(b, st, opts.CheckKey); err != nil {
 		_ = b.close()
 		return nil, fmt.Errorf("queue %q: %s: %w", opts.Name, path, err)
 	}
@@ -230,7 +257,7 @@ func Open(opts Options, st *State) (*Queue, error) {
 
 // checkFile validates the header and size of an opened file against st
 // and the digest of its live range.
-func checkFile(b backing, st *State) error {
+func checkFile(b backing, st *State, key []byte) error {
 	img := b.bytes()
 	h, err := decodeHeader(img)
 	if err != nil {
@@ -245,22 +272,31 @@ func checkFile(b backing, st *State) error {
 	if int64(len(img)) != fileSize(h.capacity) {
 		return fmt.Errorf("%w: file size %d, want %d", ErrDigest, len(img), fileSize(h.capacity))
 	}
-	if d := fileDigest(img[headerSize:], h.capacity, st.Head, st.Size); d != st.Digest {
+	if d := fileDigest(img[headerSize:], h.capacity, st.Head, st.Size, key); d != st.Digest {
 		return fmt.Errorf("%w: live slots digest %08x, checkpoint says %08x", ErrDigest, d, st.Digest)
 	}
 	return nil
 }
 
 // fileDigest computes the digest of the live range [head, head+size) of a
-// slot array of capacity c.
-func fileDigest(slots []byte, c, head, size uint64) uint32 {
+// slot array of capacity c: keyed with key (see Options.DigestKey), else
+// CRC32C.
+func fileDigest(slots []byte, c, head, size uint64, key []byte) uint32 {
 	var crc uint32
+	m := newDigestMAC(key)
 	s := head % c
 	for size > 0 {
 		n := min(size, c-s)
-		crc = crc32c.Update(crc, slots[s*slotSize:(s+n)*slotSize])
+		if m != nil {
+			m.Write(slots[s*slotSize : (s+n)*slotSize])
+		} else {
+			crc = crc32c.Update(crc, slots[s*slotSize:(s+n)*slotSize])
+		}
 		size -= n
 		s = 0
+	}
+	if m != nil {
+		return macDigest(m)
 	}
 	return crc
 }
@@ -512,7 +548,7 @@ func (q *Queue) writeSnapshot(f *Frozen, tgen uint8) (State, error) {
 	if err != nil {
 		return State{}, err
 	}
-	w := snapWriter{b: b, dst: b.bytes()[headerSize:], c: q.capa}
+	w := snapWriter{b: b, dst: b.bytes()[headerSize:], c: q.capa, mac: newDigestMAC(q.opts.DigestKey)}
 	h, t := f.head, f.head+f.size
 	o := &f.ov
 	p := h
@@ -537,7 +573,11 @@ func (q *Queue) writeSnapshot(f *Frozen, tgen uint8) (State, error) {
 	if err := b.sync(); err != nil {
 		return State{}, err
 	}
-	return State{Gen: tgen, Head: f.head, Size: f.size, Capacity: q.capa, Digest: w.crc}, nil
+	digest := w.crc
+	if w.mac != nil {
+		digest = macDigest(w.mac)
+	}
+	return State{Gen: tgen, Head: f.head, Size: f.size, Capacity: q.capa, Digest: digest}, nil
 }
 
 // snapWriter copies logical positions into a target slot array one page
@@ -548,6 +588,7 @@ type snapWriter struct {
 	dst []byte
 	c   uint64
 	crc uint32
+	mac hash.Hash // keyed digest instead of crc (Options.DigestKey)
 	buf [slotsPerPage * slotSize]byte
 }
 
@@ -559,7 +600,11 @@ func (w *snapWriter) chunk(p, n uint64) uint64 {
 }
 
 func (w *snapWriter) put(p uint64, src []byte) {
-	w.crc = crc32c.Update(w.crc, src)
+	if w.mac != nil {
+		w.mac.Write(src)
+	} else {
+		w.crc = crc32c.Update(w.crc, src)
+	}
 	off := (p % w.c) * slotSize
 	dst := w.dst[off : off+uint64(len(src))]
 	if !bytes.Equal(dst, src) {

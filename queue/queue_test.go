@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -419,6 +420,38 @@ func TestDigestMismatch(t *testing.T) {
 			if _, err := Open(opts, &st); !errors.Is(err, os.ErrNotExist) {
 				t.Fatalf("missing: %v", err)
 			}
+		})
+	}
+}
+
+func TestKeyedDigest(t *testing.T) {
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			opts := k.opts(t, "keyed", 16)
+			opts.DigestKey = bytes.Repeat([]byte{1}, 32)
+			q := mustOpen(t, opts, nil)
+			fill(t, q, 1, 10)
+			var ptrs []uint64
+			for i := uint64(0); i < q.Len(); i++ {
+				ptrs = append(ptrs, q.At(i))
+			}
+			st := checkpoint(t, q)
+			q.Close()
+			if st.Digest == Digest(ptrs) {
+				t.Fatal("keyed digest equals the CRC32C digest")
+			}
+			// The right key opens it; no key or another key does not.
+			for _, key := range [][]byte{nil, bytes.Repeat([]byte{2}, 32)} {
+				o := opts
+				o.CheckKey = key
+				if _, err := Open(o, &st); !errors.Is(err, ErrDigest) {
+					t.Fatalf("check key %x: %v", key, err)
+				}
+			}
+			o := opts
+			o.CheckKey = opts.DigestKey
+			q = mustOpen(t, o, &st)
+			q.Close()
 		})
 	}
 }

@@ -34,7 +34,11 @@
 // segment id, so a stale record left in a recycled file (written under an
 // older id) never validates. length is the payload length (stored, i.e. after
 // the optional Codec transformed it). flags and key id belong to the Codec
-// (compression, encryption key); both are zero for plaintext.
+// (compression, encryption key, associated-data format; see crypto/codec.go);
+// both are zero for plaintext. A RecordCodec binds sealed payloads to the
+// record's type and txn id (not to its segment, offset or WOID, which Write
+// assigns after encoding). The CRC is not authentication: anyone who can
+// write a segment can write records that validate.
 //
 // # What a reader relies on
 //
@@ -376,6 +380,30 @@ type Codec interface {
 	Decode(dst, stored []byte, flags uint8, keyID uint16) ([]byte, error)
 }
 
+// RecordInfo is the place of a record in the log that a RecordCodec may
+// bind its payload to. Type and TxnID are known when encoding and decoding;
+// Segment and WOID only when decoding (the WOID is stamped by Write after
+// encoding, under the directory's write lock).
+type RecordInfo struct {
+	Type    RecordType
+	TxnID   uint64
+	Segment uint32
+	WOID    uint64
+}
+
+// RecordCodec is a Codec that sees each record's RecordInfo: an encrypting
+// codec binds the payload to the record type and transaction (associated
+// data), and may refuse records by their place (e.g. an unsealed record in
+// a segment written after encryption was switched on). When the Codec of a
+// WAL implements it, Write and every reader use these methods instead of
+// Encode and Decode. scratch is a buffer the codec may reuse across the
+// records of one batch.
+type RecordCodec interface {
+	Codec
+	EncodeRecord(dst, payload []byte, info RecordInfo, scratch *[]byte) (stored []byte, flags uint8, keyID uint16, err error)
+	DecodeRecord(dst, stored []byte, flags uint8, keyID uint16, info RecordInfo) ([]byte, error)
+}
+
 // Batch is a transaction's records, encoded but not yet written. The zero
 // value is an empty batch ready for use.
 type Batch struct {
@@ -464,6 +492,14 @@ func (b *Batch) AppendPrefixed(p *Prefix, m0, m1 uint64, midLen int, body []byte
 	b.offs = append(b.offs, uint32(off))
 }
 
+// SetTxnID changes the txn id of every record in the batch (a transaction
+// that is given a new id before its first records are written).
+func (b *Batch) SetTxnID(txnID uint64) {
+	for _, o := range b.offs {
+		binary.LittleEndian.PutUint64(b.buf[o+12:o+20], txnID)
+	}
+}
+
 // Len returns the encoded size of the batch in bytes.
 func (b *Batch) Len() int { return len(b.buf) }
 
@@ -479,6 +515,8 @@ func (b *Batch) Reset() {
 // encodeWith returns the batch's records passed through codec, as a new buffer,
 // and their offsets in it (appended to offs).
 func (b *Batch) encodeWith(codec Codec, dst []byte, offs []uint32) ([]byte, []uint32, error) {
+	rc, _ := codec.(RecordCodec)
+	var scratch []byte
 	for _, o := range b.offs {
 		off := int(o)
 		h := decodeRecordHeader(b.buf[off:])
@@ -488,7 +526,15 @@ func (b *Batch) encodeWith(codec Codec, dst []byte, offs []uint32) ([]byte, []ui
 		start := len(dst)
 		offs = append(offs, uint32(start))
 		dst = append(dst, make([]byte, recordHeaderSize)...)
-		out, flags, keyID, err := codec.Encode(dst, payload)
+		var out []byte
+		var flags uint8
+		var keyID uint16
+		var err error
+		if rc != nil {
+			out, flags, keyID, err = rc.EncodeRecord(dst, payload, RecordInfo{Type: h.Type, TxnID: h.TxnID}, &scratch)
+		} else {
+			out, flags, keyID, err = codec.Encode(dst, payload)
+		}
 		if err != nil {
 			return nil, offs, fmt.Errorf("wal: encoding payload of txn %d: %w", h.TxnID, err)
 		}

@@ -87,7 +87,7 @@ func (w *WAL) ReadRecord(p Pointer, buf []byte) (Record, error) {
 	if reason != "" {
 		return Record{}, &CorruptionError{File: s.path, Offset: off, Reason: reason}
 	}
-	return w.decodePayload(rec, s.path, off, nil)
+	return w.decodePayload(rec, s, off, nil)
 }
 
 // maxUncheckedRead is the largest record ReadRecord allocates for before
@@ -222,12 +222,13 @@ func (w *WAL) recordInRun(s *segment, seed uint32, data []byte, lo, off int64, d
 	if reason != "" {
 		return Record{}, true, &CorruptionError{File: s.path, Offset: off, Reason: reason}
 	}
-	rec, err := w.decodePayload(rec, s.path, off, dec)
+	rec, err := w.decodePayload(rec, s, off, dec)
 	return rec, true, err
 }
 
 // decodePayload passes a record's payload through the Codec.
-func (w *WAL) decodePayload(rec Record, file string, off int64, scratch *[]byte) (Record, error) {
+func (w *WAL) decodePayload(rec Record, s *segment, off int64, scratch *[]byte) (Record, error) {
+	file := s.path
 	if w.opts.Codec == nil {
 		if rec.Flags != 0 || rec.KeyID != 0 {
 			return rec, fmt.Errorf("wal: %s offset %d: record has flags %#x and key id %d but no Codec is configured", file, off, rec.Flags, rec.KeyID)
@@ -238,7 +239,13 @@ func (w *WAL) decodePayload(rec Record, file string, off int64, scratch *[]byte)
 	if scratch != nil {
 		dst = (*scratch)[:0]
 	}
-	out, err := w.opts.Codec.Decode(dst, rec.Payload, rec.Flags, rec.KeyID)
+	var out []byte
+	var err error
+	if rc, ok := w.opts.Codec.(RecordCodec); ok {
+		out, err = rc.DecodeRecord(dst, rec.Payload, rec.Flags, rec.KeyID, RecordInfo{Type: rec.Type, TxnID: rec.TxnID, Segment: s.id, WOID: rec.WOID})
+	} else {
+		out, err = w.opts.Codec.Decode(dst, rec.Payload, rec.Flags, rec.KeyID)
+	}
 	if err != nil {
 		return rec, fmt.Errorf("wal: %s offset %d: decoding payload: %w", file, off, err)
 	}
@@ -534,7 +541,7 @@ func (r *dirReader) advance() error {
 			r.recs++
 			r.bytes += size
 			ptr := MakePointer(sc.s.id, uint32(r.off))
-			if rec, err = r.w.decodePayload(rec, sc.s.path, r.off, &r.scratch); err != nil {
+			if rec, err = r.w.decodePayload(rec, sc.s, r.off, &r.scratch); err != nil {
 				if !errors.Is(err, ErrCorrupt) {
 					return err // e.g. a missing key: fail closed
 				}

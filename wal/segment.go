@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -475,6 +476,9 @@ func (d *dirState) create(path string, hdr []byte) (vfs.File, error) {
 	f, err := fs.Create(tmp, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return nil, fmt.Errorf("wal: creating %s: %w", tmp, err)
+	}
+	if c, ok := f.(interface{ Chmod(os.FileMode) error }); ok {
+		_ = c.Chmod(0o600) // segments are readable by the owner only
 	}
 	fail := func(err error) (vfs.File, error) {
 		f.Close()

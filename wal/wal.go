@@ -208,7 +208,7 @@ func Open(opts Options) (*WAL, error) {
 }
 
 func (w *WAL) openDir(i int, path string) (*dirState, error) {
-	if err := w.fs.MkdirAll(path, 0o755); err != nil {
+	if err := w.fs.MkdirAll(path, 0o700); err != nil {
 		return nil, fmt.Errorf("wal: creating directory %s: %w", path, err)
 	}
 	if err := syncDir(w.fs, w.fs.PathDir(path)); err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -9,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -129,7 +127,14 @@ func readStore(st config.Store, onRecord func(wal.Record, wal.Pointer)) (*storeR
 	if err != nil {
 		return nil, fmt.Errorf("%s: encryption: %w", r.Store, err)
 	}
-	codec, err := crypto.NewCodec(crypto.CodecOptions{Keyring: kr})
+	// The authenticated crypto manifest says what the store is bound to
+	// and which records must be sealed: records refused by it, and sealed
+	// records failing authentication, are reported as damage.
+	pol, encrypted, err := channel.ReadCryptoPolicy(vfs.Default, o, kr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", r.Store, err)
+	}
+	codec, err := crypto.NewCodec(crypto.CodecOptions{Keyring: kr, Policy: &pol, TolerateAuthFailures: true})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", r.Store, err)
 	}
@@ -140,12 +145,10 @@ func readStore(st config.Store, onRecord func(wal.Record, wal.Pointer)) (*storeR
 	}
 	cands := checkpoint.Load(vfs.Default, o.CheckpointDir, o.BackupCheckpointDir, sealer)
 	// A plaintext checkpoint from before encryption was turned on is
-	// readable until the store's crypto manifest records a sealed one (as
+	// readable until the store's crypto manifest says it is encrypted (as
 	// the store itself decides).
-	manifest, _ := os.ReadFile(filepath.Join(o.CheckpointDir, "crypto.manifest"))
-	sealedBefore := bytes.Contains(manifest, []byte("\nsealed 1\n"))
 	for i, c := range cands {
-		if errors.Is(c.Err, checkpoint.ErrNotSealed) && !sealedBefore {
+		if errors.Is(c.Err, checkpoint.ErrNotSealed) && !encrypted {
 			for _, p := range checkpoint.Load(vfs.Default, o.CheckpointDir, o.BackupCheckpointDir, nil) {
 				if p.Path == c.Path {
 					cands[i] = p
@@ -242,7 +245,7 @@ func checkQueues(o channel.FileOptions, cp *checkpoint.Checkpoint, segs []wal.Se
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var problems []string
 	for _, ch := range cp.Channels {
-		qo := queue.Options{Dir: o.CheckpointDir, BackupDir: o.BackupCheckpointDir, Name: ch.Name, Logger: quiet}
+		qo := queue.Options{Dir: o.CheckpointDir, BackupDir: o.BackupCheckpointDir, Name: ch.Name, Logger: quiet, CheckKey: cp.DigestKey}
 		path := queue.Path(qo, ch.Gen)
 		if _, err := os.Stat(path); err != nil {
 			continue // already reported as a missing queue file

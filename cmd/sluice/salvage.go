@@ -274,7 +274,7 @@ func checkpointPointers(o channel.FileOptions, cp *checkpoint.Checkpoint) (map[u
 	live := map[uint64]bool{}
 	for _, ch := range cp.Channels {
 		q, err := queue.Open(queue.Options{Dir: o.CheckpointDir, BackupDir: o.BackupCheckpointDir, Name: ch.Name,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), CheckKey: cp.DigestKey},
 			&queue.State{Gen: ch.Gen, Head: ch.Head, Size: ch.Size, Capacity: ch.Capacity, Digest: ch.Digest})
 		if err != nil {
 			return nil, err
@@ -364,7 +364,13 @@ func salvage(out io.Writer, st config.Store, dirs []string, ckptDir string, segS
 	if err != nil {
 		return false, fmt.Errorf("encryption: %w", err)
 	}
-	codec, err := crypto.NewCodec(crypto.CodecOptions{Keyring: kr})
+	// Records the store would refuse (unsealed in an encrypted segment,
+	// failing authentication) are skipped as damage, never salvaged.
+	pol, _, err := channel.ReadCryptoPolicy(vfs.Default, o, kr)
+	if err != nil {
+		return false, err
+	}
+	codec, err := crypto.NewCodec(crypto.CodecOptions{Keyring: kr, Policy: &pol, TolerateAuthFailures: true})
 	if err != nil {
 		return false, err
 	}
