@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 )
 
 // Event is the unit of data: string headers and an opaque body.
@@ -33,6 +34,47 @@ func (e Event) Size() int {
 	return n
 }
 
+// FullError is ErrChannelFull for one channel: errors.Is(err,
+// ErrChannelFull) holds, and a remote layer can name the channel without
+// passing on the rest of a store error's text.
+type FullError struct {
+	Channel string
+	Detail  string // capacity, bytes
+	Err     error  // the context error that ended a keep-alive wait, or nil
+}
+
+func (e *FullError) Error() string {
+	s := fmt.Sprintf("%v: channel %q", ErrChannelFull, e.Channel)
+	if e.Detail != "" {
+		s += " (" + e.Detail + ")"
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Unwrap returns ErrChannelFull and the context error.
+func (e *FullError) Unwrap() []error {
+	if e.Err != nil {
+		return []error{ErrChannelFull, e.Err}
+	}
+	return []error{ErrChannelFull}
+}
+
+// CheckHeaders reports a header key or value of ev that is not valid UTF-8.
+func CheckHeaders(ev Event) error {
+	for k, v := range ev.Headers {
+		if !utf8.ValidString(k) {
+			return fmt.Errorf("%w: header key %q is not valid UTF-8", ErrInvalidEvent, k)
+		}
+		if !utf8.ValidString(v) {
+			return fmt.Errorf("%w: value of header %q is not valid UTF-8", ErrInvalidEvent, k)
+		}
+	}
+	return nil
+}
+
 // Sentinel errors callers branch on. Implementations wrap them with context.
 var (
 	// ErrChannelFull: the put does not fit the channel's capacity (events or
@@ -42,6 +84,9 @@ var (
 	ErrTxnFull = errors.New("transaction capacity exceeded")
 	// ErrEventTooLarge: an event exceeds the maximum event size.
 	ErrEventTooLarge = errors.New("event too large")
+	// ErrInvalidEvent: an event is malformed: a header key or value that is
+	// not valid UTF-8 (headers are text, as Flume's are; bodies are bytes).
+	ErrInvalidEvent = errors.New("invalid event")
 	// ErrUnknownChannel: no channel of that name in this store.
 	ErrUnknownChannel = errors.New("unknown channel")
 	// ErrClosed: the store or transaction is closed.

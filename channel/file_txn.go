@@ -101,6 +101,9 @@ func (p *filePut) Put(name string, events ...Event) error {
 		}
 		if len(ev.Headers) != 0 {
 			plain = false
+			if err := CheckHeaders(ev); err != nil {
+				return fmt.Errorf("event %d: %w", i, err)
+			}
 		}
 	}
 	now := time.Now().UnixNano()
@@ -529,7 +532,7 @@ func (s *File) reserve(ctx context.Context, n, b map[*fileChan]int64) error {
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
-			return fmt.Errorf("%w: channel %q (capacity %d events, %d bytes max)", ErrChannelFull, full.cfg.Name, full.cfg.Capacity, full.cfg.MaxBytes)
+			return &FullError{Channel: full.cfg.Name, Detail: fmt.Sprintf("capacity %d events, maxBytes %d", full.cfg.Capacity, full.cfg.MaxBytes)}
 		}
 		timer := time.NewTimer(left)
 		select {
@@ -537,7 +540,7 @@ func (s *File) reserve(ctx context.Context, n, b map[*fileChan]int64) error {
 		case <-timer.C:
 		case <-ctx.Done():
 			timer.Stop()
-			return fmt.Errorf("%w: channel %q: %w", ErrChannelFull, full.cfg.Name, ctx.Err())
+			return &FullError{Channel: full.cfg.Name, Err: ctx.Err()}
 		}
 		timer.Stop()
 	}

@@ -316,6 +316,11 @@ func (p *memPut) Put(name string, events ...Event) error {
 		if sz := events[i].Size(); sz > m.maxEventSize {
 			return fmt.Errorf("%w: event %d is %d bytes, maximum is %d", ErrEventTooLarge, i, sz, m.maxEventSize)
 		}
+		if len(events[i].Headers) != 0 {
+			if err := CheckHeaders(events[i]); err != nil {
+				return fmt.Errorf("event %d: %w", i, err)
+			}
+		}
 	}
 	copied := make([]Event, len(events))
 	copyEvents(copied, events)
@@ -389,7 +394,7 @@ func (p *memPut) Commit(ctx context.Context) error {
 		c := full.c
 		if c.cfg.MaxBytes > 0 && full.bytes > c.cfg.MaxBytes {
 			m.mu.Unlock()
-			return fmt.Errorf("%w: channel %q: transaction holds %d bytes, maxBytes is %d", ErrChannelFull, c.cfg.Name, full.bytes, c.cfg.MaxBytes)
+			return &FullError{Channel: c.cfg.Name, Detail: fmt.Sprintf("the transaction holds %d bytes, maxBytes is %d", full.bytes, c.cfg.MaxBytes)}
 		}
 		c.spaceWaited = true
 		wait := c.space
@@ -400,7 +405,7 @@ func (p *memPut) Commit(ctx context.Context) error {
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
-			return fmt.Errorf("%w: channel %q (capacity %d events, maxBytes %d)", ErrChannelFull, c.cfg.Name, c.cfg.Capacity, c.cfg.MaxBytes)
+			return &FullError{Channel: c.cfg.Name, Detail: fmt.Sprintf("capacity %d events, maxBytes %d", c.cfg.Capacity, c.cfg.MaxBytes)}
 		}
 		if timer == nil {
 			timer = time.NewTimer(left)
@@ -413,7 +418,7 @@ func (p *memPut) Commit(ctx context.Context) error {
 		case <-m.closeCh:
 			return ErrClosed
 		case <-ctx.Done():
-			return fmt.Errorf("%w: channel %q: %w", ErrChannelFull, c.cfg.Name, ctx.Err())
+			return &FullError{Channel: c.cfg.Name, Err: ctx.Err()}
 		}
 	}
 }

@@ -311,16 +311,20 @@ func TestErrorsMapToSentinels(t *testing.T) {
 		{"too large", r(try("a", channel.Event{Body: make([]byte, 101)})), channel.ErrEventTooLarge, true, 0},
 		{"header counts", r(try("a", channel.Event{Body: make([]byte, 90), Headers: map[string]string{"kkkkk": "vvvvvv"}})), channel.ErrEventTooLarge, true, 0},
 		{"txn full", r(try("a", events("e", 6)...)), channel.ErrTxnFull, true, 0},
-		{"bad header", r(try("a", channel.Event{Headers: map[string]string{"k": "\xff"}})), client.ErrInvalidEvent, false, codes.InvalidArgument},
-		{"bad header key", r(try("a", channel.Event{Headers: map[string]string{"\xc3": "v"}})), client.ErrInvalidEvent, false, codes.InvalidArgument},
+		{"bad header", r(try("a", channel.Event{Headers: map[string]string{"k": "\xff"}})), client.ErrInvalidEvent, true, 0},
+		{"bad header key", r(try("a", channel.Event{Headers: map[string]string{"\xc3": "v"}})), client.ErrInvalidEvent, true, 0},
 	}
 	for _, tc := range cases {
 		if !errors.Is(tc.got.err, tc.want) || tc.got.atPut != tc.atPut || (!tc.atPut && status.Code(tc.got.err) != tc.code) {
 			t.Errorf("%s: %v (at Put %v, code %v), want %v (at Put %v, code %v)", tc.name, tc.got.err, tc.got.atPut, status.Code(tc.got.err), tc.want, tc.atPut, tc.code)
 		}
 	}
-	// The server still refuses at Commit what a client does not check: a
-	// raw request naming an unknown channel.
+	// The server still refuses at Commit what the client checks at Put:
+	// raw requests naming an unknown channel, or with a header that is not
+	// UTF-8.
+	if _, err := c.API().Put(ctx, &sluicev1.PutRequest{Puts: []*sluicev1.ChannelEvents{{Channel: "a", Events: []*sluicev1.Event{{Headers: []*sluicev1.Header{{Key: []byte("k"), Value: []byte{0xff}}}}}}}}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("raw put with a non-UTF-8 header: %v", err)
+	}
 	if _, err := c.API().Put(ctx, &sluicev1.PutRequest{Puts: []*sluicev1.ChannelEvents{{Channel: "nope", Events: []*sluicev1.Event{{Body: []byte("x")}}}}}); status.Code(err) != codes.NotFound {
 		t.Errorf("raw put to an unknown channel: %v", err)
 	}

@@ -19,9 +19,10 @@ var (
 	// ErrLeaseExpired: the server rolled a take transaction back because
 	// its lease expired. Errors carrying it also match channel.ErrTxnDone.
 	ErrLeaseExpired = errors.New("take lease expired")
-	// ErrInvalidEvent: the server rejected an event as malformed (a header
-	// key or value that is not valid UTF-8).
-	ErrInvalidEvent = errors.New("invalid event")
+	// ErrInvalidEvent is channel.ErrInvalidEvent: a malformed event (a
+	// header key or value that is not valid UTF-8), refused at Put by the
+	// client as by the local stores, and by the server.
+	ErrInvalidEvent = channel.ErrInvalidEvent
 )
 
 // Error is a failure reported by the server (or by gRPC). It matches, with

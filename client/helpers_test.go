@@ -45,14 +45,21 @@ func start(t testing.TB, mem *channel.Memory, opts server.Options) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{mem: mem, srv: srv, lis: bufconn.Listen(1 << 20), done: make(chan error, 1)}
-	go func() { e.done <- srv.Serve(e.lis) }()
+	e := serveOn(t, srv)
+	e.mem = mem
 	t.Cleanup(func() {
 		srv.Stop()
 		if err := <-e.done; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	})
+	return e
+}
+
+// serveOn serves srv over bufconn; the caller stops it and reads e.done.
+func serveOn(t testing.TB, srv *server.Server) *env {
+	e := &env{srv: srv, lis: bufconn.Listen(1 << 20), done: make(chan error, 1)}
+	go func() { e.done <- srv.Serve(e.lis) }()
 	return e
 }
 

@@ -69,10 +69,13 @@ func (p *putTxn) check(name string, events []channel.Event) error {
 		}
 		return fmt.Errorf("%w: %q (the server has %v)", channel.ErrUnknownChannel, name, p.c.channels)
 	}
-	if lim.event > 0 {
-		for i, ev := range events {
-			if sz := ev.Size(); sz > lim.event {
-				return fmt.Errorf("%w: event %d of the call is %d bytes, channel %q takes at most %d", channel.ErrEventTooLarge, i, sz, name, lim.event)
+	for i, ev := range events {
+		if sz := ev.Size(); lim.event > 0 && sz > lim.event {
+			return fmt.Errorf("%w: event %d of the call is %d bytes, channel %q takes at most %d", channel.ErrEventTooLarge, i, sz, name, lim.event)
+		}
+		if len(ev.Headers) != 0 {
+			if err := channel.CheckHeaders(ev); err != nil {
+				return fmt.Errorf("event %d: %w", i, err)
 			}
 		}
 	}
@@ -120,6 +123,12 @@ func (p *putTxn) Commit(ctx context.Context) error {
 		return err
 	})
 	if err != nil {
+		if c.isClosed() {
+			// Closed under the call: as for any error after the request
+			// was sent, the server may or may not have stored it (a
+			// producer sequence makes a retry safe).
+			return fmt.Errorf("%w (the put was being sent: %v)", channel.ErrClosed, err)
+		}
 		return err
 	}
 	// With a generated producer id a deduplicated answer can only mean that

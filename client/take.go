@@ -215,6 +215,9 @@ func (t *takeTxn) Take(ctx context.Context, max int) ([]channel.Event, error) {
 				t.s = s
 				continue
 			}
+			if t.c.isClosed() {
+				err = channel.ErrClosed // the client was closed under the wait
+			}
 			if t.taken > 0 {
 				t.lost = err
 			}

@@ -47,7 +47,10 @@ func statusErr(code codes.Code, reason, format string, args ...any) error {
 // segment offsets and errno values, which stay in the server log.
 func (s *Server) classify(err error) (code codes.Code, reason string, retry time.Duration, msg string) {
 	var cross *router.CrossStoreError
+	var full *channel.FullError
 	switch {
+	case errors.As(err, &full):
+		return codes.ResourceExhausted, sluicev1.ReasonChannelFull, s.opts.FullRetryDelay, fmt.Sprintf("channel %q full; retry later", full.Channel)
 	case errors.Is(err, channel.ErrChannelFull):
 		return codes.ResourceExhausted, sluicev1.ReasonChannelFull, s.opts.FullRetryDelay, "channel full; retry later"
 	case errors.Is(err, channel.ErrDiskSpace):

@@ -47,8 +47,15 @@ import (
 type Factory func(t testing.TB, cfgs []channel.ChannelConfig) channel.Channel
 
 // Run runs the conformance suite against the channel kind f builds.
-func Run(t *testing.T, f Factory) {
-	s := &suite{f: f}
+func Run(t *testing.T, f Factory) { run(t, &suite{f: f}) }
+
+// RunRemote runs the suite against a remote client of a store (the gRPC
+// client): the same rules, except that the store's PutAttempts counts only
+// the events the client sent, so a put rolled back before its commit, which
+// a remote client never sends, is not counted.
+func RunRemote(t *testing.T, f Factory) { run(t, &suite{f: f, remote: true}) }
+
+func run(t *testing.T, s *suite) {
 	tests := []struct {
 		name string
 		fn   func(*testing.T)
@@ -64,6 +71,7 @@ func Run(t *testing.T, f Factory) {
 		{"TxnCapacityPut", s.testTxnCapacityPut},
 		{"TxnCapacityTake", s.testTxnCapacityTake},
 		{"EventTooLarge", s.testEventTooLarge},
+		{"InvalidHeaders", s.testInvalidHeaders},
 		{"UnknownChannel", s.testUnknownChannel},
 		{"ProducerDedup", s.testProducerDedup},
 		{"TakeBlocking", s.testTakeBlocking},
@@ -78,7 +86,10 @@ func Run(t *testing.T, f Factory) {
 	}
 }
 
-type suite struct{ f Factory }
+type suite struct {
+	f      Factory
+	remote bool // see RunRemote
+}
 
 // store is a channel under test with an idempotent close.
 type store struct {
@@ -668,6 +679,29 @@ func (s *suite) testEventTooLarge(t *testing.T) {
 	}
 }
 
+// Header keys and values are text (valid UTF-8); a malformed one fails the
+// Put call alone, with ErrInvalidEvent, and the transaction goes on.
+func (s *suite) testInvalidHeaders(t *testing.T) {
+	ch := s.open(t, cfg("a", 100, 10))
+	ctx := context.Background()
+	tx, err := ch.BeginPut(ctx, channel.PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []map[string]string{{"k": "\xff\xfe"}, {"\xc3": "v"}} {
+		if err := tx.Put("a", ev("ok-before"), channel.Event{Headers: h, Body: []byte("bad")}); !errors.Is(err, channel.ErrInvalidEvent) {
+			t.Fatalf("Put with header %q: %v, want ErrInvalidEvent", h, err)
+		}
+	}
+	if err := tx.Put("a", channel.Event{Headers: map[string]string{"k": "v"}, Body: []byte("good")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantStrings(t, "a", drain(t, ch, "a"), []string{"good"})
+}
+
 func (s *suite) testUnknownChannel(t *testing.T) {
 	ch := s.open(t, cfg("b", 10, 5), cfg("a", 10, 5))
 	ctx := context.Background()
@@ -1140,8 +1174,12 @@ func (s *suite) testStats(t *testing.T) {
 	if st.Name != "a" || st.Capacity != 50 || st.MaxBytes != 1000 {
 		t.Fatalf("config in stats: %+v", st)
 	}
-	if st.PutAttempts != 7 || st.PutSuccesses != 5 {
-		t.Fatalf("PutAttempts %d PutSuccesses %d, want 7, 5", st.PutAttempts, st.PutSuccesses)
+	wantAttempts := int64(7) // the two rolled-back events count
+	if s.remote {
+		wantAttempts = 5 // a remote client never sent them
+	}
+	if st.PutAttempts != wantAttempts || st.PutSuccesses != 5 {
+		t.Fatalf("PutAttempts %d PutSuccesses %d, want %d, 5", st.PutAttempts, st.PutSuccesses, wantAttempts)
 	}
 	if st.Size != 5 || st.Bytes != 10 || st.InFlightTakes != 0 {
 		t.Fatalf("Size %d Bytes %d InFlightTakes %d, want 5, 10, 0", st.Size, st.Bytes, st.InFlightTakes)
@@ -1172,7 +1210,7 @@ func (s *suite) testStats(t *testing.T) {
 	if st.Size != 0 || st.Bytes != 0 || st.InFlightTakes != 0 || st.OldestEventAge != 0 || st.TakeSuccesses != 5 {
 		t.Fatalf("drained channel stats %+v", st)
 	}
-	if st.PutAttempts != 7 || st.PutSuccesses != 5 {
+	if st.PutAttempts != wantAttempts || st.PutSuccesses != 5 {
 		t.Fatalf("put counters changed by takes: %+v", st)
 	}
 }
@@ -1201,7 +1239,7 @@ func (s *suite) testRoundTrip(t *testing.T) {
 		{"binary body", channel.Event{Body: binary}},
 		{"zero bytes", channel.Event{Body: make([]byte, 100)}},
 		{"newlines", channel.Event{Body: []byte("a\nb\r\n\x00c\n")}},
-		{"unicode headers", channel.Event{Headers: map[string]string{"clé": "välue ✓", "": "empty key", "\x00k": "\xff\xfe"}, Body: []byte("x")}},
+		{"unicode headers", channel.Event{Headers: map[string]string{"clé": "välue ✓", "": "empty key", "\x00k": "\u00ff\U0001F600"}, Body: []byte("x")}},
 		{"many headers", channel.Event{Headers: many, Body: []byte("body")}},
 		{"just under the limit", channel.Event{Headers: map[string]string{"timestamp": "1700000000000000"}, Body: large}},
 	}
@@ -1241,11 +1279,20 @@ func (s *suite) testRoundTrip(t *testing.T) {
 			}
 		})
 	}
-	for _, f := range scribble {
-		f()
+	// The local stores copy at Put; every implementation has copied by
+	// the time Commit returns (a remote client sends at Commit).
+	if !s.remote {
+		for _, f := range scribble {
+			f()
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range scribble {
+		if s.remote {
+			f()
+		}
 	}
 	check := func(round string, got []channel.Event) {
 		t.Helper()
