@@ -34,6 +34,16 @@ func (e Event) Size() int {
 	return n
 }
 
+// LeaseExtender is implemented by take transactions that a lease bounds
+// (the gRPC client's: the server rolls back a take whose lease runs out
+// between requests). ExtendLease renews the lease for another full term, so
+// a sink that holds its take for minutes (one rolling file or object per
+// transaction) keeps it while it is alive; a sink that dies lets it lapse
+// and its events go back. The local stores' takes have no lease.
+type LeaseExtender interface {
+	ExtendLease(ctx context.Context) error
+}
+
 // FullError is ErrChannelFull for one channel: errors.Is(err,
 // ErrChannelFull) holds, and a remote layer can name the channel without
 // passing on the rest of a store error's text.

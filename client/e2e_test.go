@@ -540,3 +540,39 @@ func TestProducerSequenceOverGRPC(t *testing.T) {
 		t.Fatalf("empty producer id: %v", err)
 	}
 }
+
+// A sink that holds its take longer than the lease keeps it by extending
+// the lease; without that the server rolls it back.
+func TestTakeLeaseExtended(t *testing.T) {
+	mem := newMemory(t)
+	c := start(t, mem, server.Options{}).dial(t, client.Options{RetryBudget: -1, Lease: 300 * time.Millisecond})
+	ctx := ctxT(t)
+	put(t, c, "a", events("e", 4)...)
+	hold := func(extend bool) error {
+		tk, err := c.BeginTake(ctx, "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := tk.Take(ctx, 2); err != nil || len(got) != 2 {
+			t.Fatalf("take: %d %v", len(got), err)
+		}
+		for range 8 { // 800 ms: well past the 300 ms lease
+			time.Sleep(100 * time.Millisecond)
+			if extend {
+				if err := tk.(channel.LeaseExtender).ExtendLease(ctx); err != nil {
+					t.Fatalf("ExtendLease: %v", err)
+				}
+			}
+		}
+		return tk.Commit(ctx)
+	}
+	if err := hold(true); err != nil {
+		t.Fatalf("commit of an extended take: %v", err)
+	}
+	if err := hold(false); !errors.Is(err, client.ErrLeaseExpired) {
+		t.Fatalf("commit of a take held past its lease: %v, want ErrLeaseExpired", err)
+	}
+	if st, _ := mem.Stats("a"); st.Size != 2 {
+		t.Fatalf("size %d, want 2 (the expired take's events back, the extended one's gone)", st.Size)
+	}
+}

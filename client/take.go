@@ -243,6 +243,31 @@ func (t *takeTxn) Take(ctx context.Context, max int) ([]channel.Event, error) {
 	}
 }
 
+// ExtendLease implements channel.LeaseExtender: any request renews the
+// server's lease of the transaction, and this one takes nothing (an empty
+// next), so it costs one round trip.
+func (t *takeTxn) ExtendLease(ctx context.Context) error {
+	if t.done {
+		return channel.ErrTxnDone
+	}
+	if t.lost != nil {
+		return t.lost
+	}
+	resp, _, err := t.s.do(ctx, &sluicev1.TakeRequest{Request: &sluicev1.TakeRequest_Next{Next: &sluicev1.TakeNext{}}}, false)
+	if err != nil {
+		if t.taken > 0 {
+			t.lost = err
+		}
+		return err
+	}
+	if e := resp.GetError(); e != nil {
+		return takeErr(e)
+	}
+	return nil
+}
+
+var _ channel.LeaseExtender = (*takeTxn)(nil)
+
 // Commit commits the removal of the taken events and waits for the
 // server's acknowledgement.
 func (t *takeTxn) Commit(ctx context.Context) error {

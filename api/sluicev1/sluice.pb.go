@@ -574,7 +574,10 @@ type TakeOpen struct {
 	// or zero answers at once. The server caps it (5 minutes by default).
 	Wait *durationpb.Duration `protobuf:"bytes,3,opt,name=wait,proto3" json:"wait,omitempty"`
 	// Lease of every transaction on this stream; unset uses the server's
-	// default (60 s), and the server caps it (10 minutes by default).
+	// default (60 s), and the server caps it (10 minutes by default). Every
+	// request renews it; a consumer that holds a transaction longer (a sink
+	// writing one rolling file per transaction) sends next with max_events 0,
+	// which takes nothing, to keep it (client: channel.LeaseExtender).
 	Lease         *durationpb.Duration `protobuf:"bytes,4,opt,name=lease,proto3" json:"lease,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
