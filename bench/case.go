@@ -121,7 +121,7 @@ type Config struct {
 	Progress func(done, total int, c Case, rep int)
 }
 
-// DefaultConfig is the full matrix of DESIGN.md "Performance method".
+// DefaultConfig is the full matrix of docs/contracts.md "Performance method".
 func DefaultConfig() Config {
 	return Config{
 		EventSizes: []int{100, 1024, 16384},

@@ -1,6 +1,6 @@
 // Package channeltest is the conformance suite every channel.Channel kind
-// runs: it asserts the transaction contract of DESIGN.md ("Transactions —
-// the contract") and the documented behaviour of package channel.
+// runs: it asserts the transaction contract of docs/contracts.md ("The
+// transaction contract") and the documented behaviour of package channel.
 //
 // A kind's test calls Run with a Factory:
 //
