@@ -142,21 +142,8 @@ func (c *Codec) EncodeRecord(dst, payload []byte, info wal.RecordInfo, scratch *
 		return c.Encode(dst, payload)
 	}
 	id, aead := kr.active, kr.activeAEAD
-	plain := payload
-	var flags uint8 = FlagSealed | FlagBound
-	var bp *[]byte
-	if c.comp != CompressNone {
-		if v := c.tmp.Get(); v != nil {
-			bp = v.(*[]byte)
-		} else {
-			bp = new([]byte)
-		}
-		if out, flag, ok := c.compress((*bp)[:0], payload); ok {
-			*bp = out
-			plain = out
-			flags |= flag
-		}
-	}
+	plain, flag, bp := c.compressForSeal(payload)
+	flags := FlagSealed | FlagBound | flag
 	ad := appendWALADv2((*scratch)[:0], flags, id, &c.pol.Load().Store, info.Type, info.TxnID)
 	*scratch = ad
 	out := aead.Seal(dst, nil, plain, ad)

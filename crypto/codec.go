@@ -284,6 +284,25 @@ func (c *Codec) compress(dst, payload []byte) (out []byte, flag uint8, ok bool) 
 	return dst, flag, true
 }
 
+// compressForSeal compresses payload into a pooled buffer when compression
+// is configured and useful: it returns what to seal, the compression flag
+// and the buffer to give back to c.tmp after sealing (nil: none taken).
+func (c *Codec) compressForSeal(payload []byte) (plain []byte, flag uint8, bp *[]byte) {
+	if c.comp == CompressNone {
+		return payload, 0, nil
+	}
+	if v := c.tmp.Get(); v != nil {
+		bp = v.(*[]byte)
+	} else {
+		bp = new([]byte)
+	}
+	if out, f, ok := c.compress((*bp)[:0], payload); ok {
+		*bp = out
+		return out, f, bp
+	}
+	return payload, 0, bp
+}
+
 // Encode implements wal.Codec: compress (if configured and useful), then
 // seal with the active key (if a keyring is set). The result is appended to
 // dst; it never aliases payload.
@@ -297,21 +316,8 @@ func (c *Codec) Encode(dst, payload []byte) ([]byte, uint8, uint16, error) {
 		return out, flag, 0, nil
 	}
 	id, aead := kr.active, kr.activeAEAD
-	plain := payload
-	var flags uint8 = FlagSealed
-	var bp *[]byte
-	if c.comp != CompressNone {
-		if v := c.tmp.Get(); v != nil {
-			bp = v.(*[]byte)
-		} else {
-			bp = new([]byte)
-		}
-		if out, flag, ok := c.compress((*bp)[:0], payload); ok {
-			*bp = out
-			plain = out
-			flags |= flag
-		}
-	}
+	plain, flag, bp := c.compressForSeal(payload)
+	flags := FlagSealed | flag
 	out := aead.Seal(dst, nil, plain, kr.activeAD[flags>>1&3])
 	if bp != nil {
 		c.tmp.Put(bp)
