@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -233,6 +234,25 @@ func TestFlumeHabits(t *testing.T) {
 	} {
 		if !strings.Contains(w, want) {
 			t.Errorf("missing warning %q in:\n%s", want, w)
+		}
+	}
+}
+
+// An error raised while a store opens names the entry that set its path.
+func TestStoreExplain(t *testing.T) {
+	cfg, err := Parse("s.properties", "a1.channels = c1\na1.channels.c1.type = file\na1.channels.c1.dataDirs = /srv/d1, /srv/d10\na1.channels.c1.checkpointDir = /srv/ck\na1.channels.c1.encryption.keyProvider.keyFile = /etc/k\n", "a1", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := cfg.Stores()[0]
+	for _, tc := range []struct{ err, want string }{
+		{"open /srv/d10/0000000001.wal: permission denied", "open /srv/d10/0000000001.wal: permission denied (/srv/d10 is set by s.properties:3, key a1.channels.c1.dataDirs)"},
+		{"lock /srv/ck/LOCK: resource busy", "lock /srv/ck/LOCK: resource busy (/srv/ck is set by s.properties:4, key a1.channels.c1.checkpointDir)"},
+		{"key file /etc/k: mode 0644", "key file /etc/k: mode 0644 (/etc/k is set by s.properties:5, key a1.channels.c1.encryption.keyProvider.keyFile)"},
+		{"something else", "something else"},
+	} {
+		if got := st.Explain(errors.New(tc.err)).Error(); got != tc.want {
+			t.Errorf("got  %s\nwant %s", got, tc.want)
 		}
 	}
 }

@@ -159,6 +159,9 @@ type Channel struct {
 
 	// set records the line of every store-wide key set explicitly.
 	set map[string]int
+	// paths are the properties that named a directory or file of the
+	// store (dataDirs, checkpointDir, backupCheckpointDir, the key file).
+	paths []Property
 	// keyFileKey is the property that set KeyFile (keyFile or its Flume
 	// alias keyStoreFile), for error messages.
 	keyFileKey string
@@ -212,12 +215,44 @@ type Store struct {
 	File channel.FileOptions
 	// Memory is set for TypeMemory.
 	Memory channel.MemoryOptions
+	// Origins say which configuration entry named each directory and file
+	// of the store, for errors raised when it opens (see Explain).
+	Origins []Origin
 	// KeyFile and ActiveKey configure encryption at rest of a file store
 	// (KeyFile empty: not encrypted; ActiveKey 0: the highest key id in the
 	// file). The key file is read when the store opens (see Keyring), not
 	// by Parse. File.Compression is set from the configuration.
 	KeyFile   string
 	ActiveKey uint16
+}
+
+// Origin is the configuration entry that named a path of a store.
+type Origin struct {
+	Path string
+	File string
+	Line int
+	Key  string
+}
+
+// Explain adds to an error raised while the store opens the configuration
+// entry that set the path it names (the longest such path), so "permission
+// denied on /data/x" also says which key on which line to fix. Errors that
+// name no configured path come back unchanged.
+func (s Store) Explain(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	var best *Origin
+	for i, o := range s.Origins {
+		if o.Path != "" && strings.Contains(msg, o.Path) && (best == nil || len(o.Path) > len(best.Path)) {
+			best = &s.Origins[i]
+		}
+	}
+	if best == nil {
+		return err
+	}
+	return fmt.Errorf("%w (%s is set by %s:%d, key %s)", err, best.Path, best.File, best.Line, best.Key)
 }
 
 // Keyring loads the store's key file with crypto.LoadKeyring (which refuses
@@ -590,6 +625,10 @@ func (p *parser) channel(name string, list *Property, prs []Property) (Channel, 
 			p.warn(pr.Line, pr.Key, "applies to file channels only, ignored")
 			continue
 		}
+		switch prop {
+		case "dataDirs", "checkpointDir", "backupCheckpointDir", keyKeyFile, keyKeyStoreFile:
+			ch.paths = append(ch.paths, pr)
+		}
 		if isStoreKey {
 			if err := sk.parse(p, pr, &ch); err != nil {
 				return ch, err
@@ -833,6 +872,13 @@ func (c *Config) stores(p *parser) ([]Store, error) {
 			}
 		}
 		g.store.Channels = append(g.store.Channels, ch.Name)
+		for _, pr := range ch.paths {
+			for _, v := range strings.Split(pr.Value, ",") {
+				if v = strings.TrimSpace(v); v != "" {
+					g.store.Origins = append(g.store.Origins, Origin{Path: filepath.Clean(v), File: c.File, Line: pr.Line, Key: pr.Key})
+				}
+			}
+		}
 		if ch.Type == TypeMemory {
 			g.store.Memory.Channels = append(g.store.Memory.Channels, ch.Config)
 		} else {

@@ -526,3 +526,24 @@ func TestTokensAndSIGHUP(t *testing.T) {
 	}
 	srv.stop(t)
 }
+
+// An error raised while a store opens names the config entry that set the
+// path it is about (here a key file readable by others), so the operator
+// knows which line to fix.
+func TestOpenErrorNamesConfigLine(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys")
+	if _, _, code := sluice(t, "", "keygen", "--key-file", keys, "--new"); code != 0 {
+		t.Fatal("keygen failed")
+	}
+	if err := os.Chmod(keys, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "sluice.properties")
+	os.WriteFile(conf, []byte(testConfig(dir, "agent.channels.default.encryption.keyProvider.keyFile = "+keys+"\n")), 0o644)
+	_, stderr, code := sluice(t, "", "serve", "--config", conf)
+	want := keys + " is set by " + conf + ":9, key agent.channels.default.encryption.keyProvider.keyFile"
+	if code == 0 || !strings.Contains(stderr, want) {
+		t.Fatalf("serve with a world-readable key file: exit %d, stderr lacks %q:\n%s", code, want, stderr)
+	}
+}

@@ -323,7 +323,7 @@ func openStores(stores []config.Store, log *slog.Logger) ([]channel.Channel, err
 				opts.Logger = log.With("store", d)
 				kr, err := st.Keyring()
 				if err != nil {
-					errs[i] = fmt.Errorf("open %s: encryption: %w", d, err)
+					errs[i] = fmt.Errorf("open %s: encryption: %w", d, st.Explain(err))
 					return
 				}
 				opts.Encryption = kr
@@ -336,7 +336,9 @@ func openStores(stores []config.Store, log *slog.Logger) ([]channel.Channel, err
 				errs[i] = err
 			}
 			if errs[i] != nil {
-				errs[i] = fmt.Errorf("open %s: %w", d, errs[i])
+				// Explained before the store's description is added: that
+				// names every directory of the store.
+				errs[i] = fmt.Errorf("open %s: %w", d, st.Explain(errs[i]))
 				return
 			}
 			log.Info("store open", "store", d, "took", time.Since(start).Round(time.Millisecond))
