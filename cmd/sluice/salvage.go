@@ -80,10 +80,21 @@ type salvageState struct {
 	lost      []string              // human-readable losses
 	notes     []string              // things worth knowing that are not losses
 	bad       map[wal.Pointer]error // put records whose payload does not decode
+	// done remembers what each commit applied, so a later rollback record
+	// of the same txn (the store's retraction of a commit whose fdatasync
+	// failed) can undo it, as replay does.
+	done map[uint64]salvageDone
+}
+
+// salvageDone is what one commit applied: committed[start:end] or takes.
+type salvageDone struct {
+	start, end int
+	takes      []uint64
 }
 
 func newSalvageState() *salvageState {
-	return &salvageState{txns: map[uint64]*salvageTxn{}, taken: map[uint64]bool{}, bad: map[wal.Pointer]error{}}
+	return &salvageState{txns: map[uint64]*salvageTxn{}, taken: map[uint64]bool{}, bad: map[wal.Pointer]error{},
+		done: map[uint64]salvageDone{}}
 }
 
 func (s *salvageState) txn(id uint64) *salvageTxn {
@@ -129,8 +140,10 @@ func (s *salvageState) record(rec wal.Record, p wal.Pointer) {
 			s.taken[q] = true
 		}
 		if t.hasTake {
+			s.done[rec.TxnID] = salvageDone{takes: t.takes}
 			return
 		}
+		s.done[rec.TxnID] = salvageDone{start: len(s.committed), end: len(s.committed) + len(t.puts)}
 		s.committed = append(s.committed, t.puts...)
 		for bp, berr := range t.bad {
 			s.bad[bp] = berr
@@ -141,6 +154,16 @@ func (s *salvageState) record(rec wal.Record, p wal.Pointer) {
 		}
 	case wal.RecordRollback:
 		delete(s.txns, rec.TxnID)
+		if d, ok := s.done[rec.TxnID]; ok { // a retracted commit
+			for _, q := range d.takes {
+				delete(s.taken, q)
+			}
+			for i := d.start; i < d.end; i++ {
+				s.committed[i].ptr = 0 // not copied
+			}
+			delete(s.done, rec.TxnID)
+			s.notes = append(s.notes, fmt.Sprintf("transaction %d: its commit was retracted (its fdatasync failed and the store rolled it back): not applied", rec.TxnID))
+		}
 	}
 }
 
@@ -465,7 +488,7 @@ func salvage(out io.Writer, st config.Store, dirs []string, ckptDir string, segS
 		}
 	}
 	for _, e := range s.committed {
-		if s.taken[uint64(e.ptr)] {
+		if e.ptr == 0 || s.taken[uint64(e.ptr)] { // 0: a retracted commit's
 			continue
 		}
 		if cp != nil && e.woid <= cp.WOID && !live[uint64(e.ptr)] {

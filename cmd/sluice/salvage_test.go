@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/wal"
 )
 
 // salvageOpts are the options of the small stores these tests build.
@@ -334,5 +336,46 @@ func TestVerifyTornTransaction(t *testing.T) {
 	got := drainStore(t, cd, cc)
 	if len(got["a"]) != 10 || string(got["a"][9].Body) != string(salvageEvent("a", 9).Body) {
 		t.Fatalf("after open: channel a holds %d events, want the 10 acknowledged", len(got["a"]))
+	}
+}
+
+// Salvage honours a retracted commit as replay does: a rollback record after
+// a txn's commit (the store's answer to a failed fdatasync) undoes it.
+func TestSalvageHonoursRetractedCommits(t *testing.T) {
+	str := func(b []byte, s string) []byte { return append(binary.AppendUvarint(b, uint64(len(s))), s...) }
+	putRec := func(body string) []byte {
+		b := str(nil, "a")
+		b = binary.AppendUvarint(b, uint64(len(body)))
+		b = binary.LittleEndian.AppendUint64(b, 1)
+		b = binary.AppendUvarint(b, 0)
+		return append(b, body...)
+	}
+	commitRec := func(n uint64) []byte { return binary.AppendUvarint(binary.AppendUvarint(str(nil, ""), 0), n) }
+	takeRec := func(ptr wal.Pointer) []byte {
+		b := binary.AppendUvarint(str(nil, "a"), 1)
+		return binary.AppendUvarint(binary.LittleEndian.AppendUint64(b, uint64(ptr)), 1)
+	}
+	p1, p2 := wal.MakePointer(1, 32), wal.MakePointer(1, 96)
+	s := newSalvageState()
+	for _, r := range []struct {
+		typ wal.RecordType
+		txn uint64
+		pl  []byte
+		ptr wal.Pointer
+	}{
+		{wal.RecordPut, 1, putRec("kept"), p1}, {wal.RecordCommit, 1, commitRec(1), 0},
+		{wal.RecordPut, 2, putRec("retracted"), p2}, {wal.RecordCommit, 2, commitRec(1), 0}, {wal.RecordRollback, 2, nil, 0},
+		{wal.RecordTake, 3, takeRec(p1), 0}, {wal.RecordCommit, 3, commitRec(1), 0}, {wal.RecordRollback, 3, nil, 0},
+	} {
+		s.record(wal.Record{Type: r.typ, TxnID: r.txn, Payload: r.pl}, r.ptr)
+	}
+	var kept []wal.Pointer
+	for _, e := range s.committed {
+		if e.ptr != 0 && !s.taken[uint64(e.ptr)] {
+			kept = append(kept, e.ptr)
+		}
+	}
+	if len(kept) != 1 || kept[0] != p1 {
+		t.Fatalf("salvage keeps %v, want only %v (txn 2's commit and txn 3's take were retracted)", kept, p1)
 	}
 }
