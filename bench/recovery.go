@@ -156,7 +156,7 @@ func Recovery(ctx context.Context, cfg RecoveryConfig) (*RecoveryResult, error) 
 			return 0, 0, err
 		}
 		d := time.Since(t0)
-		st, err := s.Stats(chanName)
+		st, err := s.Stats(context.Background(), chanName)
 		if cerr := s.Close(); err == nil {
 			err = cerr
 		}

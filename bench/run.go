@@ -163,7 +163,7 @@ const maxPrefillEvents = 2_000_000
 // prefill puts events until the channel holds the prefill target.
 func prefill(ctx context.Context, ch channel.Channel, c Case, budget int64) error {
 	n := min(budget/int64(c.EventSize+RecordOverhead+128), maxPrefillEvents, capacity(c, budget))
-	st, err := ch.Stats(chanName)
+	st, err := ch.Stats(context.Background(), chanName)
 	if err != nil {
 		return err
 	}

@@ -231,8 +231,11 @@ type Channel interface {
 	BeginPut(ctx context.Context, opts PutOptions) (PutTxn, error)
 	// BeginTake opens a take transaction on one channel.
 	BeginTake(ctx context.Context, channel string) (TakeTxn, error)
-	// Stats reports one channel.
-	Stats(channel string) (Stats, error)
+	// Stats reports one channel. ctx bounds a remote call (the local
+	// stores answer from memory). Channels needs none: a store's channels
+	// are fixed while it is open, and a remote client lists the ones Dial
+	// read.
+	Stats(ctx context.Context, channel string) (Stats, error)
 	// ProducerSequence reports the last sequence producerID committed to
 	// the store that holds channel; ok is false when the store does not
 	// remember the producer (it never committed, or its entry expired).

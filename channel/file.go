@@ -1,6 +1,7 @@
 package channel
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -379,7 +380,7 @@ func (s *File) channel(name string) (*fileChan, error) {
 func (s *File) Channels() []string { return append([]string(nil), s.names...) }
 
 // Stats implements Channel.
-func (s *File) Stats(name string) (Stats, error) {
+func (s *File) Stats(ctx context.Context, name string) (Stats, error) {
 	c, err := s.channel(name)
 	if err != nil {
 		return Stats{}, err

@@ -436,7 +436,7 @@ func TestAttackCheckpointRollback(t *testing.T) {
 	}
 	defer s.Close()
 	got := drain(t, s, "c1")
-	st, _ := s.Stats("c1")
+	st, _ := s.Stats(context.Background(), "c1")
 	if len(got) != 0 || st.CorruptEventsSkipped != 0 {
 		t.Fatalf("rolled-back checkpoint used: %d taken events delivered again, %d unreadable", len(got), st.CorruptEventsSkipped)
 	}
@@ -619,7 +619,7 @@ func TestTakeChecksChannel(t *testing.T) {
 	if got := drain(t, s, "c1"); len(got) != 0 {
 		t.Fatalf("c1 delivered c2's event %v", got)
 	}
-	if st, _ := s.Stats("c1"); st.CorruptEventsSkipped != 1 {
+	if st, _ := s.Stats(context.Background(), "c1"); st.CorruptEventsSkipped != 1 {
 		t.Fatalf("%d events skipped, want 1", st.CorruptEventsSkipped)
 	}
 	if got := drain(t, s, "c2"); !slices.Equal(got, []int{0}) {
@@ -663,7 +663,7 @@ func TestPutTxnSpanningCheckpoint(t *testing.T) {
 		s.Close()
 		o.FS = clone
 		s = mustOpen(t, o)
-		if st, _ := s.Stats("c1"); st.Size != 101 {
+		if st, _ := s.Stats(context.Background(), "c1"); st.Size != 101 {
 			t.Fatalf("encrypted %v: %d events recovered, want 101", enc, st.Size)
 		}
 		s.Close()

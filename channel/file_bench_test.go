@@ -215,7 +215,7 @@ func benchPutRound(b *testing.B, s *File, body []byte, batch, producers, commits
 func benchDrain(b *testing.B, s *File) {
 	ctx := context.Background()
 	for {
-		if st, err := s.Stats("c"); err != nil {
+		if st, err := s.Stats(context.Background(), "c"); err != nil {
 			b.Fatal(err)
 		} else if st.Size == 0 {
 			break
@@ -380,7 +380,7 @@ func BenchmarkFileReopen(b *testing.B) {
 		runtime.GC()
 		runtime.ReadMemStats(&after)
 		heap = after.HeapAlloc - min(before.HeapAlloc, after.HeapAlloc)
-		if st, _ := s.Stats("c"); st.Size != int64(n) {
+		if st, _ := s.Stats(context.Background(), "c"); st.Size != int64(n) {
 			b.Fatalf("reopened with %d events, want %d", st.Size, n)
 		}
 		s.Close()

@@ -301,7 +301,7 @@ func runCrashSeed(t *testing.T, seed uint64, v crashVariant) {
 		if err := m.checkAtomic(snapshot, puts, takes, seen); err != nil {
 			t.Fatalf("round %d: %v (dirs %d, workers %d, unsynced %d%%)", round, err, len(o.DataDirs), workers, unsynced)
 		}
-		if st, _ := s2.Stats("c1"); st.CorruptEventsSkipped != 0 {
+		if st, _ := s2.Stats(context.Background(), "c1"); st.CorruptEventsSkipped != 0 {
 			t.Fatalf("round %d: %d events skipped as corrupt", round, st.CorruptEventsSkipped)
 		}
 		// Put the survivors back for the next round.

@@ -2,6 +2,7 @@ package channel
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -177,7 +178,7 @@ func TestFileKeyRotationThreeKeys(t *testing.T) {
 	if got := drain(t, s, "c1"); !slices.Equal(got, seq(0, 900)) {
 		t.Fatalf("got %d events (first %v)", len(got), got[:min(len(got), 5)])
 	}
-	st, _ := s.Stats("c1")
+	st, _ := s.Stats(context.Background(), "c1")
 	if st.CorruptEventsSkipped != 0 {
 		t.Fatalf("%d events skipped", st.CorruptEventsSkipped)
 	}
@@ -410,7 +411,7 @@ func TestFileTamperedRecord(t *testing.T) {
 			if !slices.Equal(got, seq(1, 50)) {
 				t.Fatalf("got %v", got)
 			}
-			st, _ := s.Stats("c1")
+			st, _ := s.Stats(context.Background(), "c1")
 			if st.CorruptEventsSkipped != 1 {
 				t.Fatalf("take skipped %d events, want 1", st.CorruptEventsSkipped)
 			}

@@ -161,7 +161,7 @@ func tryPut(t *testing.T, s *File, from, to int) error {
 
 func queued(t *testing.T, s *File) int64 {
 	t.Helper()
-	st, err := s.Stats("c1")
+	st, err := s.Stats(context.Background(), "c1")
 	if err != nil {
 		t.Fatal(err)
 	}

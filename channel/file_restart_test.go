@@ -159,7 +159,7 @@ func TestFileChangedCapacity(t *testing.T) {
 		// Shrink below the queued count: nothing is lost, puts are refused.
 		o.Channels = []ChannelConfig{{Name: "c1", Capacity: 300, TransactionCapacity: 100}}
 		s := mustOpen(t, o)
-		st, _ := s.Stats("c1")
+		st, _ := s.Stats(context.Background(), "c1")
 		if st.Size != 800 || st.Capacity != 300 {
 			t.Fatalf("after shrink: size %d capacity %d", st.Size, st.Capacity)
 		}
@@ -262,7 +262,7 @@ func TestFileBitFlipMidSegment(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("got %d events", len(got))
 	}
-	if st, _ := s.Stats("c1"); st.CorruptEventsSkipped != 1 {
+	if st, _ := s.Stats(context.Background(), "c1"); st.CorruptEventsSkipped != 1 {
 		t.Fatalf("corrupt events skipped = %d, want 1", st.CorruptEventsSkipped)
 	}
 	s.Close()

@@ -168,7 +168,7 @@ func (m *Memory) BeginTake(ctx context.Context, name string) (TakeTxn, error) {
 }
 
 // Stats implements Channel.
-func (m *Memory) Stats(name string) (Stats, error) {
+func (m *Memory) Stats(ctx context.Context, name string) (Stats, error) {
 	c, err := m.channel(name)
 	if err != nil {
 		return Stats{}, err

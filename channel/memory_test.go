@@ -50,7 +50,7 @@ func TestMemoryOptions(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer m.Close()
-				st, err := m.Stats("a")
+				st, err := m.Stats(context.Background(), "a")
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -215,7 +215,7 @@ func TestMemoryRingCycles(t *testing.T) {
 				want++
 			}
 			tk.Commit(ctx)
-			if st, _ := m.Stats("a"); st.Size == 0 {
+			if st, _ := m.Stats(context.Background(), "a"); st.Size == 0 {
 				break
 			}
 		}
@@ -275,7 +275,7 @@ func TestMemoryConcurrentSameProducer(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if st, _ := m.Stats("a"); st.Size != 1 || dups != 15 {
+	if st, _ := m.Stats(context.Background(), "a"); st.Size != 1 || dups != 15 {
 		t.Fatalf("Size %d, %d deduplicated; want 1, 15", st.Size, dups)
 	}
 }

@@ -256,12 +256,12 @@ func (c *Client) ProducerSequence(ctx context.Context, ch, producerID string) (u
 	return resp.GetSequence(), resp.GetFound(), nil
 }
 
-// Stats reports one channel, within Options.CallTimeout.
-func (c *Client) Stats(name string) (channel.Stats, error) {
+// Stats reports one channel, bounded by ctx and Options.CallTimeout.
+func (c *Client) Stats(ctx context.Context, name string) (channel.Stats, error) {
 	if c.isClosed() {
 		return channel.Stats{}, channel.ErrClosed
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, c.opts.CallTimeout)
+	ctx, cancel := context.WithTimeout(ctx, c.opts.CallTimeout)
 	defer cancel()
 	if name == "" {
 		return channel.Stats{}, fmt.Errorf("%w: empty channel name", channel.ErrUnknownChannel)

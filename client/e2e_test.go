@@ -46,7 +46,7 @@ func TestPutTakeCommit(t *testing.T) {
 	if err := txn.Put("b", events("f", 2)...); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := e.mem.Stats("a"); st.Size != 0 {
+	if st, _ := e.mem.Stats(context.Background(), "a"); st.Size != 0 {
 		t.Fatalf("events visible before commit: %d", st.Size)
 	}
 	if err := txn.Commit(ctx); err != nil {
@@ -58,7 +58,7 @@ func TestPutTakeCommit(t *testing.T) {
 	if err := txn.Commit(ctx); !errors.Is(err, channel.ErrTxnDone) {
 		t.Fatalf("second Commit: %v", err)
 	}
-	st, err := c.Stats("a")
+	st, err := c.Stats(context.Background(), "a")
 	if err != nil || st.Size != 5 || st.Capacity != 10000 || st.Name != "a" {
 		t.Fatalf("Stats(a) = %+v, %v", st, err)
 	}
@@ -87,7 +87,7 @@ func TestPutTakeCommit(t *testing.T) {
 	if err := tk.Rollback(); err != nil {
 		t.Fatalf("Rollback after commit: %v", err)
 	}
-	st, _ = e.mem.Stats("a")
+	st, _ = e.mem.Stats(context.Background(), "a")
 	if st.Size != 0 || st.InFlightTakes != 0 || st.TakeSuccesses != 5 {
 		t.Fatalf("after commit: %+v", st)
 	}
@@ -131,7 +131,7 @@ func TestTakeRollbackExplicit(t *testing.T) {
 	if got, err := tk.Take(ctx, 4); err != nil || len(got) != 4 {
 		t.Fatalf("Take: %v %v", len(got), err)
 	}
-	if st, _ := e.mem.Stats("a"); st.InFlightTakes != 4 {
+	if st, _ := e.mem.Stats(context.Background(), "a"); st.InFlightTakes != 4 {
 		t.Fatalf("in flight = %d", st.InFlightTakes)
 	}
 	if err := tk.Rollback(); err != nil {
@@ -244,7 +244,7 @@ func TestTakeWaitAndCancel(t *testing.T) {
 	if err := tk.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := e.mem.Stats("a"); st.Size != 0 || st.TakeSuccesses != 3 {
+	if st, _ := e.mem.Stats(context.Background(), "a"); st.Size != 0 || st.TakeSuccesses != 3 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -334,14 +334,14 @@ func TestErrorsMapToSentinels(t *testing.T) {
 	if _, err := c.BeginTake(ctx, ""); !errors.Is(err, channel.ErrUnknownChannel) || status.Code(err) != codes.InvalidArgument {
 		t.Errorf("BeginTake(\"\"): %v", err)
 	}
-	if _, err := c.Stats("nope"); !errors.Is(err, channel.ErrUnknownChannel) {
+	if _, err := c.Stats(context.Background(), "nope"); !errors.Is(err, channel.ErrUnknownChannel) {
 		t.Errorf("Stats(nope): %v", err)
 	}
 	// Nothing was stored; the server still serves.
 	if err, _ := try("a", events("e", 5)...); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := mem.Stats("a"); st.Size != 5 {
+	if st, _ := mem.Stats(context.Background(), "a"); st.Size != 5 {
 		t.Fatalf("size %d", st.Size)
 	}
 	// Take transaction capacity: the 6th event of one transaction.
@@ -384,7 +384,7 @@ func TestChannelFull(t *testing.T) {
 	if err := txn.Commit(ctx); err != nil {
 		t.Fatalf("Commit with retries: %v", err)
 	}
-	if st, _ := mem.Stats("a"); st.Size != 3 {
+	if st, _ := mem.Stats(context.Background(), "a"); st.Size != 3 {
 		t.Fatalf("size %d", st.Size)
 	}
 
@@ -431,13 +431,13 @@ func TestProducerSequenceRetryNotDuplicated(t *testing.T) {
 		t.Fatal("Deduplicated with a generated producer id")
 	}
 	for _, ch := range []string{"a", "b"} {
-		if st, _ := mem.Stats(ch); (ch == "a" && st.Size != 3) || (ch == "b" && st.Size != 2) {
+		if st, _ := mem.Stats(context.Background(), ch); (ch == "a" && st.Size != 3) || (ch == "b" && st.Size != 2) {
 			t.Fatalf("channel %s holds %d events: duplicated", ch, st.Size)
 		}
 	}
 	// Later commits of the same client get new sequences.
 	put(t, c, "a", events("g", 1)...)
-	if st, _ := mem.Stats("a"); st.Size != 4 {
+	if st, _ := mem.Stats(context.Background(), "a"); st.Size != 4 {
 		t.Fatalf("size %d", st.Size)
 	}
 
@@ -453,7 +453,7 @@ func TestProducerSequenceRetryNotDuplicated(t *testing.T) {
 			t.Fatalf("put %d: Deduplicated = %v", i, txn.Deduplicated())
 		}
 	}
-	if st, _ := mem.Stats("b"); st.Size != 3 {
+	if st, _ := mem.Stats(context.Background(), "b"); st.Size != 3 {
 		t.Fatalf("size %d", st.Size)
 	}
 
@@ -461,7 +461,7 @@ func TestProducerSequenceRetryNotDuplicated(t *testing.T) {
 	n.Store(0)
 	c3 := e.dial(t, client.Options{DisableAutoProducerID: true, DialOptions: []grpc.DialOption{grpc.WithUnaryInterceptor(dropFirstAck(&n))}})
 	put(t, c3, "a", events("i", 1)...)
-	if st, _ := mem.Stats("a"); st.Size != 6 {
+	if st, _ := mem.Stats(context.Background(), "a"); st.Size != 6 {
 		t.Fatalf("size %d, want 6 (4 + a duplicated put)", st.Size)
 	}
 }
@@ -512,7 +512,7 @@ func TestConcurrentPutsAndTakes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if st, _ := mem.Stats("a"); st.Size != 0 || st.TakeSuccesses != producers*perProducer*batch {
+	if st, _ := mem.Stats(context.Background(), "a"); st.Size != 0 || st.TakeSuccesses != producers*perProducer*batch {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -572,7 +572,7 @@ func TestTakeLeaseExtended(t *testing.T) {
 	if err := hold(false); !errors.Is(err, client.ErrLeaseExpired) {
 		t.Fatalf("commit of a take held past its lease: %v, want ErrLeaseExpired", err)
 	}
-	if st, _ := mem.Stats("a"); st.Size != 2 {
+	if st, _ := mem.Stats(context.Background(), "a"); st.Size != 2 {
 		t.Fatalf("size %d, want 2 (the expired take's events back, the extended one's gone)", st.Size)
 	}
 }

@@ -154,7 +154,7 @@ func waitInFlight(t testing.TB, ch channel.Channel, name string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		st, err := ch.Stats(name)
+		st, err := ch.Stats(context.Background(), name)
 		if err != nil {
 			t.Fatal(err)
 		}

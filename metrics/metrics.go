@@ -13,6 +13,7 @@
 package metrics
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -90,7 +91,7 @@ func (m *Metrics) serveHealth(w http.ResponseWriter, r *http.Request) {
 	}
 	if err == nil {
 		for _, n := range m.ch.Channels() {
-			if _, e := m.ch.Stats(n); errors.Is(e, channel.ErrClosed) {
+			if _, e := m.ch.Stats(context.Background(), n); errors.Is(e, channel.ErrClosed) {
 				err = e
 				break
 			}
@@ -120,7 +121,7 @@ func fill(st channel.Stats) float64 {
 func (m *Metrics) JSON() map[string]map[string]string {
 	out := map[string]map[string]string{}
 	for _, n := range m.ch.Channels() {
-		st, err := m.ch.Stats(n)
+		st, err := m.ch.Stats(context.Background(), n)
 		if err != nil {
 			continue
 		}
@@ -219,7 +220,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, l...)
 	}
 	for _, n := range c.ch.Channels() {
-		st, err := c.ch.Stats(n)
+		st, err := c.ch.Stats(context.Background(), n)
 		if err != nil {
 			continue
 		}

@@ -54,7 +54,7 @@ func FuzzPut(f *testing.F) {
 func size(mem *channel.Memory) int64 {
 	var n int64
 	for _, c := range mem.Channels() {
-		st, _ := mem.Stats(c)
+		st, _ := mem.Stats(context.Background(), c)
 		n += st.Size
 	}
 	return n

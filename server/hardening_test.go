@@ -140,7 +140,7 @@ func TestUnauthenticatedPutIsNotRead(t *testing.T) {
 	if n := pc.in.Load(); n != 0 {
 		t.Errorf("the server received %d messages of the unauthenticated put", n)
 	}
-	if st, _ := mem.Stats("a"); st.PutAttempts != 0 || st.Size != 0 {
+	if st, _ := mem.Stats(context.Background(), "a"); st.PutAttempts != 0 || st.Size != 0 {
 		t.Errorf("put handler ran: %+v", st)
 	}
 
@@ -225,7 +225,7 @@ func TestConcurrentPutsCapped(t *testing.T) {
 		_, err := api.Put(ctx, putReq("a", ev("2")))
 		waiting <- err
 	}()
-	for st, _ := mem.Stats("a"); st.PutAttempts < 2; st, _ = mem.Stats("a") {
+	for st, _ := mem.Stats(context.Background(), "a"); st.PutAttempts < 2; st, _ = mem.Stats(context.Background(), "a") {
 		time.Sleep(5 * time.Millisecond)
 	}
 	_, err := api.Put(ctx, putReq("a", ev("3")))
@@ -293,7 +293,7 @@ func TestProducerValidation(t *testing.T) {
 	if r, err := put("p", 5, ev("dup")); err != nil || !r.GetDeduplicated() {
 		t.Fatalf("p/5 after the empty put: %v %v", r, err)
 	}
-	if st, _ := mem.Stats("a"); st.Size != 2 {
+	if st, _ := mem.Stats(context.Background(), "a"); st.Size != 2 {
 		t.Fatalf("size %d, want 2", st.Size)
 	}
 }
@@ -349,7 +349,7 @@ func TestTakeStopsAtMaxTakeBytes(t *testing.T) {
 	if n := len(got); n == 0 || n*evSize > 512<<10 {
 		t.Fatalf("one take request returned %d events of %d KiB, more than MaxTakeBytes (512 KiB)", n, evSize>>10)
 	}
-	if st, _ := mem.Stats("a"); st.InFlightTakes != int64(len(got)) {
+	if st, _ := mem.Stats(context.Background(), "a"); st.InFlightTakes != int64(len(got)) {
 		t.Fatalf("%d events held by the take, %d sent", st.InFlightTakes, len(got))
 	}
 	total := len(got)
@@ -365,7 +365,7 @@ func TestTakeStopsAtMaxTakeBytes(t *testing.T) {
 	if r, err := s.Recv(); err != nil || r.GetAck().GetEvents() != 100 {
 		t.Fatalf("commit: %v %v", r, err)
 	}
-	if st, _ := mem.Stats("a"); st.Size != 0 || st.InFlightTakes != 0 {
+	if st, _ := mem.Stats(context.Background(), "a"); st.Size != 0 || st.InFlightTakes != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -438,13 +438,13 @@ func TestLeaseWhileClientStopsReading(t *testing.T) {
 	}
 	start := time.Now()
 	s.Send(&sluicev1.TakeRequest{Request: &sluicev1.TakeRequest_Open{Open: &sluicev1.TakeOpen{Channel: "a", MaxEvents: 40}}})
-	for st, _ := mem.Stats("a"); st.InFlightTakes == 0; st, _ = mem.Stats("a") {
+	for st, _ := mem.Stats(context.Background(), "a"); st.InFlightTakes == 0; st, _ = mem.Stats(context.Background(), "a") {
 		if time.Since(start) > 5*time.Second {
 			t.Fatal("the take did not start")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	for st, _ := mem.Stats("a"); st.InFlightTakes != 0 || st.Size != 40; st, _ = mem.Stats("a") {
+	for st, _ := mem.Stats(context.Background(), "a"); st.InFlightTakes != 0 || st.Size != 40; st, _ = mem.Stats(context.Background(), "a") {
 		if time.Since(start) > lease+3*time.Second {
 			t.Fatalf("%v after the take began the events are still held (%+v)", time.Since(start), st)
 		}
@@ -634,7 +634,7 @@ func TestProducerTableFullStatus(t *testing.T) {
 			t.Fatalf("second producer: %v (reason %q), want RESOURCE_EXHAUSTED PRODUCER_TABLE_FULL", err, reason(err))
 		}
 	}
-	if st, _ := mem.Stats("a"); st.Size != 1 {
+	if st, _ := mem.Stats(context.Background(), "a"); st.Size != 1 {
 		t.Fatalf("size %d, want 1", st.Size)
 	}
 }

@@ -677,7 +677,7 @@ func (s *Server) Stats(ctx context.Context, req *sluicev1.StatsRequest) (*sluice
 	}
 	resp := &sluicev1.StatsResponse{}
 	for _, n := range names {
-		st, err := s.ch.Stats(n)
+		st, err := s.ch.Stats(ctx, n)
 		if err != nil {
 			return nil, s.toStatus("stats", err)
 		}

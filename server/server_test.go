@@ -138,7 +138,7 @@ func TestBadRequests(t *testing.T) {
 			t.Fatalf("after %s: %v %v", tc.name, resp, err)
 		}
 	}
-	if st, _ := mem.Stats("a"); st.Size != int64(len(cases)) {
+	if st, _ := mem.Stats(context.Background(), "a"); st.Size != int64(len(cases)) {
 		t.Fatalf("size %d, want %d", st.Size, len(cases))
 	}
 
@@ -204,7 +204,7 @@ func TestRawTakeProtocol(t *testing.T) {
 	if _, err := s.Recv(); err != io.EOF {
 		t.Fatalf("after CloseSend: %v", err)
 	}
-	if st, _ := mem.Stats("a"); st.Size != 0 || st.TakeSuccesses != 3 {
+	if st, _ := mem.Stats(context.Background(), "a"); st.Size != 0 || st.TakeSuccesses != 3 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -299,7 +299,7 @@ func TestGracefulStop(t *testing.T) {
 		putDone <- txn.Commit(ctx)
 	}()
 	// Wait until the put is in the server, waiting for room.
-	for st, _ := mem.Stats("a"); st.PutAttempts < 11; st, _ = mem.Stats("a") {
+	for st, _ := mem.Stats(context.Background(), "a"); st.PutAttempts < 11; st, _ = mem.Stats(context.Background(), "a") {
 		time.Sleep(5 * time.Millisecond)
 	}
 	time.Sleep(20 * time.Millisecond)
@@ -308,7 +308,7 @@ func TestGracefulStop(t *testing.T) {
 
 	// The open take was rolled back: its events are back at the head.
 	deadline := time.Now().Add(5 * time.Second)
-	for st, _ := mem.Stats("a"); st.InFlightTakes != 0; st, _ = mem.Stats("a") {
+	for st, _ := mem.Stats(context.Background(), "a"); st.InFlightTakes != 0; st, _ = mem.Stats(context.Background(), "a") {
 		if time.Now().After(deadline) {
 			t.Fatal("take not rolled back by GracefulStop")
 		}
@@ -333,7 +333,7 @@ func TestGracefulStop(t *testing.T) {
 	if err := <-served; err != nil {
 		t.Fatalf("Serve: %v", err)
 	}
-	if st, _ := mem.Stats("a"); st.Size != 8 {
+	if st, _ := mem.Stats(context.Background(), "a"); st.Size != 8 {
 		t.Fatalf("size %d, want 8", st.Size)
 	}
 }

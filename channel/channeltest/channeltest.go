@@ -221,7 +221,7 @@ func mustTake(t testing.TB, tx channel.TakeTxn, max int) []string {
 
 func stats(t testing.TB, ch channel.Channel, name string) channel.Stats {
 	t.Helper()
-	st, err := ch.Stats(name)
+	st, err := ch.Stats(context.Background(), name)
 	if err != nil {
 		t.Fatalf("Stats(%q): %v", name, err)
 	}
@@ -720,7 +720,7 @@ func (s *suite) testUnknownChannel(t *testing.T) {
 		if _, err := ch.BeginTake(ctx, name); !errors.Is(err, channel.ErrUnknownChannel) {
 			t.Errorf("BeginTake(%q): %v, want ErrUnknownChannel", name, err)
 		}
-		if _, err := ch.Stats(name); !errors.Is(err, channel.ErrUnknownChannel) {
+		if _, err := ch.Stats(context.Background(), name); !errors.Is(err, channel.ErrUnknownChannel) {
 			t.Errorf("Stats(%q): %v, want ErrUnknownChannel", name, err)
 		}
 	}
@@ -1113,7 +1113,7 @@ func (s *suite) testClose(t *testing.T) {
 	if _, err := ch.BeginTake(ctx, "a"); !errors.Is(err, channel.ErrClosed) {
 		t.Errorf("BeginTake after Close: %v, want ErrClosed", err)
 	}
-	if _, err := ch.Stats("a"); !errors.Is(err, channel.ErrClosed) {
+	if _, err := ch.Stats(context.Background(), "a"); !errors.Is(err, channel.ErrClosed) {
 		t.Errorf("Stats after Close: %v, want ErrClosed", err)
 	}
 	if err := openPut.Commit(ctx); !errors.Is(err, channel.ErrClosed) {

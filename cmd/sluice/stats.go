@@ -72,7 +72,7 @@ func stats(cf *clientFlags, only string, asJSON bool) error {
 	}
 	var all []channel.Stats
 	for _, n := range names {
-		st, err := cl.Stats(n)
+		st, err := cl.Stats(context.Background(), n)
 		if err != nil {
 			return fmt.Errorf("channel %s: %w", n, err)
 		}

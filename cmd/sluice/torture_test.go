@@ -488,7 +488,7 @@ func (m *tortureModel) scan(t *testing.T, addr, when string) {
 		t.Fatalf("%s: dial: %v", when, err)
 	}
 	defer cl.Close()
-	st, err := cl.Stats("default")
+	st, err := cl.Stats(context.Background(), "default")
 	if err != nil {
 		t.Fatalf("%s: stats: %v", when, err)
 	}
@@ -607,7 +607,7 @@ func (m *tortureModel) drain(t *testing.T, addr string) {
 		}
 		batch := m.newBatch()
 		wait := 100 * time.Millisecond
-		if st, err := cl.Stats("default"); err == nil && st.Size > 0 {
+		if st, err := cl.Stats(context.Background(), "default"); err == nil && st.Size > 0 {
 			wait = 5 * time.Second
 		}
 		tctx, tcancel := context.WithTimeout(ctx, wait)
@@ -625,7 +625,7 @@ func (m *tortureModel) drain(t *testing.T, addr string) {
 		}
 		m.takeCommitted(batch, ids, true)
 	}
-	st, err := cl.Stats("default")
+	st, err := cl.Stats(context.Background(), "default")
 	if err != nil || st.Size != 0 || st.InFlightTakes != 0 {
 		t.Errorf("drain: channel not empty afterwards: %+v, %v", st, err)
 	}

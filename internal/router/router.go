@@ -146,12 +146,12 @@ func (r *Router) BeginTake(ctx context.Context, name string) (channel.TakeTxn, e
 }
 
 // Stats implements channel.Channel.
-func (r *Router) Stats(name string) (channel.Stats, error) {
+func (r *Router) Stats(ctx context.Context, name string) (channel.Stats, error) {
 	s, err := r.store(name)
 	if err != nil {
 		return channel.Stats{}, err
 	}
-	return s.Stats(name)
+	return s.Stats(ctx, name)
 }
 
 // ProducerSequence implements channel.Channel: the producer table of the

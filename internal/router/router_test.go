@@ -37,7 +37,7 @@ func TestRouter(t *testing.T) {
 	if _, err := r.BeginPut(ctx, channel.PutOptions{}); !errors.Is(err, channel.ErrClosed) || !errors.Is(err, ErrRecovering) {
 		t.Errorf("BeginPut while recovering: %v", err)
 	}
-	if _, err := r.Stats("a"); !errors.Is(err, channel.ErrClosed) {
+	if _, err := r.Stats(context.Background(), "a"); !errors.Is(err, channel.ErrClosed) {
 		t.Errorf("Stats while recovering: %v", err)
 	}
 	r.SetStores([]channel.Channel{mem(t, "a", "b"), mem(t, "c")})
@@ -60,7 +60,7 @@ func TestRouter(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"a", "b"} {
-		if st, _ := r.Stats(n); st.Size != 1 {
+		if st, _ := r.Stats(context.Background(), n); st.Size != 1 {
 			t.Errorf("%s size %d", n, st.Size)
 		}
 	}
@@ -80,7 +80,7 @@ func TestRouter(t *testing.T) {
 		t.Fatalf("cross-store put: %v", err)
 	}
 	txn.Rollback()
-	if st, _ := r.Stats("a"); st.Size != 1 {
+	if st, _ := r.Stats(context.Background(), "a"); st.Size != 1 {
 		t.Errorf("rolled back put stored something: size %d", st.Size)
 	}
 	// Unknown channels.
