@@ -374,16 +374,10 @@ func (rs *replayState) record(rec wal.Record, ptr wal.Pointer) error {
 	if err := rs.checkTxn(rec, ptr); err != nil {
 		return err
 	}
-	if rs.audit.Record(rec, ptr) {
-		// Torn: dropped whole. A torn take of a txn in flight at the
-		// checkpoint stays in ckptTakes, so its events go back to the head.
-		delete(rs.puts, rec.TxnID)
-		delete(rs.takeRecs, rec.TxnID)
-		return nil
-	}
 	switch rec.Type {
 	case wal.RecordPut:
 		h, _, err := decodePutHeader(rec.Payload)
+		rs.audit.put(rec.TxnID, err == nil)
 		if err != nil {
 			return nil // CRC-valid but undecodable: counted as lost below
 		}
@@ -395,15 +389,24 @@ func (rs *replayState) record(rec wal.Record, ptr wal.Pointer) error {
 		p.entries = append(p.entries, checkpoint.PutEntry{Channel: h.channel, Pointer: uint64(ptr), Size: h.size})
 	case wal.RecordTake:
 		ch, recs, err := decodeTake(rec.Payload)
+		rs.audit.take(rec.TxnID, len(recs), err == nil)
 		if err != nil {
 			return nil
 		}
 		rs.takeRecs[rec.TxnID] = append(rs.takeRecs[rec.TxnID], replayTakeRec{channel: ch, recs: recs})
 	case wal.RecordCommit:
+		info, err := decodeCommit(rec.Payload)
+		if rs.audit.commit(rec, ptr, info, err) {
+			// Torn: dropped whole. A torn take of a txn in flight at the
+			// checkpoint stays in ckptTakes, so its events go back to the
+			// head.
+			delete(rs.puts, rec.TxnID)
+			delete(rs.takeRecs, rec.TxnID)
+			return nil
+		}
 		if err := rs.noteCommit(rec.TxnID, ptr); err != nil {
 			return err
 		}
-		info, err := decodeCommit(rec.Payload)
 		if err != nil {
 			info = commitInfo{}
 		}
@@ -439,6 +442,7 @@ func (rs *replayState) record(rec wal.Record, ptr wal.Pointer) error {
 		delete(rs.takeRecs, rec.TxnID)
 		delete(rs.ckptTakes, rec.TxnID)
 	case wal.RecordRollback:
+		rs.audit.rollback(rec.TxnID)
 		delete(rs.puts, rec.TxnID)
 		delete(rs.takeRecs, rec.TxnID)
 		rs.retract(rec.TxnID)

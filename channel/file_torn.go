@@ -94,56 +94,77 @@ func (a *TxnAudit) seed(id uint64, n int) {
 
 // Record feeds one WAL record and reports whether it is the commit record of
 // a torn transaction (then appended to Torn). A transaction is forgotten at
-// its commit or rollback record.
+// its commit or rollback record. Replay, which decodes the records anyway,
+// feeds the decoded parts through put, take, rollback and commit instead.
 func (a *TxnAudit) Record(rec wal.Record, ptr wal.Pointer) (torn bool) {
 	switch rec.Type {
 	case wal.RecordPut:
-		t := a.txn(rec.TxnID)
-		t.put = true
-		if _, _, err := decodePutHeader(rec.Payload); err != nil {
-			t.partial = true
-			return false
-		}
-		t.events++
+		_, _, err := decodePutHeader(rec.Payload)
+		a.put(rec.TxnID, err == nil)
 	case wal.RecordTake:
-		t := a.txn(rec.TxnID)
-		t.take = true
 		_, recs, err := decodeTake(rec.Payload)
-		if err != nil {
-			t.partial = true
-			return false
-		}
-		t.events += uint64(len(recs))
+		a.take(rec.TxnID, len(recs), err == nil)
 	case wal.RecordRollback:
-		delete(a.open, rec.TxnID)
+		a.rollback(rec.TxnID)
 	case wal.RecordCommit:
-		t := a.open[rec.TxnID]
-		delete(a.open, rec.TxnID)
-		if t == nil {
-			t = &auditTxn{}
-		}
 		info, err := decodeCommit(rec.Payload)
-		if rec.WOID <= a.after || (err == nil && info.events == t.events) {
-			return false
-		}
-		torn := TornTxn{TxnID: rec.TxnID, Kind: "unknown", Expected: info.events, Found: t.events, Commit: ptr, WOID: rec.WOID}
-		switch {
-		case t.put:
-			torn.Kind = "put"
-		case t.take:
-			torn.Kind = "take"
-		case info.producer != "":
-			torn.Kind = "put"
-		}
-		if err != nil {
-			torn.Reason = fmt.Sprintf("commit record does not decode: %v", err)
-		} else if t.partial {
-			torn.Reason = "a record of it does not decode"
-		}
-		a.torn = append(a.torn, torn)
-		return true
+		return a.commit(rec, ptr, info, err)
 	}
 	return false
+}
+
+// put counts a put record of txn (ok: its payload decoded).
+func (a *TxnAudit) put(txn uint64, ok bool) {
+	t := a.txn(txn)
+	t.put = true
+	if !ok {
+		t.partial = true
+		return
+	}
+	t.events++
+}
+
+// take counts a take record of txn holding n events (ok: it decoded).
+func (a *TxnAudit) take(txn uint64, n int, ok bool) {
+	t := a.txn(txn)
+	t.take = true
+	if !ok {
+		t.partial = true
+		return
+	}
+	t.events += uint64(n)
+}
+
+func (a *TxnAudit) rollback(txn uint64) { delete(a.open, txn) }
+
+// commit judges the commit record rec (its decoded payload info, or the
+// decode error) against the events counted for its txn, and reports
+// whether the txn is torn.
+func (a *TxnAudit) commit(rec wal.Record, ptr wal.Pointer, info commitInfo, err error) bool {
+	t := a.open[rec.TxnID]
+	delete(a.open, rec.TxnID)
+	if t == nil {
+		t = &auditTxn{}
+	}
+	if rec.WOID <= a.after || (err == nil && info.events == t.events) {
+		return false
+	}
+	torn := TornTxn{TxnID: rec.TxnID, Kind: "unknown", Expected: info.events, Found: t.events, Commit: ptr, WOID: rec.WOID}
+	switch {
+	case t.put:
+		torn.Kind = "put"
+	case t.take:
+		torn.Kind = "take"
+	case info.producer != "":
+		torn.Kind = "put"
+	}
+	if err != nil {
+		torn.Reason = fmt.Sprintf("commit record does not decode: %v", err)
+	} else if t.partial {
+		torn.Reason = "a record of it does not decode"
+	}
+	a.torn = append(a.torn, torn)
+	return true
 }
 
 // Torn lists the torn transactions found so far, in commit order.
