@@ -41,6 +41,18 @@ func fillSegment(t *testing.T, w *WAL) SyncToken {
 	return writeOne(t, w, 1000, make([]byte, w.opts.SegmentSize-128))
 }
 
+// syncDataFailer fails every fdatasync of a file whose path contains the
+// string failPath holds (none while it holds nil).
+func syncDataFailer() (*atomic.Pointer[string], errorfs.Injector) {
+	failPath := new(atomic.Pointer[string])
+	return failPath, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if p := failPath.Load(); p != nil && op.Kind == errorfs.OpFileSyncData && strings.Contains(op.Path, *p) {
+			return errorfs.ErrInjected
+		}
+		return nil
+	})
+}
+
 // TestSyncAllReportsRetiredSegmentError: a record's segment is retired (by
 // rotation) and its retirement fdatasync fails. SyncAll, which a checkpoint
 // relies on before recording the record as done, must report that failure,
@@ -48,13 +60,7 @@ func fillSegment(t *testing.T, w *WAL) SyncToken {
 // state of the active segment.
 func TestSyncAllReportsRetiredSegmentError(t *testing.T) {
 	mem := vfs.NewCrashableMem()
-	var failPath atomic.Pointer[string]
-	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if p := failPath.Load(); p != nil && op.Kind == errorfs.OpFileSyncData && strings.Contains(op.Path, *p) {
-			return errorfs.ErrInjected
-		}
-		return nil
-	})
+	failPath, inj := syncDataFailer()
 	opts := testOpts(errorfs.Wrap(mem, inj), "/r")
 	opts.ZeroChunk = opts.SegmentSize
 	w := mustOpen(t, opts)
@@ -417,13 +423,7 @@ func TestReadRecordCorruptLengthAllocatesLittle(t *testing.T) {
 // on succeeding.
 func TestZeroerSyncFailureWithoutRecordsInDoubt(t *testing.T) {
 	mem := vfs.NewCrashableMem()
-	var failPath atomic.Pointer[string]
-	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if p := failPath.Load(); p != nil && op.Kind == errorfs.OpFileSyncData && strings.Contains(op.Path, *p) {
-			return errorfs.ErrInjected
-		}
-		return nil
-	})
+	failPath, inj := syncDataFailer()
 	opts := testOpts(errorfs.Wrap(mem, inj), "/z")
 	gate := make(chan struct{})
 	opts.zeroGate = gate
