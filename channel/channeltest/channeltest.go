@@ -1289,8 +1289,8 @@ func (s *suite) testRoundTrip(t *testing.T) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range scribble {
-		if s.remote {
+	if s.remote {
+		for _, f := range scribble {
 			f()
 		}
 	}
