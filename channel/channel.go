@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 	"unicode/utf8"
 )
@@ -114,9 +115,13 @@ var (
 	// (producer, sequence) was already committed commits as a no-op and
 	// PutTxn.Commit returns nil. It is exported so remote layers can report it.
 	ErrDuplicate = errors.New("duplicate producer sequence")
-	// ErrBadProducer: a producer id longer than MaxProducerIDLen, or a
-	// producer id with sequence 0 (sequences start at 1: 0 would make
-	// every later put of the producer look like a duplicate).
+	// ErrBadProducer: a producer id longer than MaxProducerIDLen, or
+	// sequences used wrongly: a plain Put in per-event mode (producer id
+	// with Sequence 0: every event needs its sequence, from PutSeq), a
+	// PutSeq without a producer id or in whole-put mode (Sequence set), a
+	// PutSeq whose first sequence is 0 or not above the previous PutSeq's
+	// last one in the transaction. The call stores nothing; the
+	// transaction stays usable.
 	ErrBadProducer = errors.New("invalid producer id or sequence")
 	// ErrProducerTableFull: a put of a producer id the store does not know
 	// yet, while the store already remembers its MaxProducers producers.
@@ -139,26 +144,68 @@ const DefaultMaxProducers = 100_000
 // Validate checks the producer fields of a put (every store runs it at
 // BeginPut; remote layers may run it before sending).
 func (o PutOptions) Validate() error {
-	switch {
-	case o.ProducerID == "":
-		return nil
-	case len(o.ProducerID) > MaxProducerIDLen:
+	if len(o.ProducerID) > MaxProducerIDLen {
 		return fmt.Errorf("%w: producer id of %d bytes is longer than %d", ErrBadProducer, len(o.ProducerID), MaxProducerIDLen)
-	case o.Sequence == 0:
-		return fmt.Errorf("%w: producer %q: sequence 0 (sequences start at 1)", ErrBadProducer, o.ProducerID)
 	}
 	return nil
 }
 
+// PerEvent reports whether the options select per-event sequences: a
+// producer id and no Sequence. Its events are then put with PutSeq.
+func (o PutOptions) PerEvent() bool { return o.ProducerID != "" && o.Sequence == 0 }
+
+// CheckPut checks a plain Put against the options: in per-event mode every
+// event needs a sequence, so Put is refused (every store runs it).
+func (o PutOptions) CheckPut() error {
+	if o.PerEvent() {
+		return fmt.Errorf("%w: producer %q without a Sequence puts events with PutSeq (per-event sequences), not Put", ErrBadProducer, o.ProducerID)
+	}
+	return nil
+}
+
+// CheckPutSeq checks a PutSeq call of n events from sequence first, in a
+// transaction whose previous PutSeq calls ended at sequence last (0: none),
+// and returns the new last sequence (last itself when n is 0). Every store
+// runs it, so the rules are the same everywhere.
+func (o PutOptions) CheckPutSeq(last, first uint64, n int) (uint64, error) {
+	switch {
+	case o.ProducerID == "":
+		return last, fmt.Errorf("%w: PutSeq needs a producer id (PutOptions.ProducerID)", ErrBadProducer)
+	case o.Sequence != 0:
+		return last, fmt.Errorf("%w: producer %q: PutSeq in a put with Sequence %d (whole-put mode); leave Sequence 0 for per-event sequences", ErrBadProducer, o.ProducerID, o.Sequence)
+	case first == 0:
+		return last, fmt.Errorf("%w: producer %q: first sequence 0 (sequences start at 1)", ErrBadProducer, o.ProducerID)
+	case first <= last:
+		return last, fmt.Errorf("%w: producer %q: first sequence %d is not above %d, the last of the transaction's previous PutSeq (sequences must increase across the transaction)", ErrBadProducer, o.ProducerID, first, last)
+	case n == 0:
+		return last, nil
+	case uint64(n-1) > math.MaxUint64-first:
+		return last, fmt.Errorf("%w: producer %q: %d events from sequence %d overflow 64 bits", ErrBadProducer, o.ProducerID, n, first)
+	}
+	return first + uint64(n-1), nil
+}
+
 // PutOptions tune one put transaction.
 type PutOptions struct {
-	// ProducerID and Sequence, when ProducerID is non-empty, make the put
-	// idempotent: the store durably remembers the highest committed sequence
-	// per producer, and a put whose Sequence is not above it commits as a
-	// no-op (Commit returns nil, Deduplicated reports true). A producer must
+	// ProducerID makes the put idempotent: the store durably remembers,
+	// per producer, the highest sequence committed (its mark), atomically
+	// with the events, and ProducerSequence reads it back. A producer must
 	// have at most one put in flight: commits of one producer id are
-	// serialised, and a lower sequence committing after a higher one is
-	// dropped as a duplicate.
+	// serialised. Two modes:
+	//
+	// Whole put (Sequence > 0): the put is one unit. When Sequence is not
+	// above the mark the put commits as a no-op (Commit returns nil,
+	// Deduplicated reports true); otherwise its events are stored and the
+	// mark becomes Sequence.
+	//
+	// Per event (Sequence 0): every event carries its own sequence, given
+	// by PutSeq (Put is refused). At Commit the events whose sequence is
+	// not above the mark are dropped (Duplicates counts them), the rest
+	// are stored and the mark becomes the last event's sequence. A source
+	// whose position is its event number can thus re-read from any earlier
+	// position after a crash and cut its batches differently: each event
+	// is stored once. An empty per-event put stores nothing and refreshes
+	// the producer's entry (keep-alive).
 	ProducerID string
 	Sequence   uint64
 }
@@ -185,9 +232,23 @@ type PutTxn interface {
 	Commit(ctx context.Context) error
 	// Rollback discards the transaction. Safe to call after Commit (no-op).
 	Rollback() error
-	// Deduplicated reports, after a nil Commit, whether the put was a retry
-	// of an already committed (producer, sequence) and so stored nothing.
+	// PutSeq adds events destined for one channel with the per-event
+	// sequences first, first+1, … (per-event mode: PutOptions with a
+	// ProducerID and no Sequence). The sequences increase across the whole
+	// transaction, also across channels: first must be above the last
+	// sequence of the previous PutSeq call (gaps are allowed, say Kafka
+	// offsets). A call breaking a rule fails with ErrBadProducer (see
+	// there) and adds nothing; otherwise it fails and succeeds as Put does.
+	PutSeq(channel string, first uint64, events ...Event) error
+	// Deduplicated reports, after a nil Commit, whether the put had events
+	// and stored none of them because all were already committed by its
+	// producer (a retry).
 	Deduplicated() bool
+	// Duplicates reports, after a nil Commit, how many of the put's events
+	// were dropped as already committed by its producer: every event of a
+	// deduplicated whole put, the events at or below the producer's mark
+	// of a per-event put, 0 otherwise.
+	Duplicates() int
 }
 
 // TakeTxn is an open take transaction on one channel. Not safe for

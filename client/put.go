@@ -17,8 +17,10 @@ type putTxn struct {
 	req     *sluicev1.PutRequest
 	n       int
 	perChan map[string]int // events per channel, against transactionCapacity
+	lastSeq uint64         // per-event mode: the last sequence PutSeq gave
 	done    bool
 	dedup   bool
+	dups    int
 }
 
 // BeginPut opens a put transaction. Nothing is sent before Commit.
@@ -43,6 +45,9 @@ func (p *putTxn) Put(name string, events ...channel.Event) error {
 	if p.done {
 		return channel.ErrTxnDone
 	}
+	if err := p.opts.CheckPut(); err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
 	if err := p.check(name, events); err != nil {
 		return err
 	}
@@ -57,6 +62,42 @@ func (p *putTxn) Put(name string, events ...channel.Event) error {
 		ce.Events = append(ce.Events, toProto(ev))
 	}
 	p.n += len(events)
+	return nil
+}
+
+// PutSeq buffers events for one channel with per-event sequences (see
+// channel.PutTxn). The sequence rules and the limits are checked here, as
+// the local stores do; the server checks them again at Commit.
+func (p *putTxn) PutSeq(name string, first uint64, events ...channel.Event) error {
+	if p.done {
+		return channel.ErrTxnDone
+	}
+	last, err := p.opts.CheckPutSeq(p.lastSeq, first, len(events))
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	if err := p.check(name, events); err != nil {
+		return err
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	k := len(p.req.Puts)
+	if prev := p.req.Puts[max(k-1, 0):]; len(prev) == 1 && prev[0].Channel == name &&
+		prev[0].FirstSequence != 0 && first == p.lastSeq+1 {
+		// Follows on the previous entry's sequences: one entry.
+		for _, ev := range events {
+			prev[0].Events = append(prev[0].Events, toProto(ev))
+		}
+	} else {
+		ce := &sluicev1.ChannelEvents{Channel: name, FirstSequence: first, Events: make([]*sluicev1.Event, 0, len(events))}
+		for _, ev := range events {
+			ce.Events = append(ce.Events, toProto(ev))
+		}
+		p.req.Puts = append(p.req.Puts, ce)
+	}
+	p.n += len(events)
+	p.lastSeq = last
 	return nil
 }
 
@@ -134,6 +175,12 @@ func (p *putTxn) Commit(ctx context.Context) error {
 	// With a generated producer id a deduplicated answer can only mean that
 	// an earlier attempt of this very commit was stored.
 	p.dedup = resp.GetDeduplicated() && slot == nil
+	if slot == nil {
+		p.dups = int(min(resp.GetDuplicates(), uint64(p.n)))
+		if p.dedup && p.dups == 0 {
+			p.dups = p.n // a server that does not report duplicates
+		}
+	}
 	return nil
 }
 
@@ -147,6 +194,10 @@ func (p *putTxn) Rollback() error {
 // Deduplicated reports whether the server found the caller's (producer,
 // sequence) already committed.
 func (p *putTxn) Deduplicated() bool { return p.dedup }
+
+// Duplicates reports how many events the server dropped as already
+// committed by the caller's producer.
+func (p *putTxn) Duplicates() int { return p.dups }
 
 func toProto(ev channel.Event) *sluicev1.Event {
 	pe := &sluicev1.Event{Body: ev.Body}

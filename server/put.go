@@ -44,37 +44,54 @@ func (s *Server) Put(ctx context.Context, req *sluicev1.PutRequest) (*sluicev1.P
 	}
 	defer txn.Rollback()
 	for i, ce := range req.GetPuts() {
-		if err := txn.Put(ce.GetChannel(), batches[i]...); err != nil {
+		var err error
+		if first := ce.GetFirstSequence(); first != 0 {
+			err = txn.PutSeq(ce.GetChannel(), first, batches[i]...)
+		} else {
+			err = txn.Put(ce.GetChannel(), batches[i]...)
+		}
+		if err != nil {
 			return nil, s.toStatus("put", err)
 		}
 	}
 	if err := txn.Commit(ctx); err != nil {
 		return nil, s.toStatus("put: commit", err)
 	}
+	dups := uint64(txn.Duplicates())
 	if txn.Deduplicated() {
-		return &sluicev1.PutResponse{Deduplicated: true}, nil
+		return &sluicev1.PutResponse{Deduplicated: true, Duplicates: dups}, nil
 	}
-	return &sluicev1.PutResponse{Committed: total}, nil
+	return &sluicev1.PutResponse{Committed: total - min(dups, total), Duplicates: dups}, nil
 }
 
 // checkProducer rejects a producer id longer than Options.MaxProducerIDLen
-// and a producer id with sequence 0: sequences start at 1, and a put with
-// sequence 0 would be taken as a duplicate of any earlier put of that
-// producer. A put of zero events with a producer id is accepted: it records
-// the producer's position (an exactly-once source whose records were all
-// filtered out); see the package documentation.
+// and sequences used wrongly: first_sequence without a producer id or
+// together with a sequence (whole-put mode), and in per-event mode (a
+// producer id with sequence 0) an entry with events but no first_sequence.
+// The store checks that the sequences increase. A put of zero events with a
+// producer id is accepted: with a sequence it records the producer's
+// position (an exactly-once source whose records were all filtered out),
+// without one it refreshes the producer's entry; see the package
+// documentation.
 func (s *Server) checkProducer(req *sluicev1.PutRequest) error {
 	id := req.GetProducerId()
-	if id == "" {
-		return nil
-	}
 	if len(id) > s.opts.MaxProducerIDLen {
 		return statusErr(codes.InvalidArgument, sluicev1.ReasonInvalidProducer,
 			"producer id of %d bytes exceeds the maximum of %d bytes", len(id), s.opts.MaxProducerIDLen)
 	}
-	if req.GetSequence() == 0 {
-		return statusErr(codes.InvalidArgument, sluicev1.ReasonInvalidProducer,
-			"producer id %q with sequence 0: producer sequences start at 1", id)
+	for i, ce := range req.GetPuts() {
+		first := ce.GetFirstSequence()
+		switch {
+		case first != 0 && id == "":
+			return statusErr(codes.InvalidArgument, sluicev1.ReasonInvalidProducer,
+				"entry %d has a first_sequence but the put has no producer id", i)
+		case first != 0 && req.GetSequence() != 0:
+			return statusErr(codes.InvalidArgument, sluicev1.ReasonInvalidProducer,
+				"entry %d has a first_sequence but the put has sequence %d (whole-put mode)", i, req.GetSequence())
+		case first == 0 && id != "" && req.GetSequence() == 0 && len(ce.GetEvents()) > 0:
+			return statusErr(codes.InvalidArgument, sluicev1.ReasonInvalidProducer,
+				"producer id %q with sequence 0: per-event mode, but entry %d has no first_sequence (producer sequences start at 1)", id, i)
+		}
 	}
 	return nil
 }

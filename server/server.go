@@ -11,8 +11,11 @@
 //     events than the channel's transactionCapacity (TXN_FULL), header key
 //     or value that is not valid UTF-8 (INVALID_HEADER), more headers in an
 //     event than Options.MaxHeadersPerEvent (TOO_MANY_HEADERS), a producer
-//     id longer than Options.MaxProducerIDLen or with sequence 0
-//     (INVALID_PRODUCER), channels of two stores in one put (CROSS_STORE),
+//     id longer than Options.MaxProducerIDLen, or sequences used wrongly
+//     (a first_sequence without a producer id or with a sequence; in
+//     per-event mode an entry with events and no first_sequence, or
+//     sequences that do not increase) (INVALID_PRODUCER), channels of two
+//     stores in one put (CROSS_STORE),
 //     take protocol misuse (BAD_REQUEST).
 //   - NOT_FOUND: a channel name the store does not have (UNKNOWN_CHANNEL).
 //     It is NOT_FOUND rather than INVALID_ARGUMENT because the request is
@@ -85,9 +88,11 @@
 //     token can keep new producers out until idle entries expire.
 //   - The metrics handler (MetricsHandler) has no authentication; serve it
 //     on loopback (sluice serve does by default and warns otherwise).
-//   - A put of zero events with a producer id is accepted: it records the
-//     producer's position (an exactly-once source whose records were all
-//     filtered out), and costs a producer-table entry like any put.
+//   - A put of zero events with a producer id is accepted: with a sequence
+//     it records the producer's position (an exactly-once source whose
+//     records were all filtered out), and costs a producer-table entry like
+//     any put; without one (per-event mode) it only refreshes a known
+//     producer's entry.
 //
 // The Server does not own the channel: after GracefulStop returns, the
 // caller closes it.

@@ -9,7 +9,10 @@
 //
 //   INVALID_ARGUMENT    EMPTY_CHANNEL, EVENT_TOO_LARGE, TXN_FULL,
 //                       INVALID_HEADER, TOO_MANY_HEADERS, INVALID_PRODUCER
-//                       (id over 256 bytes, or sequence 0), CROSS_STORE,
+//                       (id over 256 bytes; first_sequence without a
+//                       producer id or with a sequence; in per-event mode
+//                       an entry with events and no first_sequence, or
+//                       sequences that do not increase), CROSS_STORE,
 //                       BAD_REQUEST (protocol misuse)
 //   NOT_FOUND           UNKNOWN_CHANNEL (the channel is not configured)
 //   RESOURCE_EXHAUSTED  CHANNEL_FULL, DISK_SPACE, SERVER_BUSY; these carry a
@@ -264,9 +267,14 @@ func (x *Header) GetValue() []byte {
 
 // ChannelEvents are the events a put adds to one channel.
 type ChannelEvents struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
-	Events        []*Event               `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Channel string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	Events  []*Event               `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	// Per-event mode (PutRequest with a producer_id and sequence 0): the
+	// sequence of the first event; the others follow as first_sequence + 1,
+	// +2, …. Every entry with events must set it, and the sequences increase
+	// across the request's entries in order (gaps allowed). 0: not per-event.
+	FirstSequence uint64 `protobuf:"varint,3,opt,name=first_sequence,json=firstSequence,proto3" json:"first_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -315,15 +323,27 @@ func (x *ChannelEvents) GetEvents() []*Event {
 	return nil
 }
 
+func (x *ChannelEvents) GetFirstSequence() uint64 {
+	if x != nil {
+		return x.FirstSequence
+	}
+	return 0
+}
+
 type PutRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One entry per channel (a channel may appear more than once; its events
 	// are appended in order). All entries commit together or not at all.
 	Puts []*ChannelEvents `protobuf:"bytes,1,rep,name=puts,proto3" json:"puts,omitempty"`
 	// When producer_id is non-empty the put is idempotent: the store durably
-	// remembers the highest committed sequence per producer and a put whose
-	// sequence is not above it stores nothing and reports deduplicated.
-	// Sequences should start at 1.
+	// remembers the highest committed sequence per producer (its mark).
+	// Whole-put mode (sequence > 0): a put whose sequence is not above the
+	// mark stores nothing and reports deduplicated; otherwise the mark
+	// becomes sequence. Per-event mode (sequence 0, every entry carries
+	// first_sequence): the events whose sequence is not above the mark are
+	// dropped (reported in duplicates), the others stored, and the mark
+	// becomes the last event's sequence; a request without events only
+	// refreshes the producer's entry. Sequences start at 1.
 	ProducerId    string `protobuf:"bytes,2,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
 	Sequence      uint64 `protobuf:"varint,3,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -384,8 +404,13 @@ func (x *PutRequest) GetSequence() uint64 {
 type PutResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Events stored by this request (0 when deduplicated).
-	Committed     uint64 `protobuf:"varint,1,opt,name=committed,proto3" json:"committed,omitempty"`
-	Deduplicated  bool   `protobuf:"varint,2,opt,name=deduplicated,proto3" json:"deduplicated,omitempty"`
+	Committed uint64 `protobuf:"varint,1,opt,name=committed,proto3" json:"committed,omitempty"`
+	// No event stored: every one was already committed by the producer.
+	Deduplicated bool `protobuf:"varint,2,opt,name=deduplicated,proto3" json:"deduplicated,omitempty"`
+	// Events dropped as already committed by the producer: all of a
+	// deduplicated whole put, the ones at or below the mark of a per-event
+	// put. committed + duplicates = the request's events.
+	Duplicates    uint64 `protobuf:"varint,3,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -432,6 +457,13 @@ func (x *PutResponse) GetDeduplicated() bool {
 		return x.Deduplicated
 	}
 	return false
+}
+
+func (x *PutResponse) GetDuplicates() uint64 {
+	if x != nil {
+		return x.Duplicates
+	}
+	return 0
 }
 
 type TakeRequest struct {
@@ -1329,19 +1361,23 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\x04body\x18\x02 \x01(\fR\x04body\"0\n" +
 	"\x06Header\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\"S\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"z\n" +
 	"\rChannelEvents\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12(\n" +
-	"\x06events\x18\x02 \x03(\v2\x10.sluice.v1.EventR\x06events\"w\n" +
+	"\x06events\x18\x02 \x03(\v2\x10.sluice.v1.EventR\x06events\x12%\n" +
+	"\x0efirst_sequence\x18\x03 \x01(\x04R\rfirstSequence\"w\n" +
 	"\n" +
 	"PutRequest\x12,\n" +
 	"\x04puts\x18\x01 \x03(\v2\x18.sluice.v1.ChannelEventsR\x04puts\x12\x1f\n" +
 	"\vproducer_id\x18\x02 \x01(\tR\n" +
 	"producerId\x12\x1a\n" +
-	"\bsequence\x18\x03 \x01(\x04R\bsequence\"O\n" +
+	"\bsequence\x18\x03 \x01(\x04R\bsequence\"o\n" +
 	"\vPutResponse\x12\x1c\n" +
 	"\tcommitted\x18\x01 \x01(\x04R\tcommitted\x12\"\n" +
-	"\fdeduplicated\x18\x02 \x01(\bR\fdeduplicated\"\x87\x02\n" +
+	"\fdeduplicated\x18\x02 \x01(\bR\fdeduplicated\x12\x1e\n" +
+	"\n" +
+	"duplicates\x18\x03 \x01(\x04R\n" +
+	"duplicates\"\x87\x02\n" +
 	"\vTakeRequest\x12)\n" +
 	"\x04open\x18\x01 \x01(\v2\x13.sluice.v1.TakeOpenH\x00R\x04open\x12)\n" +
 	"\x04next\x18\x02 \x01(\v2\x13.sluice.v1.TakeNextH\x00R\x04next\x12/\n" +

@@ -9,7 +9,10 @@
 //
 //   INVALID_ARGUMENT    EMPTY_CHANNEL, EVENT_TOO_LARGE, TXN_FULL,
 //                       INVALID_HEADER, TOO_MANY_HEADERS, INVALID_PRODUCER
-//                       (id over 256 bytes, or sequence 0), CROSS_STORE,
+//                       (id over 256 bytes; first_sequence without a
+//                       producer id or with a sequence; in per-event mode
+//                       an entry with events and no first_sequence, or
+//                       sequences that do not increase), CROSS_STORE,
 //                       BAD_REQUEST (protocol misuse)
 //   NOT_FOUND           UNKNOWN_CHANNEL (the channel is not configured)
 //   RESOURCE_EXHAUSTED  CHANNEL_FULL, DISK_SPACE, SERVER_BUSY; these carry a
@@ -63,7 +66,8 @@ type SluiceClient interface {
 	// After any other error (a storage failure such as a failed fdatasync, the
 	// server stopping) the outcome is unknown: the transaction may be stored
 	// or not, but never in part. Retry with the same producer id and sequence
-	// so that a put that was stored is not stored twice.
+	// (or first_sequence values) so that a put that was stored is not stored
+	// twice.
 	Put(ctx context.Context, in *PutRequest, opts ...grpc.CallOption) (*PutResponse, error)
 	// Take runs take transactions on one channel over one stream. Protocol
 	// (one outstanding request at a time; TakeCancel is the only message that
@@ -160,7 +164,8 @@ type SluiceServer interface {
 	// After any other error (a storage failure such as a failed fdatasync, the
 	// server stopping) the outcome is unknown: the transaction may be stored
 	// or not, but never in part. Retry with the same producer id and sequence
-	// so that a put that was stored is not stored twice.
+	// (or first_sequence values) so that a put that was stored is not stored
+	// twice.
 	Put(context.Context, *PutRequest) (*PutResponse, error)
 	// Take runs take transactions on one channel over one stream. Protocol
 	// (one outstanding request at a time; TakeCancel is the only message that

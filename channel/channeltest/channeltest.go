@@ -74,6 +74,7 @@ func run(t *testing.T, s *suite) {
 		{"InvalidHeaders", s.testInvalidHeaders},
 		{"UnknownChannel", s.testUnknownChannel},
 		{"ProducerDedup", s.testProducerDedup},
+		{"PerEventSequences", s.testPerEventSequences},
 		{"TakeBlocking", s.testTakeBlocking},
 		{"TxnDone", s.testTxnDone},
 		{"Close", s.testClose},
@@ -815,19 +816,27 @@ func (s *suite) testProducerDedup(t *testing.T) {
 			t.Fatalf("unknown channel: %v", err)
 		}
 	})
-	t.Run("invalid producer refused at BeginPut", func(t *testing.T) {
+	t.Run("invalid producer refused", func(t *testing.T) {
 		ch := s.open(t, cfg("a", 100, 10))
 		ctx := context.Background()
-		for _, o := range []channel.PutOptions{
-			{ProducerID: "p", Sequence: 0}, // would make every later put a duplicate
-			{ProducerID: strings.Repeat("p", channel.MaxProducerIDLen+1), Sequence: 1},
-		} {
-			if tx, err := ch.BeginPut(ctx, o); !errors.Is(err, channel.ErrBadProducer) {
-				if tx != nil {
-					tx.Rollback()
-				}
-				t.Fatalf("BeginPut(producer of %d bytes, sequence %d): %v, want ErrBadProducer", len(o.ProducerID), o.Sequence, err)
+		o := channel.PutOptions{ProducerID: strings.Repeat("p", channel.MaxProducerIDLen+1), Sequence: 1}
+		if tx, err := ch.BeginPut(ctx, o); !errors.Is(err, channel.ErrBadProducer) {
+			if tx != nil {
+				tx.Rollback()
 			}
+			t.Fatalf("BeginPut(producer of %d bytes): %v, want ErrBadProducer", len(o.ProducerID), err)
+		}
+		// Sequence 0 is per-event mode: a plain Put, which would make
+		// every later put of the producer look like a duplicate, is refused.
+		tx, err := ch.BeginPut(ctx, channel.PutOptions{ProducerID: "p"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Put("a", ev("x")); !errors.Is(err, channel.ErrBadProducer) {
+			t.Fatalf("Put with producer and sequence 0: %v, want ErrBadProducer", err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
 		}
 		// The longest allowed id and sequence 1 work, and the store is unchanged.
 		long := strings.Repeat("p", channel.MaxProducerIDLen)

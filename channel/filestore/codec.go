@@ -18,12 +18,17 @@ import (
 //
 //	Take     | len(channel) | channel | n | (pointer (8 bytes LE) | size)*  |
 //
-//	Commit   | len(producerID) | producerID | sequence | nEvents |
+//	Commit   | len(producerID) | producerID | sequence | nEvents | [skip] |
 //
 //	Rollback | (empty)                                                      |
 //
 // size is Event.Size() so byte accounting survives replay without decoding
-// bodies. Take records are written only at commit time: an uncommitted take
+// bodies. nEvents counts every put (or taken) event record of the txn;
+// skip, present only when not 0 (a record without it, also every record of
+// an older build, reads as 0), is how many of the txn's leading put events,
+// in txn order, are not stored: a per-event put whose producer had already
+// committed their sequences (channel.PutTxn.PutSeq). sequence is then the
+// last event's. Take records are written only at commit time: an uncommitted take
 // is redelivered after a crash anyway.
 
 var errPayload = errors.New("malformed record payload")
@@ -234,17 +239,28 @@ type commitInfo struct {
 	producer string
 	sequence uint64
 	events   uint64
+	skip     uint64 // leading put events not stored (≤ events)
 }
 
 func appendCommitPayload(b []byte, c commitInfo) []byte {
 	b = appendString(b, c.producer)
 	b = binary.AppendUvarint(b, c.sequence)
-	return binary.AppendUvarint(b, c.events)
+	b = binary.AppendUvarint(b, c.events)
+	if c.skip != 0 { // absent: the layout of every commit before per-event puts
+		b = binary.AppendUvarint(b, c.skip)
+	}
+	return b
 }
 
 func decodeCommit(p []byte) (commitInfo, error) {
 	r := &payloadReader{b: p}
 	c := commitInfo{producer: r.str(), sequence: r.uvarint(), events: r.uvarint()}
+	if r.err == nil && len(r.b) != 0 {
+		c.skip = r.uvarint()
+		if r.err == nil && (c.skip == 0 || c.skip > c.events) {
+			r.err = errPayload // written only when not 0, never more than the events
+		}
+	}
 	if r.err == nil && len(r.b) != 0 {
 		r.err = errPayload
 	}

@@ -335,6 +335,25 @@ func (rs *replayState) applyPut(txn uint64, entries []checkpoint.PutEntry, produ
 	rs.putCommits[txn] = u
 }
 
+// storedEntries returns the entries of a committed put txn (in txn order)
+// that its commit stores: all but its first info.skip events (a per-event
+// put's events its producer had already committed). When fewer entries
+// than the commit counts are left (a commit not judged by the torn audit
+// whose first records lie in segments GC removed, see torn.go) the missing
+// ones are the txn's first, so the stored ones are the last events - skip.
+func storedEntries(entries []checkpoint.PutEntry, info commitInfo) []checkpoint.PutEntry {
+	if info.skip == 0 {
+		return entries
+	}
+	keep := uint64(len(entries))
+	if info.events > info.skip {
+		keep = min(keep, info.events-info.skip)
+	} else {
+		keep = 0
+	}
+	return entries[uint64(len(entries))-keep:]
+}
+
 // retract undoes a replayed commit of txn that a later rollback record of
 // the same txn retracts: the commit's fdatasync failed, the committer was
 // told so, and the store wrote and synced the rollback before anything else
@@ -414,7 +433,7 @@ func (rs *replayState) record(rec wal.Record, ptr wal.Pointer) error {
 		if p := rs.puts[rec.TxnID]; p != nil || info.producer != "" {
 			var entries []checkpoint.PutEntry
 			if p != nil {
-				entries = p.entries
+				entries = storedEntries(p.entries, info)
 			}
 			rs.applyPut(rec.TxnID, entries, info.producer, info.sequence)
 			delete(rs.puts, rec.TxnID)

@@ -48,10 +48,26 @@ type filePut struct {
 	retracted    bool // a failed commit was retracted (Store.retract)
 	done         bool
 	dedup        bool
+	// Per-event mode (see PutSeq): seqs maps the txn's events to their
+	// sequences, lastSeq is the last one given; at Commit skip is how many
+	// leading events the producer had already committed (dropped), dups
+	// what Duplicates reports and seq the sequence the commit records.
+	seqs    []seqSpan
+	lastSeq uint64
+	skip    int
+	dups    int
+	seq     uint64
 	// toks has one sync token per WAL segment the txn wrote to: a commit
 	// must make every one of them durable, not only the segment holding the
 	// commit record (an earlier segment's failed fsync must fail the commit).
 	toks []wal.SyncToken
+}
+
+// seqSpan says that the put txn's events from index at (up to the next
+// span's at) have the sequences first, first+1, ….
+type seqSpan struct {
+	at    int
+	first uint64
 }
 
 // BeginPut implements Channel.
@@ -81,6 +97,96 @@ func (s *Store) BeginPut(ctx context.Context, opts channel.PutOptions) (channel.
 }
 
 func (p *filePut) Put(name string, events ...channel.Event) error {
+	if err := p.opts.CheckPut(); err != nil {
+		return fmt.Errorf("file channel: %w", err)
+	}
+	return p.put(name, events)
+}
+
+// PutSeq implements channel.PutTxn.
+func (p *filePut) PutSeq(name string, first uint64, events ...channel.Event) error {
+	if _, err := p.opts.CheckPutSeq(p.lastSeq, first, len(events)); err != nil {
+		return fmt.Errorf("file channel: %w", err)
+	}
+	before := len(p.sizes)
+	err := p.put(name, events)
+	// Also after a failed flush: the events it added keep their sequences.
+	if n := len(p.sizes) - before; n > 0 {
+		p.seqs = append(p.seqs, seqSpan{at: before, first: first})
+		p.lastSeq = first + uint64(n-1) // last, unless a flush failed
+	}
+	return err
+}
+
+// committedPrefix counts the txn's leading events whose sequence is at or
+// below mark (per-event mode: the sequences increase, so they are a prefix).
+func (p *filePut) committedPrefix(mark uint64) int {
+	n := 0
+	for i, sp := range p.seqs {
+		end := len(p.sizes)
+		if i+1 < len(p.seqs) {
+			end = p.seqs[i+1].at
+		}
+		if sp.first > mark {
+			break
+		}
+		if k := mark - sp.first + 1; k < uint64(end-sp.at) {
+			return n + int(k)
+		}
+		n += end - sp.at
+	}
+	return n
+}
+
+// unreserveSkipped takes the txn's first skip events out of the per-channel
+// counts the commit reserves and publishes.
+func (p *filePut) unreserveSkipped() {
+	start := 0
+	for _, r := range p.runs {
+		if start >= p.skip {
+			break
+		}
+		end := min(r.end, p.skip)
+		var b int64
+		for _, sz := range p.sizes[start:end] {
+			b += int64(sz)
+		}
+		if p.perChan[r.ch] -= int64(end - start); p.perChan[r.ch] == 0 {
+			delete(p.perChan, r.ch)
+			delete(p.perChanB, r.ch)
+		} else {
+			p.perChanB[r.ch] -= b
+		}
+		start = r.end
+	}
+}
+
+// dropSkipped removes the txn's first skip events (already committed by its
+// producer) from its pointers, sizes and runs, once they are in the WAL:
+// the commit record says to skip them, so neither the queues nor a
+// checkpoint of the committing txn hold them. Called with s.mu held.
+func (p *filePut) dropSkipped() {
+	k := p.skip
+	if k == 0 {
+		return
+	}
+	for _, ptr := range p.ptrs[:k] {
+		p.s.unpin(ptr)
+	}
+	p.ptrs, p.sizes = p.ptrs[k:], p.sizes[k:]
+	p.flushedSizes = p.sizes[:len(p.ptrs)]
+	runs := p.runs[:0]
+	for _, r := range p.runs {
+		if r.end > k {
+			runs = append(runs, chanRun{ch: r.ch, end: r.end - k})
+		}
+	}
+	clear(p.runs[len(runs):])
+	p.runs = runs
+	p.flushedRuns = append(p.flushedRuns[:0], runs...)
+}
+
+func (p *filePut) put(name string, events []channel.Event) error {
 	if p.done {
 		return channel.ErrTxnDone
 	}
@@ -183,8 +289,8 @@ func (p *filePut) extend(c *fileChan, sizes []uint32) {
 func (p *filePut) flush(commit bool) error {
 	s := p.s
 	if commit {
-		info := commitInfo{producer: p.opts.ProducerID, sequence: p.opts.Sequence,
-			events: uint64(len(p.sizes))}
+		info := commitInfo{producer: p.opts.ProducerID, sequence: p.seq,
+			events: uint64(len(p.sizes)), skip: uint64(p.skip)}
 		p.buf.scratch = appendCommitPayload(p.buf.scratch[:0], info)
 		p.buf.batch.Add(wal.RecordCommit, p.id, p.buf.scratch)
 	}
@@ -240,6 +346,7 @@ func (p *filePut) flush(commit bool) error {
 		p.registered = true
 	}
 	if commit {
+		p.dropSkipped()
 		p.committing = true
 	}
 	s.mu.Unlock()
@@ -293,6 +400,9 @@ func (p *filePut) release() {
 
 func (p *filePut) Deduplicated() bool { return p.dedup }
 
+// Duplicates implements channel.PutTxn.
+func (p *filePut) Duplicates() int { return p.dups }
+
 func (p *filePut) Commit(ctx context.Context) error {
 	if p.done {
 		return channel.ErrTxnDone
@@ -313,7 +423,18 @@ func (p *filePut) Commit(ctx context.Context) error {
 		return err
 	}
 	if p.opts.ProducerID != "" {
-		release, dup, err := s.claimProducer(ctx, p.opts.ProducerID, p.opts.Sequence)
+		p.seq = p.opts.Sequence
+		if p.opts.PerEvent() {
+			if len(p.sizes) == 0 { // a keep-alive: no sequence to record
+				s.mu.Lock()
+				s.producers.Touch(p.opts.ProducerID, s.opts.Clock().UnixNano())
+				s.mu.Unlock()
+				p.done = true
+				return nil
+			}
+			p.seq = p.lastSeq
+		}
+		release, mark, dup, err := s.claimProducer(ctx, p.opts.ProducerID, p.seq)
 		if err != nil {
 			p.rollback(false)
 			return err
@@ -321,8 +442,16 @@ func (p *filePut) Commit(ctx context.Context) error {
 		defer release()
 		if dup {
 			p.rollback(false)
-			p.dedup = true
+			p.dedup, p.dups = true, len(p.sizes)
 			return nil
+		}
+		if p.opts.PerEvent() {
+			// The events up to the mark were committed by an earlier put
+			// (a source re-reading after a crash): their records stay in
+			// the WAL, and the commit record tells replay to skip them.
+			p.skip = p.committedPrefix(mark)
+			p.dups = p.skip
+			p.unreserveSkipped()
 		}
 	}
 	if err := s.reserve(ctx, p.perChan, p.perChanB); err != nil {
@@ -369,7 +498,7 @@ func (p *filePut) Commit(ctx context.Context) error {
 		c.wakeTakers()
 	}
 	if p.opts.ProducerID != "" {
-		s.producers.Note(p.opts.ProducerID, p.opts.Sequence, s.opts.Clock().UnixNano())
+		s.producers.Note(p.opts.ProducerID, p.seq, s.opts.Clock().UnixNano())
 	}
 	delete(s.puts, p.id)
 	s.mu.Unlock()
@@ -465,8 +594,10 @@ func (s *Store) commitStart() bool {
 }
 
 // claimProducer serialises commits of one producer and reports whether seq
-// was already committed. release must be called when the commit is done.
-func (s *Store) claimProducer(ctx context.Context, id string, seq uint64) (release func(), dup bool, err error) {
+// was already committed, and the producer's mark (its last committed
+// sequence, 0 if unknown), which cannot move until release is called when
+// the commit is done.
+func (s *Store) claimProducer(ctx context.Context, id string, seq uint64) (release func(), mark uint64, dup bool, err error) {
 	for {
 		s.mu.Lock()
 		busy, ok := s.prodBusy[id]
@@ -474,12 +605,13 @@ func (s *Store) claimProducer(ctx context.Context, id string, seq uint64) (relea
 			if s.producers.Committed(id, seq) {
 				s.producers.Touch(id, s.opts.Clock().UnixNano())
 				s.mu.Unlock()
-				return func() {}, true, nil
+				return func() {}, 0, true, nil
 			}
 			if err := s.producers.Admit(id, s.maxProducers); err != nil {
 				s.mu.Unlock()
-				return nil, false, fmt.Errorf("file channel: %w", err)
+				return nil, 0, false, fmt.Errorf("file channel: %w", err)
 			}
+			mark = s.producers[id].Seq
 			ch := make(chan struct{})
 			s.prodBusy[id] = ch
 			s.mu.Unlock()
@@ -488,13 +620,13 @@ func (s *Store) claimProducer(ctx context.Context, id string, seq uint64) (relea
 				delete(s.prodBusy, id)
 				s.mu.Unlock()
 				close(ch)
-			}, false, nil
+			}, mark, false, nil
 		}
 		s.mu.Unlock()
 		select {
 		case <-busy:
 		case <-ctx.Done():
-			return nil, false, ctx.Err()
+			return nil, 0, false, ctx.Err()
 		}
 	}
 }
@@ -846,6 +978,9 @@ func (s *Store) inflight() ([]checkpoint.PutTxn, []checkpoint.TakeTxn) {
 	puts := make([]checkpoint.PutTxn, 0, len(s.puts))
 	for _, p := range s.puts {
 		ct := checkpoint.PutTxn{TxnID: p.id, Committing: p.committing, ProducerID: p.opts.ProducerID, Sequence: p.opts.Sequence}
+		if p.committing {
+			ct.Sequence = p.seq // a per-event put's last sequence; its entries are the ones it stores
+		}
 		ct.Entries = make([]checkpoint.PutEntry, len(p.ptrs))
 		i := 0
 		for _, r := range p.flushedRuns {

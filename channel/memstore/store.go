@@ -277,16 +277,20 @@ func copyEvents(dst []channel.Event, src []channel.Event) {
 
 // memPut is an open put transaction.
 type memPut struct {
-	m     *Store
-	opts  channel.PutOptions
-	parts []memPutPart // one per channel, in first-Put order
-	done  bool
-	dedup bool
+	m       *Store
+	opts    channel.PutOptions
+	parts   []memPutPart // one per channel, in first-Put order
+	done    bool
+	dedup   bool
+	n       int    // events added
+	lastSeq uint64 // per-event mode: the last sequence PutSeq gave
+	dups    int
 }
 
 type memPutPart struct {
 	c      *memChan
 	events []memEvent
+	seqs   []uint64 // per-event mode: each event's sequence
 	bytes  int64
 }
 
@@ -302,32 +306,55 @@ func (p *memPut) part(c *memChan) *memPutPart {
 
 // Put implements PutTxn.
 func (p *memPut) Put(name string, events ...channel.Event) error {
+	if err := p.opts.CheckPut(); err != nil {
+		return fmt.Errorf("memory channel: %w", err)
+	}
+	_, err := p.put(name, 0, events)
+	return err
+}
+
+// PutSeq implements PutTxn.
+func (p *memPut) PutSeq(name string, first uint64, events ...channel.Event) error {
+	last, err := p.opts.CheckPutSeq(p.lastSeq, first, len(events))
+	if err != nil {
+		return fmt.Errorf("memory channel: %w", err)
+	}
+	added, err := p.put(name, first, events)
+	if added {
+		p.lastSeq = last
+	}
+	return err
+}
+
+// put adds events for channel name (with the sequences first, first+1, …
+// when first is not 0) and reports whether it added them.
+func (p *memPut) put(name string, first uint64, events []channel.Event) (bool, error) {
 	if p.done {
-		return channel.ErrTxnDone
+		return false, channel.ErrTxnDone
 	}
 	m := p.m
 	if m.closedFlag.Load() {
-		return channel.ErrClosed
+		return false, channel.ErrClosed
 	}
 	c, err := m.channel(name)
 	if err != nil {
-		return err
+		return false, err
 	}
 	c.PutAttempts.Add(int64(len(events)))
 	if len(events) == 0 {
-		return nil
+		return false, nil
 	}
 	pt := p.part(c)
 	if n := len(pt.events) + len(events); n > c.cfg.TransactionCapacity {
-		return fmt.Errorf("%w: %d events for channel %q, transactionCapacity is %d", channel.ErrTxnFull, n, name, c.cfg.TransactionCapacity)
+		return false, fmt.Errorf("%w: %d events for channel %q, transactionCapacity is %d", channel.ErrTxnFull, n, name, c.cfg.TransactionCapacity)
 	}
 	for i := range events {
 		if sz := events[i].Size(); sz > m.maxEventSize {
-			return fmt.Errorf("%w: event %d is %d bytes, maximum is %d", channel.ErrEventTooLarge, i, sz, m.maxEventSize)
+			return false, fmt.Errorf("%w: event %d is %d bytes, maximum is %d", channel.ErrEventTooLarge, i, sz, m.maxEventSize)
 		}
 		if len(events[i].Headers) != 0 {
 			if err := channel.CheckHeaders(events[i]); err != nil {
-				return fmt.Errorf("event %d: %w", i, err)
+				return false, fmt.Errorf("event %d: %w", i, err)
 			}
 		}
 	}
@@ -340,11 +367,39 @@ func (p *memPut) Put(name string, events ...channel.Event) error {
 		pt.events = append(pt.events, memEvent{ev: copied[i], size: sz, putTime: now})
 		pt.bytes += sz
 	}
-	return nil
+	if first != 0 {
+		for i := range events {
+			pt.seqs = append(pt.seqs, first+uint64(i))
+		}
+	}
+	p.n += len(events)
+	return true, nil
 }
 
 // Deduplicated implements PutTxn.
 func (p *memPut) Deduplicated() bool { return p.dedup }
+
+// Duplicates implements PutTxn.
+func (p *memPut) Duplicates() int { return p.dups }
+
+// dropCommitted drops, in per-event mode, the events whose sequence is at
+// or below mark (a prefix of each part: sequences increase) and reports
+// whether none is left. Called with m.mu held.
+func (p *memPut) dropCommitted(mark uint64) bool {
+	left := 0
+	for i := range p.parts {
+		pt := &p.parts[i]
+		k := 0
+		for k < len(pt.seqs) && pt.seqs[k] <= mark {
+			pt.bytes -= pt.events[k].size
+			k++
+		}
+		pt.events, pt.seqs = pt.events[k:], pt.seqs[k:]
+		p.dups += k
+		left += len(pt.events)
+	}
+	return left == 0
+}
 
 // Rollback implements PutTxn.
 func (p *memPut) Rollback() error {
@@ -383,7 +438,19 @@ func (p *memPut) Commit(ctx context.Context) error {
 			return channel.ErrClosed
 		}
 		if id := p.opts.ProducerID; id != "" {
-			if m.producers.Committed(id, p.opts.Sequence) {
+			perEvent := p.opts.PerEvent()
+			if perEvent && p.n == 0 { // a keep-alive: no sequence to record
+				m.producers.Touch(id, m.now().UnixNano())
+				m.mu.Unlock()
+				return nil
+			}
+			if !perEvent && m.producers.Committed(id, p.opts.Sequence) {
+				m.producers.Touch(id, m.now().UnixNano())
+				m.mu.Unlock()
+				p.dedup, p.dups = true, p.n
+				return nil
+			}
+			if perEvent && p.dropCommitted(m.producers[id].Seq) {
 				m.producers.Touch(id, m.now().UnixNano())
 				m.mu.Unlock()
 				p.dedup = true
@@ -472,7 +539,11 @@ func (p *memPut) applyLocked() {
 	}
 	if p.opts.ProducerID != "" {
 		now := p.m.now()
-		p.m.producers.Note(p.opts.ProducerID, p.opts.Sequence, now.UnixNano())
+		seq := p.opts.Sequence
+		if p.opts.PerEvent() {
+			seq = p.lastSeq
+		}
+		p.m.producers.Note(p.opts.ProducerID, seq, now.UnixNano())
 		if m := p.m; m.expiry > 0 && now.Sub(m.swept) >= min(time.Minute, m.expiry) {
 			m.producers.Sweep(now.Add(-m.expiry).UnixNano())
 			m.swept = now

@@ -62,6 +62,7 @@ type salvagePut struct {
 	ptr     wal.Pointer
 	woid    uint64
 	channel string
+	idx     int // its place among the txn's put records, readable or not
 }
 
 // salvageTxn is a put transaction being replayed.
@@ -69,6 +70,7 @@ type salvageTxn struct {
 	puts       []salvagePut
 	unreadable int // CRC-valid put records whose payload does not decode
 	bad        map[wal.Pointer]error
+	badIdx     map[wal.Pointer]int
 	takes      []uint64
 	hasTake    bool
 }
@@ -111,16 +113,17 @@ func (s *salvageState) record(rec wal.Record, p wal.Pointer) {
 	switch rec.Type {
 	case wal.RecordPut:
 		t := s.txn(rec.TxnID)
+		idx := len(t.puts) + t.unreadable
 		ch, err := decodeSalvageEvent(rec.Payload, nil)
 		if err != nil {
 			t.unreadable++
 			if t.bad == nil {
-				t.bad = map[wal.Pointer]error{}
+				t.bad, t.badIdx = map[wal.Pointer]error{}, map[wal.Pointer]int{}
 			}
-			t.bad[p] = err
+			t.bad[p], t.badIdx[p] = err, idx
 			return
 		}
-		t.puts = append(t.puts, salvagePut{ptr: p, woid: rec.WOID, channel: ch})
+		t.puts = append(t.puts, salvagePut{ptr: p, woid: rec.WOID, channel: ch, idx: idx})
 	case wal.RecordTake:
 		t := s.txn(rec.TxnID)
 		t.hasTake = true
@@ -133,7 +136,7 @@ func (s *salvageState) record(rec wal.Record, p wal.Pointer) {
 	case wal.RecordCommit:
 		t := s.txns[rec.TxnID]
 		delete(s.txns, rec.TxnID)
-		events, err := decodeSalvageCommit(rec.Payload)
+		events, skip, err := decodeSalvageCommit(rec.Payload)
 		if t == nil {
 			t = &salvageTxn{}
 		}
@@ -144,10 +147,21 @@ func (s *salvageState) record(rec wal.Record, p wal.Pointer) {
 			s.done[rec.TxnID] = salvageDone{takes: t.takes}
 			return
 		}
-		s.done[rec.TxnID] = salvageDone{start: len(s.committed), end: len(s.committed) + len(t.puts)}
-		s.committed = append(s.committed, t.puts...)
+		// A per-event put stores all but its first skip events (its
+		// producer had committed them before). Counted from the first
+		// record seen: should records be missing, a duplicate may be
+		// copied, never an event lost.
+		start := len(s.committed)
+		for _, sp := range t.puts {
+			if uint64(sp.idx) >= skip {
+				s.committed = append(s.committed, sp)
+			}
+		}
+		s.done[rec.TxnID] = salvageDone{start: start, end: len(s.committed)}
 		for bp, berr := range t.bad {
-			s.bad[bp] = berr
+			if uint64(t.badIdx[bp]) >= skip {
+				s.bad[bp] = berr
+			}
 		}
 		if err == nil && events > uint64(len(t.puts)+t.unreadable) {
 			n := events - uint64(len(t.puts)+t.unreadable)
@@ -263,15 +277,23 @@ func decodeSalvageTake(p []byte) ([]uint64, error) {
 	return out, r.err
 }
 
-func decodeSalvageCommit(p []byte) (uint64, error) {
+// decodeSalvageCommit returns a commit's event count and how many leading
+// put events it does not store (absent: 0).
+func decodeSalvageCommit(p []byte) (events, skip uint64, err error) {
 	r := &salvageReader{b: p}
 	r.str()
 	r.uvarint()
-	n := r.uvarint()
+	events = r.uvarint()
+	if r.err == nil && len(r.b) != 0 {
+		skip = r.uvarint()
+		if r.err == nil && (skip == 0 || skip > events) {
+			r.err = errSalvagePayload
+		}
+	}
 	if r.err == nil && len(r.b) != 0 {
 		r.err = errSalvagePayload
 	}
-	return n, r.err
+	return events, skip, r.err
 }
 
 // usableCheckpoint returns the newest checkpoint whose queue files all open
@@ -434,11 +456,21 @@ func salvage(out io.Writer, st config.Store, dirs []string, ckptDir string, segS
 		fmt.Fprintf(out, "  LOST: damaged WAL range %s bytes %d-%d (~%d records): %s\n", d.File, d.Start, d.End, d.EstimatedRecords, d.Reason)
 	}
 	// A checkpoint's committing put transactions are committed even if the
-	// commit record is unreadable; the others are reported.
+	// commit record is unreadable (only the events the checkpoint names: a
+	// per-event put does not store the ones its producer had committed);
+	// the others are reported.
 	if cp != nil {
 		for _, pt := range cp.PutTxns {
 			if t := s.txns[pt.TxnID]; t != nil && pt.Committing && !t.hasTake {
-				s.committed = append(s.committed, t.puts...)
+				stored := map[uint64]bool{}
+				for _, e := range pt.Entries {
+					stored[e.Pointer] = true
+				}
+				for _, sp := range t.puts {
+					if stored[uint64(sp.ptr)] {
+						s.committed = append(s.committed, sp)
+					}
+				}
 				delete(s.txns, pt.TxnID)
 			}
 		}

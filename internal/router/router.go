@@ -234,26 +234,53 @@ type put struct {
 }
 
 func (p *put) Put(name string, events ...channel.Event) error {
+	if err := p.opts.CheckPut(); err != nil {
+		return err
+	}
+	txn, err := p.begin(name)
+	if err != nil {
+		return err
+	}
+	return txn.Put(name, events...)
+}
+
+// PutSeq implements channel.PutTxn. The rules are checked here too, so a
+// bad call fails before it opens the transaction on a store; the store
+// checks that the sequences increase.
+func (p *put) PutSeq(name string, first uint64, events ...channel.Event) error {
+	if _, err := p.opts.CheckPutSeq(0, first, len(events)); err != nil {
+		return err
+	}
+	txn, err := p.begin(name)
+	if err != nil {
+		return err
+	}
+	return txn.PutSeq(name, first, events...)
+}
+
+// begin returns the transaction on the store of channel name, opening it at
+// the first call.
+func (p *put) begin(name string) (channel.PutTxn, error) {
 	if p.done {
-		return channel.ErrTxnDone
+		return nil, channel.ErrTxnDone
 	}
 	i, ok := p.r.owner[name]
 	if !ok {
 		if name == "" {
-			return fmt.Errorf("%w: empty channel name", channel.ErrUnknownChannel)
+			return nil, fmt.Errorf("%w: empty channel name", channel.ErrUnknownChannel)
 		}
-		return fmt.Errorf("%w %q", channel.ErrUnknownChannel, name)
+		return nil, fmt.Errorf("%w %q", channel.ErrUnknownChannel, name)
 	}
 	if p.txn == nil {
 		txn, err := p.stores[i].BeginPut(p.ctx, p.opts)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		p.txn, p.idx, p.first = txn, i, name
 	} else if i != p.idx {
-		return &CrossStoreError{First: p.first, Second: name, FirstStore: p.r.descr[p.idx], SecondStore: p.r.descr[i]}
+		return nil, &CrossStoreError{First: p.first, Second: name, FirstStore: p.r.descr[p.idx], SecondStore: p.r.descr[i]}
 	}
-	return p.txn.Put(name, events...)
+	return p.txn, nil
 }
 
 func (p *put) Commit(ctx context.Context) error {
@@ -276,3 +303,10 @@ func (p *put) Rollback() error {
 }
 
 func (p *put) Deduplicated() bool { return p.txn != nil && p.txn.Deduplicated() }
+
+func (p *put) Duplicates() int {
+	if p.txn == nil {
+		return 0
+	}
+	return p.txn.Duplicates()
+}
