@@ -207,3 +207,44 @@ func TestTakenBodiesAreIndependent(t *testing.T) {
 	}
 	take.Commit(ctx)
 }
+
+// TestCommitPayloadSkip: the commit payload's skip count (per-event puts)
+// is written only when not 0, so every other commit keeps the layout older
+// builds wrote and read; a record without it reads as skip 0, and a skip of
+// 0 written out or above the event count is refused as malformed.
+func TestCommitPayloadSkip(t *testing.T) {
+	old := func(producer string, seq, events uint64) []byte { // the layout before per-event puts
+		b := binary.AppendUvarint(nil, uint64(len(producer)))
+		b = append(b, producer...)
+		b = binary.AppendUvarint(b, seq)
+		return binary.AppendUvarint(b, events)
+	}
+	for _, c := range []commitInfo{
+		{events: 3},
+		{producer: "p", sequence: 7, events: 2},
+		{producer: "src", sequence: 1 << 40, events: 9, skip: 4},
+		{producer: "src", sequence: 12, events: 1, skip: 1},
+	} {
+		b := appendCommitPayload(nil, c)
+		if c.skip == 0 && !bytes.Equal(b, old(c.producer, c.sequence, c.events)) {
+			t.Fatalf("%+v: payload %x differs from the old layout %x", c, b, old(c.producer, c.sequence, c.events))
+		}
+		got, err := decodeCommit(b)
+		if err != nil || got != c {
+			t.Fatalf("%+v: decoded %+v, %v", c, got, err)
+		}
+	}
+	if got, err := decodeCommit(old("p", 5, 4)); err != nil || got.skip != 0 || got.events != 4 {
+		t.Fatalf("old layout: %+v, %v", got, err)
+	}
+	for name, b := range map[string][]byte{
+		"skip 0 written":        binary.AppendUvarint(old("p", 5, 4), 0),
+		"skip above the events": binary.AppendUvarint(old("p", 5, 4), 5),
+		"trailing byte":         append(binary.AppendUvarint(old("p", 5, 4), 2), 0),
+		"truncated skip":        append(old("p", 5, 4), 0x80),
+	} {
+		if _, err := decodeCommit(b); !errors.Is(err, errPayload) {
+			t.Errorf("%s: %v, want errPayload", name, err)
+		}
+	}
+}

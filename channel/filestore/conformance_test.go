@@ -13,7 +13,8 @@ import (
 )
 
 // The file channel on the real disk (mmap'd queues) and on the crashable
-// memory FS (queue images through vfs) must both pass the shared suite.
+// memory FS (queue images through vfs) must both pass the shared suite,
+// including its restart rules (reopen).
 func TestFileConformance(t *testing.T) {
 	for _, mem := range []bool{false, true} {
 		name := "disk"
@@ -28,7 +29,7 @@ func TestFileConformance(t *testing.T) {
 					fs = vfs.NewCrashableMem()
 					root = "/store"
 				}
-				s, err := filestore.Open(filestore.Options{
+				o := filestore.Options{
 					FS:            fs,
 					DataDirs:      []string{filepath.Join(root, "d1"), filepath.Join(root, "d2")},
 					CheckpointDir: filepath.Join(root, "ckpt"),
@@ -36,12 +37,26 @@ func TestFileConformance(t *testing.T) {
 					SegmentSize:   4 << 20,
 					MinFreeBytes:  -1,
 					Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
-				})
-				if err != nil {
-					t.Fatal(err)
 				}
-				return s
+				return openReopenable(t, o)
 			})
 		})
 	}
 }
+
+// reopenable is a file store the suite can restart (channeltest.Reopener).
+type reopenable struct {
+	*filestore.Store
+	o filestore.Options
+}
+
+func openReopenable(t testing.TB, o filestore.Options) *reopenable {
+	s, err := filestore.Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &reopenable{Store: s, o: o}
+}
+
+// Reopen implements channeltest.Reopener.
+func (r *reopenable) Reopen(t testing.TB) channel.Store { return openReopenable(t, r.o) }

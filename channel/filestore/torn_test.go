@@ -220,3 +220,50 @@ func TestFileTornTakeRedelivered(t *testing.T) {
 		t.Fatalf("StoreStats: torn txns %d, dropped %d; want 1, 0", st.TornTxns, st.TornEventsDropped)
 	}
 }
+
+// A per-event put is judged torn by all its records, the duplicates its
+// commit skips included: one lost page drops it whole, whichever events
+// the page held, and the producer's mark stays at the last whole put.
+func TestFileTornPerEventPutDroppedWhole(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	o := testFileOptions(fs, 1)
+	s := mustOpen(t, o)
+	put := func(first, last uint64) *filePut {
+		tx, err := s.BeginPut(context.Background(), channel.PutOptions{ProducerID: "src"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for n := first; n <= last; n++ {
+			if err := tx.PutSeq("c1", n, channel.Event{Body: []byte("line-" + strconv.FormatUint(n, 10) + "|")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tx.Commit(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return tx.(*filePut)
+	}
+	put(1, 250)
+	// A re-read from 100: 151 duplicates, then 10 new lines, whose records
+	// share the commit record's page or the one before.
+	tx := put(100, 260)
+	if tx.Duplicates() != 151 {
+		t.Fatalf("Duplicates %d, want 151", tx.Duplicates())
+	}
+	clone := killClone(fs)
+	s.Close()
+	o.FS = clone
+	tearTxn(t, o, clone, tx.id)
+	s2 := mustOpen(t, o)
+	defer s2.Close()
+	if st := s2.StoreStats(); st.TornTxns != 1 {
+		t.Fatalf("torn txns %d, want 1", st.TornTxns)
+	}
+	if seq, _, _ := s2.ProducerSequence(context.Background(), "c1", "src"); seq != 250 {
+		t.Fatalf("ProducerSequence %d, want 250: the torn put's sequence is not recorded", seq)
+	}
+	got := drainLines(t, s2, "c1")
+	if len(got) != 250 || got[0] != 1 || got[249] != 250 {
+		t.Fatalf("after the torn put: %d lines, want 1..250", len(got))
+	}
+}
