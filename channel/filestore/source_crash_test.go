@@ -372,7 +372,7 @@ func TestPerEventStraddlingCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
-	var n uint64 = 10 // a re-read from line 10: 10..30 are duplicates
+	var n uint64 = 10                      // a re-read from line 10: 10..30 are duplicates
 	for ; !tx.(*filePut).registered; n++ { // until a batch reached the WAL
 		if err := tx.PutSeq("c1", n, sourceLine(n, rng)); err != nil {
 			t.Fatal(err)
