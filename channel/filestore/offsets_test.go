@@ -3,6 +3,7 @@ package filestore
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -128,5 +129,32 @@ func TestOffsetsSurviveRestart(t *testing.T) {
 				t.Fatalf("new event got offset %d, not above %d", newer[0], slices.Max(offs))
 			}
 		})
+	}
+}
+
+// A checkpoint written by a newer build (a format version this build does
+// not read) makes the open fail closed: no fallback to the older checkpoint
+// or a full replay, which would deliver events again.
+func TestNewerCheckpointRefused(t *testing.T) {
+	fs := vfs.NewMem()
+	o := testFileOptions(fs, 1)
+	s := mustOpen(t, o)
+	putRange(t, s, "c1", 0, 5, 5)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var newest string
+	for _, name := range []string{"checkpoint.A", "checkpoint.B"} {
+		p := fs.PathJoin(o.CheckpointDir, name)
+		if _, err := fs.Stat(p); err == nil {
+			newest = p
+		}
+	}
+	b := readAll(t, fs, newest)
+	b[7] = 99 // the version byte
+	writeFile(t, fs, newest, b)
+	_, err := Open(o)
+	if err == nil || !strings.Contains(err.Error(), "newer build") {
+		t.Fatalf("open with a version-99 checkpoint: %v", err)
 	}
 }
