@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -112,9 +113,17 @@ func (s *suite) testPerEventSequences(t *testing.T) {
 		// A replay from 3 to 8: 3..5 were committed, 6..8 are new.
 		wantDups(t, putSeq(t, st, "src", seqRun{"a", 3, 6}), 3, false)
 		wantMark(t, st, "a", "src", 8)
-		wantStrings(t, "a", drain(t, st, "a"), seqNames("a", 1, 8))
-		if got := stats(t, st, "a").PutSuccesses; got != 8 {
-			t.Fatalf("PutSuccesses %d, want 8 (duplicates are not stored)", got)
+		wantDups(t, putSeq(t, st, "src", seqRun{"a", 9, 1}), 0, false)
+		// The dropped events took no offsets: a sink's ranges stay dense.
+		got, offs := drainOffsets(t, st, "a")
+		wantStrings(t, "a", got, seqNames("a", 1, 9))
+		for i, o := range offs {
+			if o != uint64(i+1) {
+				t.Fatalf("offsets %v, want 1..9", offs)
+			}
+		}
+		if got := stats(t, st, "a").PutSuccesses; got != 9 {
+			t.Fatalf("PutSuccesses %d, want 9 (duplicates are not stored)", got)
 		}
 	})
 	t.Run("all duplicates", func(t *testing.T) {
@@ -287,8 +296,21 @@ func (s *suite) testPerEventSequences(t *testing.T) {
 			t.Fatalf("commit into a full channel: %v, want ErrChannelFull", err)
 		}
 		wantMark(t, st, "a", "src", 7)
-		wantStrings(t, "b", drain(t, st, "b"), []string{"b4", "b5", "b6"})
-		wantStrings(t, "a", drain(t, st, "a"), []string{"a1", "a2", "a3", "a7"})
+		gotB, offB := drainOffsets(t, st, "b")
+		wantStrings(t, "b", gotB, []string{"b4", "b5", "b6"})
+		gotA, offA := drainOffsets(t, st, "a")
+		wantStrings(t, "a", gotA, []string{"a1", "a2", "a3", "a7"})
+		if !slices.Equal(offA, []uint64{1, 2, 3, 4}) || !slices.Equal(offB, []uint64{1, 2, 3}) {
+			t.Fatalf("offsets %v (a) and %v (b), want 1..4 and 1..3: dropped events take none", offA, offB)
+		}
+		// A stored run after a dropped run of another channel takes its
+		// own channel's next offsets.
+		wantDups(t, putSeq(t, st, "src", seqRun{"a", 7, 1}, seqRun{"b", 8, 2}), 1, false)
+		gotB, offB = drainOffsets(t, st, "b")
+		wantStrings(t, "b", gotB, []string{"b8", "b9"})
+		if !slices.Equal(offB, []uint64{4, 5}) {
+			t.Fatalf("offsets of b %v, want 4, 5", offB)
+		}
 	})
 	t.Run("empty per-event put is a keep-alive", func(t *testing.T) {
 		st := s.open(t, cfg("a", 100, 20))
@@ -336,6 +358,34 @@ func (s *suite) testPerEventSequences(t *testing.T) {
 		wantStrings(t, "a", drain(t, st, "a"), []string{"a1", "a2", "a3", "a4", "a7", "a8"})
 		wantStrings(t, "b", drain(t, st, "b"), []string{"b5", "b6", "b9", "b10"})
 	})
+}
+
+// drainOffsets takes and commits everything queued in a channel and returns
+// the bodies and offsets.
+func drainOffsets(t testing.TB, st channel.Store, name string) ([]string, []uint64) {
+	t.Helper()
+	var bs []string
+	var offs []uint64
+	for {
+		tx, err := st.BeginTake(context.Background(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := tx.Take(expired(), 16)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) == 0 {
+			return bs, offs
+		}
+		for _, e := range got {
+			bs = append(bs, string(e.Body))
+			offs = append(offs, e.Offset)
+		}
+	}
 }
 
 func (r seqRun) String() string { return fmt.Sprintf("%s[%d+%d]", r.channel, r.first, r.n) }

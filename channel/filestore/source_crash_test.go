@@ -41,6 +41,7 @@ func lineNumber(t testing.TB, body []byte) uint64 {
 func drainLines(t testing.TB, s channel.Store, ch string) []uint64 {
 	t.Helper()
 	var out []uint64
+	var last uint64 // offsets increase
 	for {
 		tx, err := s.BeginTake(context.Background(), ch)
 		if err != nil {
@@ -54,6 +55,10 @@ func drainLines(t testing.TB, s channel.Store, ch string) []uint64 {
 		}
 		for _, e := range evs {
 			out = append(out, lineNumber(t, e.Body))
+			if e.Offset <= last {
+				t.Fatalf("line %d has offset %d after offset %d", out[len(out)-1], e.Offset, last)
+			}
+			last = e.Offset
 		}
 		if err := tx.Commit(context.Background()); err != nil {
 			t.Fatal(err)
