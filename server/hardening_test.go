@@ -299,6 +299,66 @@ func TestProducerValidation(t *testing.T) {
 	}
 }
 
+// Per-event sequences on the wire: first_sequence per entry, the server's
+// checks of the modes, and duplicates in the response.
+func TestPerEventSequencesWire(t *testing.T) {
+	mem := newMemory(t)
+	_, addr := serveTCP(t, mem, server.Options{})
+	api := sluicev1.NewSluiceClient(dialTCP(t, addr))
+	ctx := ctxT(t)
+	entry := func(first uint64, bodies ...string) *sluicev1.ChannelEvents {
+		ce := &sluicev1.ChannelEvents{Channel: "a", FirstSequence: first}
+		for _, b := range bodies {
+			ce.Events = append(ce.Events, ev(b))
+		}
+		return ce
+	}
+	put := func(id string, seq uint64, entries ...*sluicev1.ChannelEvents) (*sluicev1.PutResponse, error) {
+		return api.Put(ctx, &sluicev1.PutRequest{ProducerId: id, Sequence: seq, Puts: entries})
+	}
+	for _, tc := range []struct {
+		name    string
+		id      string
+		seq     uint64
+		entries []*sluicev1.ChannelEvents
+	}{
+		{"first_sequence without producer", "", 0, []*sluicev1.ChannelEvents{entry(1, "x")}},
+		{"first_sequence in whole-put mode", "p", 4, []*sluicev1.ChannelEvents{entry(1, "x")}},
+		{"per-event entry without first_sequence", "p", 0, []*sluicev1.ChannelEvents{entry(1, "x"), entry(0, "y")}},
+		{"sequences not increasing", "p", 0, []*sluicev1.ChannelEvents{entry(5, "x", "y"), entry(6, "z")}},
+	} {
+		_, err := put(tc.id, tc.seq, tc.entries...)
+		if status.Code(err) != codes.InvalidArgument || reason(err) != sluicev1.ReasonInvalidProducer {
+			t.Errorf("%s: %v (reason %q), want INVALID_ARGUMENT INVALID_PRODUCER", tc.name, err, reason(err))
+		}
+	}
+	if r, err := put("p", 0, entry(1, "1", "2"), entry(5, "5")); err != nil || r.GetCommitted() != 3 || r.GetDuplicates() != 0 || r.GetDeduplicated() {
+		t.Fatalf("p 1,2,5: %v %v", r, err)
+	}
+	if r, err := put("p", 0, entry(2, "2", "3", "4", "5", "6")); err != nil || r.GetCommitted() != 1 || r.GetDuplicates() != 4 || r.GetDeduplicated() {
+		t.Fatalf("p 2..6 after 5: %v %v", r, err)
+	}
+	if r, err := put("p", 0, entry(6, "6")); err != nil || r.GetCommitted() != 0 || r.GetDuplicates() != 1 || !r.GetDeduplicated() {
+		t.Fatalf("p 6 again: %v %v", r, err)
+	}
+	if r, err := put("p", 0); err != nil || r.GetCommitted() != 0 || r.GetDeduplicated() {
+		t.Fatalf("empty per-event put: %v %v", r, err)
+	}
+	// A whole put's dedup reports its events as duplicates.
+	if r, err := put("q", 3, entry(0, "q")); err != nil || r.GetCommitted() != 1 {
+		t.Fatalf("q/3: %v %v", r, err)
+	}
+	if r, err := put("q", 3, entry(0, "q", "q")); err != nil || !r.GetDeduplicated() || r.GetDuplicates() != 2 {
+		t.Fatalf("q/3 again: %v %v", r, err)
+	}
+	if seq, ok, _ := mem.ProducerSequence(ctx, "a", "p"); !ok || seq != 6 {
+		t.Fatalf("mark of p: %d %v, want 6", seq, ok)
+	}
+	if st, _ := mem.Stats(context.Background(), "a"); st.Size != 5 {
+		t.Fatalf("size %d, want 5 (1, 2, 5, 6, q)", st.Size)
+	}
+}
+
 // recvAll reads the batches answering one take request.
 func recvAll(t *testing.T, s sluicev1.Sluice_TakeClient) []*sluicev1.Event {
 	t.Helper()
