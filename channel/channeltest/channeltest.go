@@ -996,6 +996,27 @@ func (s *suite) testTxnDone(t *testing.T) {
 			if err := tx.Put("a", ev("y")); !errors.Is(err, channel.ErrTxnDone) {
 				t.Errorf("Put: %v, want ErrTxnDone", err)
 			}
+			// Per-event mode: its calls, too.
+			pe, err := ch.BeginPut(ctx, channel.PutOptions{ProducerID: "p-" + name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := pe.PutSeq("a", 1, ev("x")); err != nil {
+				t.Fatal(err)
+			}
+			if commit {
+				err = pe.Commit(ctx)
+			} else {
+				err = pe.Rollback()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for call, err := range map[string]error{"PutSeq": pe.PutSeq("a", 2, ev("y")), "Put": pe.Put("a", ev("y")), "Commit": pe.Commit(ctx)} {
+				if !errors.Is(err, channel.ErrTxnDone) {
+					t.Errorf("per-event %s: %v, want ErrTxnDone", call, err)
+				}
+			}
 			if err := tx.Commit(ctx); !errors.Is(err, channel.ErrTxnDone) {
 				t.Errorf("Commit: %v, want ErrTxnDone", err)
 			}

@@ -105,6 +105,9 @@ func (s *Store) BeginPut(ctx context.Context, opts channel.PutOptions) (channel.
 }
 
 func (p *filePut) Put(name string, events ...channel.Event) error {
+	if p.done {
+		return channel.ErrTxnDone
+	}
 	if err := p.opts.CheckPut(); err != nil {
 		return fmt.Errorf("file channel: %w", err)
 	}
@@ -113,6 +116,9 @@ func (p *filePut) Put(name string, events ...channel.Event) error {
 
 // PutSeq implements channel.PutTxn.
 func (p *filePut) PutSeq(name string, first uint64, events ...channel.Event) error {
+	if p.done {
+		return channel.ErrTxnDone
+	}
 	if _, err := p.opts.CheckPutSeq(p.lastSeq, first, len(events)); err != nil {
 		return fmt.Errorf("file channel: %w", err)
 	}

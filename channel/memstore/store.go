@@ -306,6 +306,9 @@ func (p *memPut) part(c *memChan) *memPutPart {
 
 // Put implements PutTxn.
 func (p *memPut) Put(name string, events ...channel.Event) error {
+	if p.done {
+		return channel.ErrTxnDone
+	}
 	if err := p.opts.CheckPut(); err != nil {
 		return fmt.Errorf("memory channel: %w", err)
 	}
@@ -315,6 +318,9 @@ func (p *memPut) Put(name string, events ...channel.Event) error {
 
 // PutSeq implements PutTxn.
 func (p *memPut) PutSeq(name string, first uint64, events ...channel.Event) error {
+	if p.done {
+		return channel.ErrTxnDone
+	}
 	last, err := p.opts.CheckPutSeq(p.lastSeq, first, len(events))
 	if err != nil {
 		return fmt.Errorf("memory channel: %w", err)

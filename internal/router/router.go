@@ -234,6 +234,9 @@ type put struct {
 }
 
 func (p *put) Put(name string, events ...channel.Event) error {
+	if p.done {
+		return channel.ErrTxnDone
+	}
 	if err := p.opts.CheckPut(); err != nil {
 		return err
 	}
@@ -248,6 +251,9 @@ func (p *put) Put(name string, events ...channel.Event) error {
 // bad call fails before it opens the transaction on a store; the store
 // checks that the sequences increase.
 func (p *put) PutSeq(name string, first uint64, events ...channel.Event) error {
+	if p.done {
+		return channel.ErrTxnDone
+	}
 	if _, err := p.opts.CheckPutSeq(0, first, len(events)); err != nil {
 		return err
 	}
