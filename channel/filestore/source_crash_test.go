@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -242,26 +243,25 @@ func firstDiff(a, b []uint64) int {
 }
 
 // syncBlocker is an errorfs injector that, while armed, holds every
-// fdatasync of a WAL segment until released.
+// fdatasync of one WAL segment (path) until released. Other segments (the
+// allocator zeroing spare ones in the background) go on.
 type syncBlocker struct {
 	mu      sync.Mutex
 	armed   bool
+	path    string
 	release chan struct{}
-	blocked chan struct{} // closed when the first sync is held
-	once    sync.Once
 }
 
 func (b *syncBlocker) String() string { return "syncBlocker" }
 
 func (b *syncBlocker) MaybeError(op errorfs.Op) error {
-	if op.Kind != errorfs.OpFileSyncData || !strings.HasSuffix(strings.TrimSuffix(op.Path, ".tmp"), ".wal") {
+	if op.Kind != errorfs.OpFileSyncData {
 		return nil
 	}
 	b.mu.Lock()
-	armed, release := b.armed, b.release
+	armed, release := b.armed && onSegment(op.Path, b.path), b.release
 	b.mu.Unlock()
 	if armed {
-		b.once.Do(func() { close(b.blocked) })
 		<-release
 	}
 	return nil
@@ -305,17 +305,50 @@ func wantLines(t *testing.T, got []uint64, from, to uint64) {
 // the producer's mark.
 func TestPerEventCommittingAtCheckpoint(t *testing.T) {
 	mem := vfs.NewCrashableMem()
-	b := &syncBlocker{release: make(chan struct{}), blocked: make(chan struct{})}
+	b := &syncBlocker{release: make(chan struct{})}
 	o := testFileOptions(errorfs.Wrap(mem, b), 1)
+	o.SegmentSize = 1 << 20 // the test's few small records stay in one segment
 	s := mustOpen(t, o)
-	putPerEvent(t, s, "src", 1, 10)
+	small := func(first, last uint64) channel.PutTxn { // events of some 10 bytes
+		tx, err := s.BeginPut(context.Background(), channel.PutOptions{ProducerID: "src"})
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		for n := first; n <= last; n++ {
+			if err := tx.PutSeq("c1", n, channel.Event{Body: []byte("line-" + strconv.FormatUint(n, 10) + "|")}); err != nil {
+				t.Error(err)
+			}
+		}
+		if err := tx.Commit(context.Background()); err != nil {
+			t.Error(err)
+		}
+		return tx
+	}
+	small(1, 10)
 
 	b.mu.Lock()
-	b.armed = true
+	b.armed, b.path = true, activeSegment(s, 0)
 	b.mu.Unlock()
 	committed := make(chan channel.PutTxn)
-	go func() { committed <- putPerEvent(t, s, "src", 4, 15) }() // 4..10 are duplicates
-	<-b.blocked
+	go func() { committed <- small(4, 15) }() // 4..10 are duplicates
+	// Wait until its commit record is written and its fdatasync held.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		s.mu.Lock()
+		committing := false
+		for _, p := range s.puts {
+			committing = committing || p.committing
+		}
+		s.mu.Unlock()
+		if committing {
+			break
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("the put never reached its commit's fdatasync\n%s", buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(time.Millisecond)
+	}
 	floor := s.txnFloor.Load()
 	ckpt := make(chan error, 1)
 	go func() { ckpt <- s.Checkpoint() }()
@@ -326,8 +359,8 @@ func TestPerEventCommittingAtCheckpoint(t *testing.T) {
 	b.armed = false
 	close(b.release)
 	b.mu.Unlock()
-	if tx := <-committed; tx.Duplicates() != 7 {
-		t.Fatalf("Duplicates %d, want 7", tx.Duplicates())
+	if tx := <-committed; tx == nil || tx.Duplicates() != 7 {
+		t.Fatalf("the committing put: %v", tx)
 	}
 	if err := <-ckpt; err != nil {
 		t.Fatal(err)
