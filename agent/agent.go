@@ -34,7 +34,7 @@ import (
 
 // Options configure an Agent. Zero fields take the defaults shown.
 type Options struct {
-	Registry *Registry   // component types (required): builtin.Registry() for Sluice's own
+	Registry *Registry    // component types (required): builtin.Registry() for Sluice's own
 	Log      *slog.Logger // slog.Default()
 	// RestartMin and RestartMax bound the backoff before a failed
 	// component runs again: RestartMin, doubling up to RestartMax.

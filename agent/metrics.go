@@ -33,17 +33,17 @@ type SourceCounters struct {
 // event and batch counts, ChannelReadFail and EventWriteFail; a sink that
 // connects to something counts ConnectionCreated and ConnectionFailed.
 type SinkCounters struct {
-	EventDrainAttempt  atomic.Int64 // events taken
-	EventDrainSuccess  atomic.Int64 // events whose take committed after the write
-	BatchComplete      atomic.Int64 // takes that filled the batch
-	BatchEmpty         atomic.Int64 // takes that found the channel empty
-	BatchUnderflow     atomic.Int64 // takes of fewer events than the batch
-	ConnectionCreated  atomic.Int64
-	ConnectionClosed   atomic.Int64
-	ConnectionFailed   atomic.Int64
-	ChannelReadFail    atomic.Int64 // take or commit errors
-	EventWriteFail     atomic.Int64 // failed writes (one per failed batch)
-	ProcessFailures    atomic.Int64 // Process calls that failed or panicked (Sluice)
+	EventDrainAttempt atomic.Int64 // events taken
+	EventDrainSuccess atomic.Int64 // events whose take committed after the write
+	BatchComplete     atomic.Int64 // takes that filled the batch
+	BatchEmpty        atomic.Int64 // takes that found the channel empty
+	BatchUnderflow    atomic.Int64 // takes of fewer events than the batch
+	ConnectionCreated atomic.Int64
+	ConnectionClosed  atomic.Int64
+	ConnectionFailed  atomic.Int64
+	ChannelReadFail   atomic.Int64 // take or commit errors
+	EventWriteFail    atomic.Int64 // failed writes (one per failed batch)
+	ProcessFailures   atomic.Int64 // Process calls that failed or panicked (Sluice)
 }
 
 // RunCounters are a runner's (a source's, an ungrouped sink's or a sink
