@@ -30,7 +30,7 @@ bench:
 # 3 crash/recover rounds each. `make test` runs 300 (+75).
 CRASH_SEEDS ?= 10000
 crash-sim:
-	SLUICE_CRASH_SEEDS=$(CRASH_SEEDS) $(GO) test -count=1 -timeout 120m -run 'TestFileCrashSimulation' ./channel/
+	SLUICE_CRASH_SEEDS=$(CRASH_SEEDS) $(GO) test -count=1 -timeout 120m -run 'TestFileCrashSimulation' ./channel/filestore/
 
 FUZZTIME ?= 30s
 fuzz:

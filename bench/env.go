@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 
 	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/channel/filestore"
+	"github.com/sluicehq/sluice/channel/memstore"
 	"github.com/sluicehq/sluice/client"
 	"github.com/sluicehq/sluice/crypto"
 	"github.com/sluicehq/sluice/server"
@@ -21,10 +23,10 @@ const chanName = "bench"
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // env is the store of one case run: the store itself and, per worker, the
-// channel.Channel the worker uses (the store, or a gRPC client of it).
+// channel.Store the worker uses (the store, or a gRPC client of it).
 type env struct {
-	store   channel.Channel
-	workers []channel.Channel
+	store   channel.Store
+	workers []channel.Store
 	closers []func() error
 }
 
@@ -49,14 +51,14 @@ func capacity(c Case, budget int64) int64 {
 func txnCapacity(c Case) int { return max(c.Batch, 10_000) }
 
 // openEnv opens the case's store; workers is the number of goroutines that
-// each need a channel.Channel.
+// each need a channel.Store.
 func openEnv(ctx context.Context, c Case, budget, segment int64, workers int) (*env, error) {
 	cc := channel.ChannelConfig{Name: chanName, Capacity: capacity(c, budget), TransactionCapacity: txnCapacity(c)}
 	maxEvent := max(c.EventSize+1024, channel.DefaultMaxEventSize)
 	e := &env{}
 	switch c.Kind {
 	case Memory, MemoryGRPC:
-		m, err := channel.NewMemory(channel.MemoryOptions{Channels: []channel.ChannelConfig{cc}, MaxEventSize: maxEvent})
+		m, err := memstore.New(memstore.Options{Channels: []channel.ChannelConfig{cc}, MaxEventSize: maxEvent})
 		if err != nil {
 			return nil, err
 		}
@@ -71,7 +73,7 @@ func openEnv(ctx context.Context, c Case, budget, segment int64, workers int) (*
 			return nil, err
 		}
 		e.closers = append(e.closers, func() error { return os.RemoveAll(dir) })
-		o := channel.FileOptions{
+		o := filestore.Options{
 			DataDirs:      []string{filepath.Join(dir, "data")},
 			CheckpointDir: filepath.Join(dir, "ckpt"),
 			Channels:      []channel.ChannelConfig{cc},
@@ -96,7 +98,7 @@ func openEnv(ctx context.Context, c Case, budget, segment int64, workers int) (*
 				return nil, err
 			}
 		}
-		f, err := channel.OpenFile(o)
+		f, err := filestore.Open(o)
 		if err != nil {
 			e.close()
 			return nil, err

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/channel/filestore"
 )
 
 // RecoveryConfig is a `sluice bench recovery` run.
@@ -42,20 +43,20 @@ type RecoveryResult struct {
 	DataDirBytes     int64   `json:"data_dir_bytes"`
 	FillSec          float64 `json:"fill_s"`
 	FillEventsPerSec float64 `json:"fill_events_per_s"`
-	// CrashOpenSec is OpenFile after kill -9 of the filling process, with
+	// CrashOpenSec is filestore.Open after kill -9 of the filling process, with
 	// no checkpoint since the fill began: the whole WAL is replayed.
 	CrashOpenSec float64 `json:"crash_open_s"`
 	// ReplayMBPerSec is WALBytes / CrashOpenSec.
 	ReplayMBPerSec float64 `json:"replay_mb_per_s"`
-	// CleanOpenSec is OpenFile after a clean Close (from the checkpoint).
+	// CleanOpenSec is filestore.Open after a clean Close (from the checkpoint).
 	CleanOpenSec float64 `json:"clean_open_s"`
 	// Recovered is the channel size after each open (must equal Events).
 	CrashRecovered int64 `json:"crash_recovered_events"`
 	CleanRecovered int64 `json:"clean_recovered_events"`
 }
 
-func recoveryOptions(dir string, events int64, batch int) channel.FileOptions {
-	return channel.FileOptions{
+func recoveryOptions(dir string, events int64, batch int) filestore.Options {
+	return filestore.Options{
 		DataDirs:      []string{filepath.Join(dir, "data")},
 		CheckpointDir: filepath.Join(dir, "ckpt"),
 		Channels: []channel.ChannelConfig{{
@@ -77,7 +78,7 @@ func FillAndWait(dir string, events int64, size, batch int, w io.Writer) error {
 	if batch <= 0 {
 		batch = 1000
 	}
-	s, err := channel.OpenFile(recoveryOptions(dir, events, batch))
+	s, err := filestore.Open(recoveryOptions(dir, events, batch))
 	if err != nil {
 		return err
 	}
@@ -151,7 +152,7 @@ func Recovery(ctx context.Context, cfg RecoveryConfig) (*RecoveryResult, error) 
 	o := recoveryOptions(cfg.Dir, cfg.Events, cfg.Batch)
 	open := func() (time.Duration, int64, error) {
 		t0 := time.Now()
-		s, err := channel.OpenFile(o)
+		s, err := filestore.Open(o)
 		if err != nil {
 			return 0, 0, err
 		}

@@ -161,7 +161,7 @@ func body(n int) []byte {
 const maxPrefillEvents = 2_000_000
 
 // prefill puts events until the channel holds the prefill target.
-func prefill(ctx context.Context, ch channel.Channel, c Case, budget int64) error {
+func prefill(ctx context.Context, ch channel.Store, c Case, budget int64) error {
 	n := min(budget/int64(c.EventSize+RecordOverhead+128), maxPrefillEvents, capacity(c, budget))
 	st, err := ch.Stats(context.Background(), chanName)
 	if err != nil {
@@ -195,7 +195,7 @@ func prefill(ctx context.Context, ch channel.Channel, c Case, budget int64) erro
 }
 
 // drain takes and commits everything queued, in large transactions.
-func drain(ctx context.Context, ch channel.Channel, c Case) error {
+func drain(ctx context.Context, ch channel.Store, c Case) error {
 	for {
 		tx, err := ch.BeginTake(ctx, chanName)
 		if err != nil {
@@ -284,7 +284,7 @@ func drive(ctx context.Context, e *env, c Case, d time.Duration) (*sample, error
 	return s, nil
 }
 
-func produce(ctx context.Context, ch channel.Channel, c Case, b []byte, running func() bool, halt func(string), wr *workerResult) error {
+func produce(ctx context.Context, ch channel.Store, c Case, b []byte, running func() bool, halt func(string), wr *workerResult) error {
 	events := make([]channel.Event, c.Batch)
 	for i := range events {
 		events[i] = channel.Event{Body: b}
@@ -326,7 +326,7 @@ func produce(ctx context.Context, ch channel.Channel, c Case, b []byte, running 
 // counts the channel as drained.
 const takeWait = 50 * time.Millisecond
 
-func consume(ctx context.Context, ch channel.Channel, c Case, running func() bool, halt func(string), wr *workerResult) error {
+func consume(ctx context.Context, ch channel.Store, c Case, running func() bool, halt func(string), wr *workerResult) error {
 	for running() {
 		t0 := time.Now()
 		tx, err := ch.BeginTake(ctx, chanName)

@@ -1,10 +1,15 @@
 // Package channel defines the one interface that sources, sinks, the gRPC
-// server and the client share, and the channel kinds built on it: the durable
-// file channel (wal + queue + checkpoint) and the volatile memory channel.
+// server and the client share: a Store of named channels, its transactions,
+// the event type and the errors callers branch on. It imports no storage
+// engine, so a client application pays for none; the implementations are
+// their own packages: filestore (the durable file channel: wal + queue +
+// checkpoint), memstore (volatile), client (over gRPC) and the server's
+// router (several stores as one).
 //
-// A Channel is a set of named channels (queues) that share one store. A put
-// transaction may put events into several of its channels and commits on all
-// or none; a take transaction takes from one channel's head.
+// The vocabulary is Flume's: a channel is one queue; a store holds one or
+// more channels that a put can cover atomically. A put transaction may put
+// events into several channels of its store and commits on all or none; a
+// take transaction takes from one channel's head.
 package channel
 
 import (
@@ -123,6 +128,10 @@ var (
 // memory and in every checkpoint until it expires.
 const MaxProducerIDLen = 256
 
+// DefaultProducerExpiry is how long a producer's deduplication entry is kept
+// after its last commit when the options leave it zero.
+const DefaultProducerExpiry = 7 * 24 * time.Hour
+
 // DefaultMaxProducers is how many producer ids a store remembers at most
 // when its options leave it zero.
 const DefaultMaxProducers = 100_000
@@ -223,8 +232,9 @@ type Stats struct {
 	MaxEventSize        int
 }
 
-// Channel is a store of one or more named channels.
-type Channel interface {
+// Store holds one or more named channels (queues). Every implementation
+// passes the conformance suite in channel/channeltest.
+type Store interface {
 	// Channels lists the channel names, sorted.
 	Channels() []string
 	// BeginPut opens a put transaction.

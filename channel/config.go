@@ -3,7 +3,6 @@ package channel
 import (
 	"fmt"
 	"regexp"
-	"sync/atomic"
 	"time"
 )
 
@@ -59,37 +58,4 @@ func (c *ChannelConfig) Validate() error {
 		return fmt.Errorf("channel %q: keepAlive %v must not be negative", c.Name, c.KeepAlive)
 	}
 	return nil
-}
-
-// validateChannels applies defaults, validates each config and rejects
-// duplicate names. It returns the configs by name.
-func validateChannels(cfgs []ChannelConfig) (map[string]ChannelConfig, error) {
-	if len(cfgs) == 0 {
-		return nil, fmt.Errorf("no channels configured")
-	}
-	out := make(map[string]ChannelConfig, len(cfgs))
-	for _, c := range cfgs {
-		c.EnsureDefaults()
-		if err := c.Validate(); err != nil {
-			return nil, err
-		}
-		if _, dup := out[c.Name]; dup {
-			return nil, fmt.Errorf("channel %q configured twice", c.Name)
-		}
-		out[c.Name] = c
-	}
-	return out, nil
-}
-
-// counters are the Flume-style per-channel counters every kind keeps.
-type counters struct {
-	putAttempts, putSuccesses, takeAttempts, takeSuccesses atomic.Int64
-}
-
-// fill copies the counters into st.
-func (c *counters) fill(st *Stats) {
-	st.PutAttempts = c.putAttempts.Load()
-	st.PutSuccesses = c.putSuccesses.Load()
-	st.TakeAttempts = c.takeAttempts.Load()
-	st.TakeSuccesses = c.takeSuccesses.Load()
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/channel/filestore"
 	"github.com/sluicehq/sluice/client"
 	"github.com/sluicehq/sluice/server"
 )
@@ -28,7 +29,7 @@ func BenchmarkGRPCFilePut(b *testing.B) {
 				}
 				b.Run(fmt.Sprintf("size=%d/batch=%d/clients=%d", size, batch, clients), func(b *testing.B) {
 					root := b.TempDir()
-					store, err := channel.OpenFile(channel.FileOptions{
+					store, err := filestore.Open(filestore.Options{
 						DataDirs:      []string{filepath.Join(root, "data")},
 						CheckpointDir: filepath.Join(root, "ckpt"),
 						Channels:      []channel.ChannelConfig{{Name: "bench", Capacity: 50_000_000, TransactionCapacity: 1000}},

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/channel/memstore"
 	"github.com/sluicehq/sluice/client"
 	"github.com/sluicehq/sluice/server"
 )
@@ -14,9 +15,9 @@ import (
 const benchCapacity = 200_000
 
 // benchServer serves a memory channel on a 127.0.0.1 listener.
-func benchServer(b *testing.B) (*channel.Memory, *client.Client) {
+func benchServer(b *testing.B) (*memstore.Store, *client.Client) {
 	b.Helper()
-	mem, err := channel.NewMemory(channel.MemoryOptions{Channels: []channel.ChannelConfig{
+	mem, err := memstore.New(memstore.Options{Channels: []channel.ChannelConfig{
 		{Name: "bench", Capacity: benchCapacity, TransactionCapacity: 1000},
 	}})
 	if err != nil {
@@ -53,7 +54,7 @@ func benchEvents(size, n int) []channel.Event {
 }
 
 // emptyInProcess drains the channel without gRPC.
-func emptyInProcess(b *testing.B, mem *channel.Memory) {
+func emptyInProcess(b *testing.B, mem *memstore.Store) {
 	ctx := context.Background()
 	for {
 		txn, _ := mem.BeginTake(ctx, "bench")

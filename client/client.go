@@ -1,4 +1,4 @@
-// Package client implements channel.Channel over the Sluice gRPC API, so a
+// Package client implements channel.Store over the Sluice gRPC API, so a
 // source or sink runs unchanged against a remote server.
 //
 // Puts: BeginPut buffers events locally; Commit sends them in one Put
@@ -118,7 +118,7 @@ func TLSConfigFromFiles(caFile, certFile, keyFile string) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// Client is a channel.Channel served by a remote Sluice server. It is safe
+// Client is a channel.Store served by a remote Sluice server. It is safe
 // for concurrent use; its transactions are not.
 type Client struct {
 	conn     *grpc.ClientConn
@@ -141,7 +141,7 @@ type Client struct {
 	idleTake map[string][]*takeStream
 }
 
-var _ channel.Channel = (*Client)(nil)
+var _ channel.Store = (*Client)(nil)
 
 type producerSlot struct {
 	id  string
@@ -237,7 +237,7 @@ func (c *Client) Channels() []string { return append([]string(nil), c.channels..
 
 // ProducerSequence reports the last sequence producerID committed to the
 // server's store holding ch (ok false: not remembered), bounded by ctx and
-// Options.CallTimeout. See channel.Channel.
+// Options.CallTimeout. See channel.Store.
 func (c *Client) ProducerSequence(ctx context.Context, ch, producerID string) (uint64, bool, error) {
 	if c.isClosed() {
 		return 0, false, channel.ErrClosed

@@ -9,6 +9,8 @@ import (
 
 	"github.com/sluicehq/sluice/channel"
 	"github.com/sluicehq/sluice/channel/channeltest"
+	"github.com/sluicehq/sluice/channel/filestore"
+	"github.com/sluicehq/sluice/channel/memstore"
 	"github.com/sluicehq/sluice/client"
 	"github.com/sluicehq/sluice/server"
 )
@@ -33,14 +35,14 @@ func (r *remote) Close() error {
 func TestClientConformance(t *testing.T) {
 	for _, kind := range []string{"memory", "file"} {
 		t.Run(kind, func(t *testing.T) {
-			channeltest.RunRemote(t, func(t testing.TB, cfgs []channel.ChannelConfig) channel.Channel {
-				var st channel.Channel
+			channeltest.RunRemote(t, func(t testing.TB, cfgs []channel.ChannelConfig) channel.Store {
+				var st channel.Store
 				var err error
 				if kind == "memory" {
-					st, err = channel.NewMemory(channel.MemoryOptions{Channels: cfgs})
+					st, err = memstore.New(memstore.Options{Channels: cfgs})
 				} else {
 					root := t.TempDir()
-					st, err = channel.OpenFile(channel.FileOptions{
+					st, err = filestore.Open(filestore.Options{
 						DataDirs:      []string{filepath.Join(root, "d1")},
 						CheckpointDir: filepath.Join(root, "ckpt"),
 						Channels:      cfgs,

@@ -11,23 +11,24 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/channel/memstore"
 	"github.com/sluicehq/sluice/client"
 	"github.com/sluicehq/sluice/server"
 )
 
 type env struct {
-	mem  *channel.Memory
+	mem  *memstore.Store
 	srv  *server.Server
 	lis  *bufconn.Listener
 	done chan error
 }
 
-func newMemory(t testing.TB, cfgs ...channel.ChannelConfig) *channel.Memory {
+func newMemory(t testing.TB, cfgs ...channel.ChannelConfig) *memstore.Store {
 	t.Helper()
 	if len(cfgs) == 0 {
 		cfgs = []channel.ChannelConfig{{Name: "a", Capacity: 10000, TransactionCapacity: 1000}, {Name: "b", Capacity: 10000, TransactionCapacity: 1000}}
 	}
-	mem, err := channel.NewMemory(channel.MemoryOptions{Channels: cfgs, MaxEventSize: 64 << 10})
+	mem, err := memstore.New(memstore.Options{Channels: cfgs, MaxEventSize: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +37,7 @@ func newMemory(t testing.TB, cfgs ...channel.ChannelConfig) *channel.Memory {
 }
 
 // start serves mem over bufconn.
-func start(t testing.TB, mem *channel.Memory, opts server.Options) *env {
+func start(t testing.TB, mem *memstore.Store, opts server.Options) *env {
 	t.Helper()
 	if opts.MaxEventSize == 0 {
 		opts.MaxEventSize = 64 << 10
@@ -90,7 +91,7 @@ func events(prefix string, n int) []channel.Event {
 	return evs
 }
 
-func put(t testing.TB, ch channel.Channel, name string, evs ...channel.Event) {
+func put(t testing.TB, ch channel.Store, name string, evs ...channel.Event) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -107,7 +108,7 @@ func put(t testing.TB, ch channel.Channel, name string, evs ...channel.Event) {
 }
 
 // drain takes and commits everything queued in name, in-process.
-func drain(t testing.TB, ch channel.Channel, name string) []string {
+func drain(t testing.TB, ch channel.Store, name string) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -150,7 +151,7 @@ func names(prefix string, from, to int) []string {
 }
 
 // waitInFlight waits until no events of name are held by take transactions.
-func waitInFlight(t testing.TB, ch channel.Channel, name string) {
+func waitInFlight(t testing.TB, ch channel.Store, name string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {

@@ -54,6 +54,8 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/channel/filestore"
+	"github.com/sluicehq/sluice/channel/memstore"
 	"github.com/sluicehq/sluice/crypto"
 )
 
@@ -212,9 +214,9 @@ type Store struct {
 	Type     string // TypeFile or TypeMemory
 	Channels []string
 	// File is set for TypeFile (Logger and FS left nil).
-	File channel.FileOptions
+	File filestore.Options
 	// Memory is set for TypeMemory.
-	Memory channel.MemoryOptions
+	Memory memstore.Options
 	// Origins say which configuration entry named each directory and file
 	// of the store, for errors raised when it opens (see Explain).
 	Origins []Origin
@@ -845,7 +847,7 @@ func (c *Config) stores(p *parser) ([]Store, error) {
 			key := strings.Join(ch.DataDirs, "\x00") + "\x01" + ch.CheckpointDir
 			g = byKey[key]
 			if g == nil {
-				g = &group{store: Store{Type: TypeFile, File: channel.FileOptions{
+				g = &group{store: Store{Type: TypeFile, File: filestore.Options{
 					DataDirs: slices.Clone(ch.DataDirs), CheckpointDir: ch.CheckpointDir,
 				}}, first: ch, owner: map[string]*Channel{}}
 				for _, d := range append(slices.Clone(ch.DataDirs), ch.CheckpointDir) {

@@ -36,7 +36,7 @@ import (
 // segment from EncryptedSince on holds only sealed records, and from
 // BoundSince on only bound ones; an unsealed (or legacy-sealed) record there
 // is refused, not delivered. Both points are recorded in the store's
-// authenticated crypto manifest (channel/file_crypto.go).
+// authenticated crypto manifest (channel/filestore/crypto.go).
 
 // StoreIDSize is the size of a store identity.
 const StoreIDSize = 16

@@ -1,4 +1,4 @@
-// Package metrics exposes a channel.Channel's statistics over HTTP:
+// Package metrics exposes a channel.Store's statistics over HTTP:
 //
 //   - /metrics: Prometheus text format, from a registry private to the
 //     Metrics value (nothing is registered globally);
@@ -27,17 +27,18 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/channel/filestore"
 )
 
 // StoreStatser is implemented by stores that report store-wide figures.
 type StoreStatser interface {
-	StoreStats() channel.StoreStats
+	StoreStats() filestore.StoreStats
 }
 
 // Metrics collects one store's metrics. Its zero value is not usable; call
 // New.
 type Metrics struct {
-	ch      channel.Channel
+	ch      channel.Store
 	reg     *prometheus.Registry
 	rpcs    *prometheus.CounterVec
 	mux     *http.ServeMux
@@ -48,7 +49,7 @@ type Metrics struct {
 
 // New returns the metrics of ch with a fresh registry holding the channel
 // collector, the Go runtime and process collectors.
-func New(ch channel.Channel) *Metrics {
+func New(ch channel.Store) *Metrics {
 	m := &Metrics{ch: ch, reg: prometheus.NewRegistry()}
 	m.rpcs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_grpc_requests_total",
@@ -191,7 +192,7 @@ func (m *Metrics) serveJSON(w http.ResponseWriter, r *http.Request) {
 
 // collector turns channel.Stats (and StoreStats) into Prometheus metrics at
 // scrape time.
-type collector struct{ ch channel.Channel }
+type collector struct{ ch channel.Store }
 
 var (
 	lbl     = []string{"channel"}

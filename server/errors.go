@@ -40,7 +40,7 @@ func statusErr(code codes.Code, reason, format string, args ...any) error {
 	return newStatus(code, reason, 0, fmt.Sprintf(format, args...)).Err()
 }
 
-// classify maps an error of a channel.Channel to a gRPC code, an ErrorInfo
+// classify maps an error of a channel.Store to a gRPC code, an ErrorInfo
 // reason (empty for errors that are not one of the channel's sentinels), a
 // retry hint and the short, generic message sent to the client. The message
 // never carries the error's own text: store errors name data directories,

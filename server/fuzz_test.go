@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluicehq/sluice/api/sluicev1"
 	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/channel/memstore"
 )
 
 // FuzzPut decodes arbitrary bytes as a PutRequest and runs the Put handler
@@ -23,7 +24,7 @@ func FuzzPut(f *testing.F) {
 	seed(&sluicev1.PutRequest{Puts: []*sluicev1.ChannelEvents{{Channel: "a", Events: []*sluicev1.Event{{Body: []byte("x")}}}}})
 	seed(&sluicev1.PutRequest{Puts: []*sluicev1.ChannelEvents{{Channel: "b", Events: []*sluicev1.Event{{Headers: []*sluicev1.Header{{Key: []byte("k"), Value: []byte{0xff}}}}}}}, ProducerId: "p", Sequence: 1})
 	seed(&sluicev1.PutRequest{Puts: []*sluicev1.ChannelEvents{{Channel: ""}, {Channel: "zz"}}})
-	mem, err := channel.NewMemory(channel.MemoryOptions{Channels: []channel.ChannelConfig{
+	mem, err := memstore.New(memstore.Options{Channels: []channel.ChannelConfig{
 		{Name: "a", Capacity: 1 << 20, TransactionCapacity: 100}, {Name: "b", Capacity: 1 << 20, TransactionCapacity: 100},
 	}})
 	if err != nil {
@@ -51,7 +52,7 @@ func FuzzPut(f *testing.F) {
 	})
 }
 
-func size(mem *channel.Memory) int64 {
+func size(mem *memstore.Store) int64 {
 	var n int64
 	for _, c := range mem.Channels() {
 		st, _ := mem.Stats(context.Background(), c)

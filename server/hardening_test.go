@@ -31,11 +31,12 @@ import (
 
 	"github.com/sluicehq/sluice/api/sluicev1"
 	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/channel/memstore"
 	"github.com/sluicehq/sluice/server"
 )
 
 // serveTCP serves ch on 127.0.0.1:0 and returns the server and its address.
-func serveTCP(t *testing.T, ch channel.Channel, opts server.Options) (*server.Server, string) {
+func serveTCP(t *testing.T, ch channel.Store, opts server.Options) (*server.Server, string) {
 	t.Helper()
 	srv, err := server.New(ch, opts)
 	if err != nil {
@@ -321,7 +322,7 @@ func recvAll(t *testing.T, s sluicev1.Sluice_TakeClient) []*sluicev1.Event {
 // Item 3: one take request stops at MaxTakeBytes instead of taking
 // transactionCapacity events at once.
 func TestTakeStopsAtMaxTakeBytes(t *testing.T) {
-	mem, err := channel.NewMemory(channel.MemoryOptions{MaxEventSize: 64 << 10,
+	mem, err := memstore.New(memstore.Options{MaxEventSize: 64 << 10,
 		Channels: []channel.ChannelConfig{{Name: "a", Capacity: 1000, TransactionCapacity: 1000}}})
 	if err != nil {
 		t.Fatal(err)
@@ -409,7 +410,7 @@ func TestTakeStreamsCapped(t *testing.T) {
 // lease: the lease runs while the server is blocked sending to it.
 func TestLeaseWhileClientStopsReading(t *testing.T) {
 	const evSize = 200 << 10
-	mem, err := channel.NewMemory(channel.MemoryOptions{MaxEventSize: 256 << 10,
+	mem, err := memstore.New(memstore.Options{MaxEventSize: 256 << 10,
 		Channels: []channel.ChannelConfig{{Name: "a", Capacity: 100, TransactionCapacity: 100}}})
 	if err != nil {
 		t.Fatal(err)
@@ -553,7 +554,7 @@ func (s *syncBuffer) String() string {
 // failingStore is a memory channel whose puts fail with a configurable
 // error, as a file store's do when the disk fails.
 type failingStore struct {
-	*channel.Memory
+	*memstore.Store
 	err error
 }
 
@@ -566,7 +567,7 @@ func (f *failingStore) BeginPut(context.Context, channel.PutOptions) (channel.Pu
 func TestStoreErrorsDoNotLeakToClients(t *testing.T) {
 	const path = "/srv/sluice/data1/segment-000042.wal"
 	var logBuf syncBuffer
-	st := &failingStore{Memory: newMemory(t)}
+	st := &failingStore{Store: newMemory(t)}
 	_, addr := serveTCP(t, st, server.Options{Logger: slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	api := sluicev1.NewSluiceClient(dialTCP(t, addr))
 	ctx := ctxT(t)
@@ -615,7 +616,7 @@ func TestStoreErrorsDoNotLeakToClients(t *testing.T) {
 // The store's producer-table bound reaches a remote producer as
 // RESOURCE_EXHAUSTED PRODUCER_TABLE_FULL, with nothing stored.
 func TestProducerTableFullStatus(t *testing.T) {
-	mem, err := channel.NewMemory(channel.MemoryOptions{MaxProducers: 1,
+	mem, err := memstore.New(memstore.Options{MaxProducers: 1,
 		Channels: []channel.ChannelConfig{{Name: "a", Capacity: 100, TransactionCapacity: 10}}})
 	if err != nil {
 		t.Fatal(err)

@@ -164,7 +164,7 @@ func statsToProto(st channel.Stats) *sluicev1.ChannelStats {
 }
 
 // Producer reports a producer's last committed sequence in the store holding
-// the channel (see channel.Channel.ProducerSequence).
+// the channel (see channel.Store.ProducerSequence).
 func (s *Server) Producer(ctx context.Context, req *sluicev1.ProducerRequest) (*sluicev1.ProducerResponse, error) {
 	if req.GetChannel() == "" {
 		return nil, statusErr(codes.InvalidArgument, sluicev1.ReasonEmptyChannel, "channel name is empty")

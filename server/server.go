@@ -1,4 +1,4 @@
-// Package server serves any channel.Channel over gRPC (service sluice.v1,
+// Package server serves any channel.Store over gRPC (service sluice.v1,
 // see api/sluice/v1/sluice.proto), with TLS, mutual TLS, bearer-token
 // authentication, the standard gRPC health service and an HTTP metrics
 // handler.
@@ -246,11 +246,11 @@ type Options struct {
 	ServerOptions []grpc.ServerOption
 }
 
-// Server serves a channel.Channel over gRPC.
+// Server serves a channel.Store over gRPC.
 type Server struct {
 	sluicev1.UnimplementedSluiceServer
 
-	ch       channel.Channel
+	ch       channel.Store
 	opts     Options
 	log      *slog.Logger
 	grpc     *grpc.Server
@@ -270,7 +270,7 @@ type Server struct {
 }
 
 // New returns a Server for ch. It loads the TLS and token files.
-func New(ch channel.Channel, opts Options) (*Server, error) {
+func New(ch channel.Store, opts Options) (*Server, error) {
 	if ch == nil {
 		return nil, errors.New("server: nil channel")
 	}

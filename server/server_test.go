@@ -33,16 +33,17 @@ import (
 
 	"github.com/sluicehq/sluice/api/sluicev1"
 	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/channel/memstore"
 	"github.com/sluicehq/sluice/client"
 	"github.com/sluicehq/sluice/server"
 )
 
-func newMemory(t testing.TB, cfgs ...channel.ChannelConfig) *channel.Memory {
+func newMemory(t testing.TB, cfgs ...channel.ChannelConfig) *memstore.Store {
 	t.Helper()
 	if len(cfgs) == 0 {
 		cfgs = []channel.ChannelConfig{{Name: "a", Capacity: 100, TransactionCapacity: 10}}
 	}
-	mem, err := channel.NewMemory(channel.MemoryOptions{Channels: cfgs})
+	mem, err := memstore.New(memstore.Options{Channels: cfgs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +52,7 @@ func newMemory(t testing.TB, cfgs ...channel.ChannelConfig) *channel.Memory {
 }
 
 // serveBuf serves ch over bufconn and returns a raw connection factory.
-func serveBuf(t *testing.T, ch channel.Channel, opts server.Options) (*server.Server, func() *grpc.ClientConn) {
+func serveBuf(t *testing.T, ch channel.Store, opts server.Options) (*server.Server, func() *grpc.ClientConn) {
 	t.Helper()
 	srv, err := server.New(ch, opts)
 	if err != nil {

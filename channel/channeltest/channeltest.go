@@ -1,12 +1,12 @@
-// Package channeltest is the conformance suite every channel.Channel kind
+// Package channeltest is the conformance suite every channel.Store kind
 // runs: it asserts the transaction contract of docs/contracts.md ("The
 // transaction contract") and the documented behaviour of package channel.
 //
 // A kind's test calls Run with a Factory:
 //
 //	func TestMemoryConformance(t *testing.T) {
-//		channeltest.Run(t, func(t testing.TB, cfgs []channel.ChannelConfig) channel.Channel {
-//			m, err := channel.NewMemory(channel.MemoryOptions{Channels: cfgs})
+//		channeltest.Run(t, func(t testing.TB, cfgs []channel.ChannelConfig) channel.Store {
+//			m, err := memstore.New(memstore.Options{Channels: cfgs})
 //			if err != nil {
 //				t.Fatal(err)
 //			}
@@ -44,7 +44,7 @@ import (
 )
 
 // Factory returns an open store with the given channels. The suite closes it.
-type Factory func(t testing.TB, cfgs []channel.ChannelConfig) channel.Channel
+type Factory func(t testing.TB, cfgs []channel.ChannelConfig) channel.Store
 
 // Run runs the conformance suite against the channel kind f builds.
 func Run(t *testing.T, f Factory) { run(t, &suite{f: f}) }
@@ -93,19 +93,19 @@ type suite struct {
 
 // store is a channel under test with an idempotent close.
 type store struct {
-	channel.Channel
+	channel.Store
 	once sync.Once
 	err  error
 }
 
 func (s *store) close() error {
-	s.once.Do(func() { s.err = s.Channel.Close() })
+	s.once.Do(func() { s.err = s.Store.Close() })
 	return s.err
 }
 
 func (s *suite) open(t *testing.T, cfgs ...channel.ChannelConfig) *store {
 	t.Helper()
-	st := &store{Channel: s.f(t, cfgs)}
+	st := &store{Store: s.f(t, cfgs)}
 	t.Cleanup(func() {
 		if err := st.close(); err != nil {
 			t.Errorf("Close: %v", err)
@@ -137,7 +137,7 @@ func bodies(events []channel.Event) []string {
 }
 
 // put commits one put transaction into one channel.
-func put(t testing.TB, ch channel.Channel, name string, events ...channel.Event) {
+func put(t testing.TB, ch channel.Store, name string, events ...channel.Event) {
 	t.Helper()
 	if err := tryPut(ch, channel.PutOptions{}, map[string][]channel.Event{name: events}); err != nil {
 		t.Fatalf("put %d events into %q: %v", len(events), name, err)
@@ -145,7 +145,7 @@ func put(t testing.TB, ch channel.Channel, name string, events ...channel.Event)
 }
 
 // tryPut runs one put transaction over several channels and commits it.
-func tryPut(ch channel.Channel, opts channel.PutOptions, byChan map[string][]channel.Event) error {
+func tryPut(ch channel.Store, opts channel.PutOptions, byChan map[string][]channel.Event) error {
 	ctx := context.Background()
 	tx, err := ch.BeginPut(ctx, opts)
 	if err != nil {
@@ -172,7 +172,7 @@ func expired() context.Context {
 }
 
 // drain takes and commits everything queued in a channel, without waiting.
-func drain(t testing.TB, ch channel.Channel, name string) []string {
+func drain(t testing.TB, ch channel.Store, name string) []string {
 	t.Helper()
 	var out []string
 	for {
@@ -186,7 +186,7 @@ func drain(t testing.TB, ch channel.Channel, name string) []string {
 
 // take takes up to max queued events in one transaction without waiting and
 // commits it (or rolls it back).
-func take(t testing.TB, ch channel.Channel, name string, max int, commit bool) []string {
+func take(t testing.TB, ch channel.Store, name string, max int, commit bool) []string {
 	t.Helper()
 	tx, err := ch.BeginTake(context.Background(), name)
 	if err != nil {
@@ -219,7 +219,7 @@ func mustTake(t testing.TB, tx channel.TakeTxn, max int) []string {
 	return bodies(got)
 }
 
-func stats(t testing.TB, ch channel.Channel, name string) channel.Stats {
+func stats(t testing.TB, ch channel.Store, name string) channel.Stats {
 	t.Helper()
 	st, err := ch.Stats(context.Background(), name)
 	if err != nil {
@@ -228,7 +228,7 @@ func stats(t testing.TB, ch channel.Channel, name string) channel.Stats {
 	return st
 }
 
-func wantSize(t testing.TB, ch channel.Channel, name string, size int64) {
+func wantSize(t testing.TB, ch channel.Store, name string, size int64) {
 	t.Helper()
 	if st := stats(t, ch, name); st.Size != size {
 		t.Fatalf("channel %q: Size = %d, want %d", name, st.Size, size)
@@ -1522,4 +1522,24 @@ func (s *suite) stress(t *testing.T, rollbacks bool) {
 			t.Fatalf("channel %s after stress: %+v", name, st)
 		}
 	}
+}
+
+// Clock is a settable clock for a store's Clock option (producer expiry
+// tests). Safe for concurrent use.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewClock returns a Clock reading t.
+func NewClock(t time.Time) *Clock { return &Clock{t: t} }
+
+// Now reads the clock.
+func (c *Clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+// Add moves the clock on by d.
+func (c *Clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
 }

@@ -14,7 +14,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
-	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/channel/filestore"
 	"github.com/sluicehq/sluice/checkpoint"
 	"github.com/sluicehq/sluice/config"
 	"github.com/sluicehq/sluice/crypto"
@@ -89,7 +89,7 @@ type storeReport struct {
 	RecordBytes int64                  `json:"recordBytes"`
 	MaxWOID     uint64                 `json:"maxWOID"`
 	Damaged     []wal.Damage           `json:"damaged"`
-	Torn        []channel.TornTxn      `json:"tornTransactions"`
+	Torn        []filestore.TornTxn    `json:"tornTransactions"`
 	Problems    []string               `json:"problems"`
 }
 
@@ -130,7 +130,7 @@ func readStore(st config.Store, onRecord func(wal.Record, wal.Pointer)) (*storeR
 	// The authenticated crypto manifest says what the store is bound to
 	// and which records must be sealed: records refused by it, and sealed
 	// records failing authentication, are reported as damage.
-	pol, encrypted, err := channel.ReadCryptoPolicy(vfs.Default, o, kr)
+	pol, encrypted, err := filestore.ReadCryptoPolicy(vfs.Default, o, kr)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", r.Store, err)
 	}
@@ -196,7 +196,7 @@ func readStore(st config.Store, onRecord func(wal.Record, wal.Pointer)) (*storeR
 	if r.Newest != nil {
 		after = r.Newest.WOID
 	}
-	audit := channel.NewTxnAudit(after)
+	audit := filestore.NewTxnAudit(after)
 	stats, err := w.Replay(nil, func(rec wal.Record, p wal.Pointer) error {
 		audit.Record(rec, p)
 		r.Records[rec.Type.String()]++
@@ -237,7 +237,7 @@ const queueHeaderSize, queueSlotSize = 4096, 8
 // header and the digest of the live slots must match) and checks that every
 // queued pointer names an existing WAL segment. Each problem reads
 // "<file> offset <n>: <reason>".
-func checkQueues(o channel.FileOptions, cp *checkpoint.Checkpoint, segs []wal.SegmentInfo) []string {
+func checkQueues(o filestore.Options, cp *checkpoint.Checkpoint, segs []wal.SegmentInfo) []string {
 	have := map[uint32]bool{}
 	for _, s := range segs {
 		have[s.ID] = true

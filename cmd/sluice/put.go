@@ -188,7 +188,7 @@ func (p *putter) run(ctx context.Context, cf *clientFlags, retry time.Duration, 
 
 // commit puts one batch into every channel in one transaction whose
 // (producer, sequence) makes a retry of it a no-op.
-func (p *putter) commit(ctx context.Context, cl channel.Channel, events []channel.Event) error {
+func (p *putter) commit(ctx context.Context, cl channel.Store, events []channel.Event) error {
 	seq := p.seq
 	txn, err := cl.BeginPut(ctx, channel.PutOptions{ProducerID: p.producer, Sequence: seq})
 	if err != nil {

@@ -4,7 +4,7 @@ package main
 // (possibly damaged) file store into a fresh store and report exactly what
 // could not be copied.
 //
-// Approach. Salvage does not open the damaged store with channel.OpenFile:
+// Approach. Salvage does not open the damaged store with filestore.Open:
 // recovery there needs a checkpoint whose queue digests match or falls back
 // to a full replay anyway, writes a new checkpoint and may truncate a torn
 // tail — salvage must not change the source. Instead it:
@@ -12,7 +12,7 @@ package main
 //  1. opens the WAL read-only in spirit (wal.Open locks the directories and
 //     writes nothing but missing lock files) with the store's key file, and
 //     replays the whole log (nil frontier) in write order, decoding the
-//     put/take/commit payloads itself (layout in channel/file_codec.go):
+//     put/take/commit payloads itself (layout in channel/filestore/codec.go):
 //     committed puts minus committed takes, uncommitted and rolled-back
 //     transactions dropped, order per channel = commit order;
 //  2. if a checkpoint is usable (it decodes and every queue file it names
@@ -25,7 +25,7 @@ package main
 //     (at-least-once, never a loss), and the report says so;
 //  3. reads each surviving event's put record again (wal.ReadRecord, so
 //     bodies are never all held in RAM) and puts it into the new store
-//     opened with channel.OpenFile on the target directories.
+//     opened with filestore.Open on the target directories.
 //
 // What is reported as lost: every damaged WAL range (file, bytes, estimated
 // records), every CRC-valid put record whose payload cannot be decoded, and
@@ -49,6 +49,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/channel/filestore"
 	"github.com/sluicehq/sluice/checkpoint"
 	"github.com/sluicehq/sluice/config"
 	"github.com/sluicehq/sluice/crypto"
@@ -168,7 +169,7 @@ func (s *salvageState) record(rec wal.Record, p wal.Pointer) {
 }
 
 // Payload decoders, following the layouts documented in
-// channel/file_codec.go. They never panic and never allocate from an
+// channel/filestore/codec.go. They never panic and never allocate from an
 // unchecked length.
 
 type salvageReader struct {
@@ -293,7 +294,7 @@ func usableCheckpoint(st config.Store, sealer checkpoint.Sealer) (*checkpoint.Ch
 	return nil, nil, why
 }
 
-func checkpointPointers(o channel.FileOptions, cp *checkpoint.Checkpoint) (map[uint64]bool, error) {
+func checkpointPointers(o filestore.Options, cp *checkpoint.Checkpoint) (map[uint64]bool, error) {
 	live := map[uint64]bool{}
 	for _, ch := range cp.Channels {
 		q, err := queue.Open(queue.Options{Dir: o.CheckpointDir, BackupDir: o.BackupCheckpointDir, Name: ch.Name,
@@ -389,7 +390,7 @@ func salvage(out io.Writer, st config.Store, dirs []string, ckptDir string, segS
 	}
 	// Records the store would refuse (unsealed in an encrypted segment,
 	// failing authentication) are skipped as damage, never salvaged.
-	pol, _, err := channel.ReadCryptoPolicy(vfs.Default, o, kr)
+	pol, _, err := filestore.ReadCryptoPolicy(vfs.Default, o, kr)
 	if err != nil {
 		return false, err
 	}
@@ -505,7 +506,7 @@ func salvage(out io.Writer, st config.Store, dirs []string, ckptDir string, segS
 	}
 
 	// The new store.
-	nopts := channel.FileOptions{DataDirs: dirs, CheckpointDir: ckptDir, SegmentSize: o.SegmentSize,
+	nopts := filestore.Options{DataDirs: dirs, CheckpointDir: ckptDir, SegmentSize: o.SegmentSize,
 		CheckpointInterval: -1, MinFreeBytes: -1, Logger: quiet, Encryption: kr, Compression: o.Compression,
 		MaxEventSize: st.MaxEventSize()}
 	if segSize > 0 {
@@ -536,7 +537,7 @@ func salvage(out io.Writer, st config.Store, dirs []string, ckptDir string, segS
 		step[n] = min(c.TransactionCapacity, batch)
 		nopts.Channels = append(nopts.Channels, c)
 	}
-	dst, err := channel.OpenFile(nopts)
+	dst, err := filestore.Open(nopts)
 	if err != nil {
 		return lost, fmt.Errorf("new store: %w", err)
 	}
@@ -586,7 +587,7 @@ func salvage(out io.Writer, st config.Store, dirs []string, ckptDir string, segS
 
 // checkFreshTarget refuses a target that already holds a store or that is
 // the source itself.
-func checkFreshTarget(dirs []string, ckptDir string, src channel.FileOptions) error {
+func checkFreshTarget(dirs []string, ckptDir string, src filestore.Options) error {
 	if len(dirs) == 0 {
 		return errors.New("--to-data-dirs names no directory")
 	}

@@ -13,12 +13,13 @@ import (
 	"testing"
 
 	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/channel/filestore"
 	"github.com/sluicehq/sluice/wal"
 )
 
 // salvageOpts are the options of the small stores these tests build.
-func salvageOpts(data, ckpt string) channel.FileOptions {
-	return channel.FileOptions{
+func salvageOpts(data, ckpt string) filestore.Options {
+	return filestore.Options{
 		DataDirs:           []string{data},
 		CheckpointDir:      ckpt,
 		SegmentSize:        1 << 20,
@@ -42,7 +43,7 @@ func salvageEvent(ch string, i int) channel.Event {
 // events still queued per channel.
 func buildSalvageStore(t *testing.T, data, ckpt string) map[string][]channel.Event {
 	t.Helper()
-	st, err := channel.OpenFile(salvageOpts(data, ckpt))
+	st, err := filestore.Open(salvageOpts(data, ckpt))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +94,7 @@ func buildSalvageStore(t *testing.T, data, ckpt string) map[string][]channel.Eve
 // drainStore opens the store in-process and takes everything.
 func drainStore(t *testing.T, data, ckpt string) map[string][]channel.Event {
 	t.Helper()
-	st, err := channel.OpenFile(salvageOpts(data, ckpt))
+	st, err := filestore.Open(salvageOpts(data, ckpt))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +279,7 @@ func TestVerifyCorruptQueue(t *testing.T) {
 func TestVerifyTornTransaction(t *testing.T) {
 	dir := t.TempDir()
 	data, ckpt := filepath.Join(dir, "data"), filepath.Join(dir, "ckpt")
-	st, err := channel.OpenFile(salvageOpts(data, ckpt))
+	st, err := filestore.Open(salvageOpts(data, ckpt))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,8 @@ import (
 	"github.com/sluicehq/sluice/agent"
 	"github.com/sluicehq/sluice/agent/builtin"
 	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/channel/filestore"
+	"github.com/sluicehq/sluice/channel/memstore"
 	"github.com/sluicehq/sluice/config"
 	"github.com/sluicehq/sluice/crypto"
 	"github.com/sluicehq/sluice/internal/router"
@@ -333,8 +335,8 @@ func isLoopback(a net.Addr) bool {
 
 // openStores opens every store concurrently; on a failure it closes the
 // ones that opened.
-func openStores(stores []config.Store, log *slog.Logger) ([]channel.Channel, error) {
-	out := make([]channel.Channel, len(stores))
+func openStores(stores []config.Store, log *slog.Logger) ([]channel.Store, error) {
+	out := make([]channel.Store, len(stores))
 	errs := make([]error, len(stores))
 	var wg sync.WaitGroup
 	for i, st := range stores {
@@ -343,7 +345,7 @@ func openStores(stores []config.Store, log *slog.Logger) ([]channel.Channel, err
 			d := describeStore(st)
 			switch st.Type {
 			case config.TypeMemory:
-				m, err := channel.NewMemory(st.Memory)
+				m, err := memstore.New(st.Memory)
 				out[i], errs[i] = m, err
 			default:
 				opts := st.File
@@ -356,7 +358,7 @@ func openStores(stores []config.Store, log *slog.Logger) ([]channel.Channel, err
 				opts.Encryption = kr
 				log.Info("recovering store", "store", d, "channels", strings.Join(st.Channels, ","),
 					"encryption_key", activeKey(kr), "compression", opts.Compression)
-				f, err := channel.OpenFile(opts)
+				f, err := filestore.Open(opts)
 				if err == nil {
 					out[i] = f
 				}
@@ -440,12 +442,12 @@ func activeKey(kr *crypto.Keyring) string {
 }
 
 // reloadKeys re-reads the configuration and the key files of the encrypted
-// file stores and installs the keys with (*channel.File).Rekey: this is how
+// file stores and installs the keys with (*filestore.Store).Rekey: this is how
 // the active key is rotated without a restart (edit encryption.activeKey, or
 // append a key with sluice keygen when activeKey is unset, then SIGHUP).
 // Nothing else of the configuration is reloaded. Every failure is logged and
 // leaves that store's current keys in force.
-func reloadKeys(cfg *config.Config, stores []config.Store, opened []channel.Channel, log *slog.Logger) {
+func reloadKeys(cfg *config.Config, stores []config.Store, opened []channel.Store, log *slog.Logger) {
 	quiet := slog.New(slog.DiscardHandler) // warnings were logged at startup
 	var next *config.Config
 	var err error
@@ -460,7 +462,7 @@ func reloadKeys(cfg *config.Config, stores []config.Store, opened []channel.Chan
 	}
 	nextStores := next.Stores()
 	for i, st := range stores {
-		f, ok := opened[i].(*channel.File)
+		f, ok := opened[i].(*filestore.Store)
 		if !ok {
 			continue
 		}

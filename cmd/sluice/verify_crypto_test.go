@@ -11,6 +11,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/channel/filestore"
 	"github.com/sluicehq/sluice/crypto"
 	"github.com/sluicehq/sluice/wal"
 )
@@ -34,7 +35,7 @@ func TestVerifyUnsealedRecordInEncryptedStore(t *testing.T) {
 	}
 	o := salvageOpts(data, ckpt)
 	o.Encryption = kr
-	st, err := channel.OpenFile(o)
+	st, err := filestore.Open(o)
 	if err != nil {
 		t.Fatal(err)
 	}

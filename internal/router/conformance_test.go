@@ -5,14 +5,15 @@ import (
 
 	"github.com/sluicehq/sluice/channel"
 	"github.com/sluicehq/sluice/channel/channeltest"
+	"github.com/sluicehq/sluice/channel/memstore"
 	"github.com/sluicehq/sluice/internal/router"
 )
 
 // The router in front of stores obeys the channel contract: the shared
 // suite runs against a router over one memory store holding every channel.
 func TestRouterConformance(t *testing.T) {
-	channeltest.Run(t, func(t testing.TB, cfgs []channel.ChannelConfig) channel.Channel {
-		mem, err := channel.NewMemory(channel.MemoryOptions{Channels: cfgs})
+	channeltest.Run(t, func(t testing.TB, cfgs []channel.ChannelConfig) channel.Store {
+		mem, err := memstore.New(memstore.Options{Channels: cfgs})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -24,7 +25,7 @@ func TestRouterConformance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r.SetStores([]channel.Channel{mem})
+		r.SetStores([]channel.Store{mem})
 		return r
 	})
 }

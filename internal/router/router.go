@@ -1,4 +1,4 @@
-// Package router serves several stores as one channel.Channel: the server
+// Package router serves several stores as one channel.Store: the server
 // has one Channel, an agent's configuration may have several stores (file
 // channels with different directories, plus a memory store). Each channel
 // name belongs to exactly one store. A put transaction may cover several
@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/channel/filestore"
 )
 
 // ErrRecovering is returned (wrapped with channel.ErrClosed) while the
@@ -45,18 +46,18 @@ func (e *CrossStoreError) GRPCStatus() *status.Status {
 	return status.New(codes.InvalidArgument, e.Error())
 }
 
-// Router is a channel.Channel over several stores.
+// Router is a channel.Store over several stores.
 type Router struct {
 	names  []string
 	owner  map[string]int
 	descr  []string
-	stores atomic.Pointer[[]channel.Channel]
+	stores atomic.Pointer[[]channel.Store]
 	ready  chan struct{}
 	closed atomic.Bool
 	once   sync.Once
 }
 
-var _ channel.Channel = (*Router)(nil)
+var _ channel.Store = (*Router)(nil)
 
 // New returns a Router for stores whose channel names are groups[i] and
 // whose descriptions (for error messages) are descr[i].
@@ -80,11 +81,11 @@ func New(groups [][]string, descr []string) (*Router, error) {
 
 // SetStores installs the open stores, in the order of New's groups, and
 // makes the router ready.
-func (r *Router) SetStores(stores []channel.Channel) {
+func (r *Router) SetStores(stores []channel.Store) {
 	if len(stores) != len(r.descr) {
 		panic("router: SetStores with the wrong number of stores")
 	}
-	s := append([]channel.Channel(nil), stores...)
+	s := append([]channel.Store(nil), stores...)
 	r.stores.Store(&s)
 	r.once.Do(func() { close(r.ready) })
 }
@@ -95,7 +96,7 @@ func (r *Router) Ready() <-chan struct{} { return r.ready }
 // IsReady reports whether SetStores was called.
 func (r *Router) IsReady() bool { return r.stores.Load() != nil }
 
-func (r *Router) get() ([]channel.Channel, error) {
+func (r *Router) get() ([]channel.Store, error) {
 	if r.closed.Load() {
 		return nil, channel.ErrClosed
 	}
@@ -106,7 +107,7 @@ func (r *Router) get() ([]channel.Channel, error) {
 	return *s, nil
 }
 
-func (r *Router) store(name string) (channel.Channel, error) {
+func (r *Router) store(name string) (channel.Store, error) {
 	stores, err := r.get()
 	if err != nil {
 		return nil, err
@@ -121,10 +122,10 @@ func (r *Router) store(name string) (channel.Channel, error) {
 	return stores[i], nil
 }
 
-// Channels implements channel.Channel.
+// Channels implements channel.Store.
 func (r *Router) Channels() []string { return append([]string(nil), r.names...) }
 
-// BeginPut implements channel.Channel.
+// BeginPut implements channel.Store.
 func (r *Router) BeginPut(ctx context.Context, opts channel.PutOptions) (channel.PutTxn, error) {
 	stores, err := r.get()
 	if err != nil {
@@ -136,7 +137,7 @@ func (r *Router) BeginPut(ctx context.Context, opts channel.PutOptions) (channel
 	return &put{r: r, stores: stores, ctx: ctx, opts: opts, idx: -1}, nil
 }
 
-// BeginTake implements channel.Channel.
+// BeginTake implements channel.Store.
 func (r *Router) BeginTake(ctx context.Context, name string) (channel.TakeTxn, error) {
 	s, err := r.store(name)
 	if err != nil {
@@ -145,7 +146,7 @@ func (r *Router) BeginTake(ctx context.Context, name string) (channel.TakeTxn, e
 	return s.BeginTake(ctx, name)
 }
 
-// Stats implements channel.Channel.
+// Stats implements channel.Store.
 func (r *Router) Stats(ctx context.Context, name string) (channel.Stats, error) {
 	s, err := r.store(name)
 	if err != nil {
@@ -154,7 +155,7 @@ func (r *Router) Stats(ctx context.Context, name string) (channel.Stats, error) 
 	return s.Stats(ctx, name)
 }
 
-// ProducerSequence implements channel.Channel: the producer table of the
+// ProducerSequence implements channel.Store: the producer table of the
 // store holding ch.
 func (r *Router) ProducerSequence(ctx context.Context, ch, producerID string) (uint64, bool, error) {
 	s, err := r.store(ch)
@@ -188,13 +189,13 @@ func (r *Router) Close() error {
 }
 
 type storeStatser interface {
-	StoreStats() channel.StoreStats
+	StoreStats() filestore.StoreStats
 }
 
 // StoreStats sums the store-wide figures of the stores that have them
 // (durations: the largest; DiskUsage: every store's directories in turn).
-func (r *Router) StoreStats() channel.StoreStats {
-	var out channel.StoreStats
+func (r *Router) StoreStats() filestore.StoreStats {
+	var out filestore.StoreStats
 	s := r.stores.Load()
 	if s == nil || r.closed.Load() {
 		return out
@@ -223,7 +224,7 @@ func (r *Router) StoreStats() channel.StoreStats {
 // transaction on the store of its first channel.
 type put struct {
 	r      *Router
-	stores []channel.Channel
+	stores []channel.Store
 	ctx    context.Context
 	opts   channel.PutOptions
 	idx    int

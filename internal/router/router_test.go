@@ -9,15 +9,16 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/channel/memstore"
 )
 
-func mem(t *testing.T, names ...string) *channel.Memory {
+func mem(t *testing.T, names ...string) *memstore.Store {
 	t.Helper()
 	var cfgs []channel.ChannelConfig
 	for _, n := range names {
 		cfgs = append(cfgs, channel.ChannelConfig{Name: n})
 	}
-	m, err := channel.NewMemory(channel.MemoryOptions{Channels: cfgs})
+	m, err := memstore.New(memstore.Options{Channels: cfgs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +41,7 @@ func TestRouter(t *testing.T) {
 	if _, err := r.Stats(context.Background(), "a"); !errors.Is(err, channel.ErrClosed) {
 		t.Errorf("Stats while recovering: %v", err)
 	}
-	r.SetStores([]channel.Channel{mem(t, "a", "b"), mem(t, "c")})
+	r.SetStores([]channel.Store{mem(t, "a", "b"), mem(t, "c")})
 	select {
 	case <-r.Ready():
 	default:

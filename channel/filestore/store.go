@@ -1,4 +1,4 @@
-package channel
+package filestore
 
 import (
 	"context"
@@ -12,14 +12,16 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/channel/internal/storekit"
 	"github.com/sluicehq/sluice/crypto"
 	"github.com/sluicehq/sluice/queue"
 	"github.com/sluicehq/sluice/wal"
 )
 
-// FileOptions configure the durable file channel store. Zero values take the
+// Options configure the durable file channel store. Zero values take the
 // documented defaults (EnsureDefaults).
-type FileOptions struct {
+type Options struct {
 	// FS is where every file except the mmap'd queues lives (default
 	// vfs.Default). Tests pass a crashable memory FS or errorfs; with a
 	// non-default FS the queues are kept in memory images of FS files too.
@@ -31,7 +33,7 @@ type FileOptions struct {
 	// BackupCheckpointDir, when set, holds generation B (the backup).
 	BackupCheckpointDir string
 	// Channels of the store. Required.
-	Channels []ChannelConfig
+	Channels []channel.ChannelConfig
 	// MaxEventSize bounds Event.Size (default 1 MiB).
 	MaxEventSize int
 	// SegmentSize is the WAL segment size (default 1 GiB).
@@ -67,9 +69,9 @@ type FileOptions struct {
 	// producer id beyond it fails with ErrProducerTableFull.
 	MaxProducers int
 
-	// now is the clock of producer entries (tests set it; default
-	// time.Now).
-	now func() time.Time
+	// Clock is the clock of producer entries' last use, which their expiry
+	// counts from (nil: time.Now; tests set it).
+	Clock func() time.Time
 	// legacyFormat (tests): write WAL records and checkpoints the way
 	// builds before store binding did, to test their migration.
 	legacyFormat bool
@@ -86,12 +88,12 @@ const (
 )
 
 // EnsureDefaults fills zero fields.
-func (o *FileOptions) EnsureDefaults() {
+func (o *Options) EnsureDefaults() {
 	if o.FS == nil {
 		o.FS = vfs.Default
 	}
 	if o.MaxEventSize == 0 {
-		o.MaxEventSize = DefaultMaxEventSize
+		o.MaxEventSize = channel.DefaultMaxEventSize
 	}
 	if o.CheckpointInterval == 0 {
 		o.CheckpointInterval = defaultCheckpointInterval
@@ -105,15 +107,15 @@ func (o *FileOptions) EnsureDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.now == nil {
-		o.now = time.Now
+	if o.Clock == nil {
+		o.Clock = time.Now
 	}
 	if o.SegmentSize == 0 {
 		o.SegmentSize = defaultSegmentSize
 	}
 }
 
-func (o *FileOptions) validate() error {
+func (o *Options) validate() error {
 	switch {
 	case len(o.DataDirs) == 0:
 		return errors.New("file channel: dataDirs: at least one directory is required")
@@ -142,9 +144,9 @@ func (o *FileOptions) validate() error {
 	return nil
 }
 
-// fileChan is one channel of a file store. Guarded by File.mu.
+// fileChan is one channel of a file store. Guarded by Store.mu.
 type fileChan struct {
-	cfg      ChannelConfig
+	cfg      channel.ChannelConfig
 	q        *queue.Queue
 	bytes    int64 // queued bytes (excluding in-flight takes)
 	reserved int64 // events reserved by committing put txns
@@ -159,7 +161,7 @@ type fileChan struct {
 	// into the original order and a re-take records its original position.
 	rolled map[uint64]uint64
 
-	counters
+	storekit.Counters
 	corrupt atomic.Int64
 }
 
@@ -173,10 +175,10 @@ func (c *fileChan) wakePutters() {
 	c.space = make(chan struct{})
 }
 
-// File is the durable file channel store: a WAL over one or more data
+// Store is the durable file channel store: a WAL over one or more data
 // directories, one mmap'd queue per channel and a periodic checkpoint.
-type File struct {
-	opts  FileOptions
+type Store struct {
+	opts  Options
 	log   *slog.Logger
 	fs    vfs.FS
 	wal   *wal.WAL
@@ -198,7 +200,7 @@ type File struct {
 	live         map[uint32]int64 // segment id -> live pointers
 	puts         map[uint64]*filePut
 	takes        map[uint64]*fileTake
-	producers    producerTable
+	producers    storekit.ProducerTable
 	prodBusy     map[string]chan struct{}
 	maxProducers int // producer ids remembered at most
 	nextTxn      atomic.Uint64
@@ -246,19 +248,19 @@ type File struct {
 	checkpointFailures atomic.Int64 // background checkpoints that failed
 }
 
-// OpenFile opens (creating if needed) a file channel store and recovers its
+// Open opens (creating if needed) a file channel store and recovers its
 // state: newest valid checkpoint, else the backup, else a full WAL replay,
 // then the WAL records written after it.
-func OpenFile(opts FileOptions) (*File, error) {
+func Open(opts Options) (*Store, error) {
 	opts.EnsureDefaults()
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	cfgs, err := validateChannels(opts.Channels)
+	cfgs, err := storekit.ValidateChannels(opts.Channels)
 	if err != nil {
 		return nil, fmt.Errorf("file channel: %w", err)
 	}
-	s := &File{
+	s := &Store{
 		opts:         opts,
 		log:          opts.Logger,
 		fs:           opts.FS,
@@ -266,9 +268,9 @@ func OpenFile(opts FileOptions) (*File, error) {
 		live:         make(map[uint32]int64),
 		puts:         make(map[uint64]*filePut),
 		takes:        make(map[uint64]*fileTake),
-		producers:    make(producerTable),
+		producers:    make(storekit.ProducerTable),
 		prodBusy:     make(map[string]chan struct{}),
-		maxProducers: maxProducers(opts.MaxProducers),
+		maxProducers: storekit.MaxProducers(opts.MaxProducers),
 		cpKick:       make(chan struct{}, 1),
 		cpDone:       make(chan struct{}),
 		stop:         make(chan struct{}),
@@ -318,7 +320,7 @@ func OpenFile(opts FileOptions) (*File, error) {
 	return s, nil
 }
 
-func (s *File) lockCheckpointDirs() error {
+func (s *Store) lockCheckpointDirs() error {
 	for _, d := range []string{s.opts.CheckpointDir, s.opts.BackupCheckpointDir} {
 		if d == "" {
 			continue
@@ -337,14 +339,14 @@ func (s *File) lockCheckpointDirs() error {
 	return nil
 }
 
-func (s *File) unlockDirs() {
+func (s *Store) unlockDirs() {
 	for _, c := range s.lockClosers {
 		c.Close()
 	}
 	s.lockClosers = nil
 }
 
-func (s *File) closeQueues() {
+func (s *Store) closeQueues() {
 	for _, c := range s.chans {
 		if c.q != nil {
 			c.q.Close()
@@ -353,7 +355,7 @@ func (s *File) closeQueues() {
 	}
 }
 
-func (s *File) queueOptions(name string, capacity uint64) queue.Options {
+func (s *Store) queueOptions(name string, capacity uint64) queue.Options {
 	return queue.Options{
 		Dir:       s.opts.CheckpointDir,
 		BackupDir: s.opts.BackupCheckpointDir,
@@ -365,32 +367,32 @@ func (s *File) queueOptions(name string, capacity uint64) queue.Options {
 	}
 }
 
-func (s *File) channel(name string) (*fileChan, error) {
+func (s *Store) channel(name string) (*fileChan, error) {
 	c, ok := s.chans[name]
 	if !ok {
 		if name == "" {
-			return nil, fmt.Errorf("%w: empty channel name", ErrUnknownChannel)
+			return nil, fmt.Errorf("%w: empty channel name", channel.ErrUnknownChannel)
 		}
-		return nil, fmt.Errorf("%w %q", ErrUnknownChannel, name)
+		return nil, fmt.Errorf("%w %q", channel.ErrUnknownChannel, name)
 	}
 	return c, nil
 }
 
 // Channels implements Channel.
-func (s *File) Channels() []string { return append([]string(nil), s.names...) }
+func (s *Store) Channels() []string { return append([]string(nil), s.names...) }
 
 // Stats implements Channel.
-func (s *File) Stats(ctx context.Context, name string) (Stats, error) {
+func (s *Store) Stats(ctx context.Context, name string) (channel.Stats, error) {
 	c, err := s.channel(name)
 	if err != nil {
-		return Stats{}, err
+		return channel.Stats{}, err
 	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return Stats{}, ErrClosed
+		return channel.Stats{}, channel.ErrClosed
 	}
-	st := Stats{
+	st := channel.Stats{
 		Name:          name,
 		Size:          int64(c.q.Len()),
 		InFlightTakes: c.inTakes,
@@ -407,7 +409,7 @@ func (s *File) Stats(ctx context.Context, name string) (Stats, error) {
 		head = c.q.At(0)
 	}
 	s.mu.Unlock()
-	c.fill(&st)
+	c.Fill(&st)
 	st.CorruptEventsSkipped = c.corrupt.Load()
 	if hasHead {
 		// The head's put time is in its record; a read of the page cache.
@@ -441,7 +443,7 @@ type StoreStats struct {
 }
 
 // StoreStats reports store-wide figures.
-func (s *File) StoreStats() StoreStats {
+func (s *Store) StoreStats() StoreStats {
 	return StoreStats{
 		Checkpoints:            s.checkpointCount.Load(),
 		LastCheckpoint:         time.Duration(s.lastCheckpoint.Load()),
@@ -458,7 +460,7 @@ func (s *File) StoreStats() StoreStats {
 
 // checkDiskSpace fails when a data directory is below MinFreeBytes. The
 // answer is cached for a second so the hot path does not stat the disk.
-func (s *File) checkDiskSpace() error {
+func (s *Store) checkDiskSpace() error {
 	if s.opts.MinFreeBytes < 0 {
 		return nil
 	}
@@ -482,7 +484,7 @@ func (s *File) checkDiskSpace() error {
 		}
 		s.diskHeadroom = min(s.diskHeadroom, int64(u.AvailBytes)-s.opts.MinFreeBytes)
 		if int64(u.AvailBytes) < s.opts.MinFreeBytes {
-			s.diskErr = fmt.Errorf("%w: data directory %s has %d bytes free, minimum required is %d", ErrDiskSpace, d, u.AvailBytes, s.opts.MinFreeBytes)
+			s.diskErr = fmt.Errorf("%w: data directory %s has %d bytes free, minimum required is %d", channel.ErrDiskSpace, d, u.AvailBytes, s.opts.MinFreeBytes)
 			break
 		}
 	}
@@ -493,7 +495,7 @@ func (s *File) checkDiskSpace() error {
 // progress finish first; open transactions are saved in the checkpoint as
 // in-flight, so open takes are redelivered and open puts dropped at the next
 // open. Later calls on the store or its transactions return ErrClosed.
-func (s *File) Close() error {
+func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -524,4 +526,18 @@ func (s *File) Close() error {
 	s.cpMu.Unlock()
 	s.unlockDirs()
 	return err
+}
+
+// ProducerSequence implements channel.Store.
+func (s *Store) ProducerSequence(ctx context.Context, ch, producerID string) (uint64, bool, error) {
+	if _, err := s.channel(ch); err != nil {
+		return 0, false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, false, channel.ErrClosed
+	}
+	e, ok := s.producers[producerID]
+	return e.Seq, ok, nil
 }

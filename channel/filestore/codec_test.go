@@ -1,4 +1,4 @@
-package channel
+package filestore
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/sluicehq/sluice/channel"
 	"github.com/sluicehq/sluice/wal"
 )
 
@@ -26,7 +27,7 @@ func TestPutTemplateMatchesPayload(t *testing.T) {
 		}
 		var got, want wal.Batch
 		for _, size := range sizes {
-			ev := Event{Body: bytes.Repeat([]byte{'b'}, size)}
+			ev := channel.Event{Body: bytes.Repeat([]byte{'b'}, size)}
 			m0, m1, m := putMiddle(uint32(size), -1234567890123)
 			got.AppendPrefixed(&pre, m0, m1, m, ev.Body)
 			want.Add(wal.RecordPut, 42, appendPutPayload(nil, name, ev, size, -1234567890123))
@@ -104,20 +105,20 @@ func batchBytes(b *wal.Batch) []byte {
 func TestPutMixedEventsRoundTrip(t *testing.T) {
 	long := strings.Repeat("L", 60)
 	o := testFileOptions(vfs.NewMem(), 2,
-		ChannelConfig{Name: "c1", Capacity: 10_000, TransactionCapacity: 1000},
-		ChannelConfig{Name: long, Capacity: 10_000, TransactionCapacity: 1000})
+		channel.ChannelConfig{Name: "c1", Capacity: 10_000, TransactionCapacity: 1000},
+		channel.ChannelConfig{Name: long, Capacity: 10_000, TransactionCapacity: 1000})
 	s := mustOpen(t, o)
 	ctx := context.Background()
-	var want []Event
+	var want []channel.Event
 	sizes := []int{0, 1, 127, 128, 5000, 16384 - 100, 3}
-	tx, err := s.BeginPut(ctx, PutOptions{})
+	tx, err := s.BeginPut(ctx, channel.PutOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var batch []Event
+	var batch []channel.Event
 	for i := range 60 {
 		body := bytes.Repeat([]byte{byte('a' + i%26)}, sizes[i%len(sizes)])
-		e := Event{Body: body}
+		e := channel.Event{Body: body}
 		if i%5 == 4 {
 			e.Headers = map[string]string{"i": strings.Repeat("h", i)}
 		}
@@ -133,8 +134,8 @@ func TestPutMixedEventsRoundTrip(t *testing.T) {
 			batch = nil
 		}
 	}
-	tooBig := []Event{{Body: []byte("fits")}, {Body: make([]byte, o.MaxEventSize+1)}}
-	if err := tx.Put("c1", tooBig...); !errors.Is(err, ErrEventTooLarge) {
+	tooBig := []channel.Event{{Body: []byte("fits")}, {Body: make([]byte, o.MaxEventSize+1)}}
+	if err := tx.Put("c1", tooBig...); !errors.Is(err, channel.ErrEventTooLarge) {
 		t.Fatalf("oversized event: %v", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -182,9 +183,9 @@ func TestTakenBodiesAreIndependent(t *testing.T) {
 	defer s.Close()
 	ctx := context.Background()
 	bodies := [][]byte{[]byte("first"), []byte("second"), bytes.Repeat([]byte{'L'}, bodySlabBlock/4+1), []byte("fourth")}
-	tx, _ := s.BeginPut(ctx, PutOptions{})
+	tx, _ := s.BeginPut(ctx, channel.PutOptions{})
 	for _, b := range bodies {
-		if err := tx.Put("c1", Event{Body: b}); err != nil {
+		if err := tx.Put("c1", channel.Event{Body: b}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,4 +1,4 @@
-package channel
+package filestore
 
 import (
 	"io/fs"

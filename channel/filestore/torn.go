@@ -1,4 +1,4 @@
-package channel
+package filestore
 
 import (
 	"fmt"
@@ -23,7 +23,7 @@ import (
 //
 // Only commits after the checkpoint replay starts from are judged (every
 // commit replay sees, when a checkpoint loaded; none when no checkpoint
-// decodes at all, see File.recover). A commit at or below the
+// decodes at all, see Store.recover). A commit at or below the
 // newest checkpoint's write-order id was synced before that checkpoint was
 // written, so it is whole; its records may meanwhile lie in segments that GC
 // removed once their events were taken, which is why such a transaction is

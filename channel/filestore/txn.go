@@ -1,4 +1,4 @@
-package channel
+package filestore
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/sluicehq/sluice/channel"
 	"github.com/sluicehq/sluice/checkpoint"
 	sluicecrypto "github.com/sluicehq/sluice/crypto"
 	"github.com/sluicehq/sluice/wal"
@@ -22,10 +23,10 @@ type chanRun struct {
 }
 
 type filePut struct {
-	s    *File
+	s    *Store
 	id   uint64
 	dir  int
-	opts PutOptions
+	opts channel.PutOptions
 	buf  *putBuffers // pooled; nil once the txn is done
 	// The txn's events, in order, as parallel slices (pooled, from buf):
 	// sizes has one entry per event added; ptrs has the WAL pointers of
@@ -44,7 +45,7 @@ type filePut struct {
 	registered   bool // in s.puts (has flushed records)
 	renumbered   bool // got a new id at its first flush (see flush)
 	committing   bool
-	retracted    bool // a failed commit was retracted (File.retract)
+	retracted    bool // a failed commit was retracted (Store.retract)
 	done         bool
 	dedup        bool
 	// toks has one sync token per WAL segment the txn wrote to: a commit
@@ -54,7 +55,7 @@ type filePut struct {
 }
 
 // BeginPut implements Channel.
-func (s *File) BeginPut(ctx context.Context, opts PutOptions) (PutTxn, error) {
+func (s *Store) BeginPut(ctx context.Context, opts channel.PutOptions) (channel.PutTxn, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("file channel: %w", err)
 	}
@@ -62,7 +63,7 @@ func (s *File) BeginPut(ctx context.Context, opts PutOptions) (PutTxn, error) {
 	closed := s.closed
 	s.mu.Unlock()
 	if closed {
-		return nil, ErrClosed
+		return nil, channel.ErrClosed
 	}
 	buf := s.putBufs.Get().(*putBuffers)
 	return &filePut{
@@ -79,29 +80,29 @@ func (s *File) BeginPut(ctx context.Context, opts PutOptions) (PutTxn, error) {
 	}, nil
 }
 
-func (p *filePut) Put(name string, events ...Event) error {
+func (p *filePut) Put(name string, events ...channel.Event) error {
 	if p.done {
-		return ErrTxnDone
+		return channel.ErrTxnDone
 	}
 	if p.committing {
-		return fmt.Errorf("put after commit started: %w", ErrTxnDone)
+		return fmt.Errorf("put after commit started: %w", channel.ErrTxnDone)
 	}
 	c, err := p.s.channel(name)
 	if err != nil {
 		return err
 	}
-	c.putAttempts.Add(int64(len(events)))
+	c.PutAttempts.Add(int64(len(events)))
 	if n := p.perChan[c] + int64(len(events)); n > int64(c.cfg.TransactionCapacity) {
-		return fmt.Errorf("%w: %d events for channel %q, transactionCapacity is %d", ErrTxnFull, n, name, c.cfg.TransactionCapacity)
+		return fmt.Errorf("%w: %d events for channel %q, transactionCapacity is %d", channel.ErrTxnFull, n, name, c.cfg.TransactionCapacity)
 	}
 	plain := true // no event has headers: the templated encoding applies
 	for i, ev := range events {
 		if sz := ev.Size(); sz > p.s.opts.MaxEventSize {
-			return fmt.Errorf("%w: event %d is %d bytes, maximum is %d", ErrEventTooLarge, i, sz, p.s.opts.MaxEventSize)
+			return fmt.Errorf("%w: event %d is %d bytes, maximum is %d", channel.ErrEventTooLarge, i, sz, p.s.opts.MaxEventSize)
 		}
 		if len(ev.Headers) != 0 {
 			plain = false
-			if err := CheckHeaders(ev); err != nil {
+			if err := channel.CheckHeaders(ev); err != nil {
 				return fmt.Errorf("event %d: %w", i, err)
 			}
 		}
@@ -196,7 +197,7 @@ func (p *filePut) flush(commit bool) error {
 	s.cpMu.RLock()
 	if s.isClosed.Load() {
 		s.cpMu.RUnlock()
-		return ErrClosed
+		return channel.ErrClosed
 	}
 	if !p.registered && p.id < s.txnFloor.Load() {
 		// Begun before the last checkpoint but not in it: a new id, so
@@ -294,13 +295,13 @@ func (p *filePut) Deduplicated() bool { return p.dedup }
 
 func (p *filePut) Commit(ctx context.Context) error {
 	if p.done {
-		return ErrTxnDone
+		return channel.ErrTxnDone
 	}
 	s := p.s
 	defer p.release()
 	if !s.commitStart() {
 		p.rollback(true)
-		return ErrClosed
+		return channel.ErrClosed
 	}
 	defer s.commits.Done()
 	if len(p.sizes) == 0 && p.opts.ProducerID == "" {
@@ -364,11 +365,11 @@ func (p *filePut) Commit(ctx context.Context) error {
 		c.reserved -= n
 		c.resBytes -= p.perChanB[c]
 		c.bytes += p.perChanB[c]
-		c.putSuccesses.Add(n)
+		c.PutSuccesses.Add(n)
 		c.wakeTakers()
 	}
 	if p.opts.ProducerID != "" {
-		s.producers.note(p.opts.ProducerID, p.opts.Sequence, s.opts.now().UnixNano())
+		s.producers.Note(p.opts.ProducerID, p.opts.Sequence, s.opts.Clock().UnixNano())
 	}
 	delete(s.puts, p.id)
 	s.mu.Unlock()
@@ -413,10 +414,10 @@ func (p *filePut) rollback(closing bool) {
 }
 
 // unpin drops one live pointer of a segment. Called with s.mu held.
-func (s *File) unpin(ptr wal.Pointer) { s.unpinN(ptr.Segment(), 1) }
+func (s *Store) unpin(ptr wal.Pointer) { s.unpinN(ptr.Segment(), 1) }
 
 // unpinN drops n live pointers of segment seg. Called with s.mu held.
-func (s *File) unpinN(seg uint32, n int64) {
+func (s *Store) unpinN(seg uint32, n int64) {
 	if left := s.live[seg] - n; left > 0 {
 		s.live[seg] = left
 	} else {
@@ -431,7 +432,7 @@ func (s *File) unpinN(seg uint32, n int64) {
 // replayState.retract), so the caller's "not committed" holds after a
 // restart too. When even that fails, the outcome after a restart is unknown
 // (it is stored whole or not at all); the returned error says so.
-func (s *File) retract(dir int, txn uint64, kind string, cause error) error {
+func (s *Store) retract(dir int, txn uint64, kind string, cause error) error {
 	var b wal.Batch
 	b.Add(wal.RecordRollback, txn, nil)
 	var err error
@@ -453,7 +454,7 @@ func (s *File) retract(dir int, txn uint64, kind string, cause error) error {
 }
 
 // commitStart registers an in-progress commit so Close waits for it.
-func (s *File) commitStart() bool {
+func (s *Store) commitStart() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -465,17 +466,17 @@ func (s *File) commitStart() bool {
 
 // claimProducer serialises commits of one producer and reports whether seq
 // was already committed. release must be called when the commit is done.
-func (s *File) claimProducer(ctx context.Context, id string, seq uint64) (release func(), dup bool, err error) {
+func (s *Store) claimProducer(ctx context.Context, id string, seq uint64) (release func(), dup bool, err error) {
 	for {
 		s.mu.Lock()
 		busy, ok := s.prodBusy[id]
 		if !ok {
-			if s.producers.committed(id, seq) {
-				s.producers.touch(id, s.opts.now().UnixNano())
+			if s.producers.Committed(id, seq) {
+				s.producers.Touch(id, s.opts.Clock().UnixNano())
 				s.mu.Unlock()
 				return func() {}, true, nil
 			}
-			if err := s.producers.admit(id, s.maxProducers); err != nil {
+			if err := s.producers.Admit(id, s.maxProducers); err != nil {
 				s.mu.Unlock()
 				return nil, false, fmt.Errorf("file channel: %w", err)
 			}
@@ -500,13 +501,13 @@ func (s *File) claimProducer(ctx context.Context, id string, seq uint64) (releas
 
 // reserve claims room for a put in every channel at once, waiting up to the
 // longest keep-alive of the channels that are full.
-func (s *File) reserve(ctx context.Context, n, b map[*fileChan]int64) error {
+func (s *Store) reserve(ctx context.Context, n, b map[*fileChan]int64) error {
 	var deadline time.Time
 	for {
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
-			return ErrClosed
+			return channel.ErrClosed
 		}
 		var full *fileChan
 		for c, k := range n {
@@ -532,7 +533,7 @@ func (s *File) reserve(ctx context.Context, n, b map[*fileChan]int64) error {
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
-			return &FullError{Channel: full.cfg.Name, Detail: fmt.Sprintf("capacity %d events, maxBytes %d", full.cfg.Capacity, full.cfg.MaxBytes)}
+			return &channel.FullError{Channel: full.cfg.Name, Detail: fmt.Sprintf("capacity %d events, maxBytes %d", full.cfg.Capacity, full.cfg.MaxBytes)}
 		}
 		timer := time.NewTimer(left)
 		select {
@@ -540,13 +541,13 @@ func (s *File) reserve(ctx context.Context, n, b map[*fileChan]int64) error {
 		case <-timer.C:
 		case <-ctx.Done():
 			timer.Stop()
-			return &FullError{Channel: full.cfg.Name, Err: ctx.Err()}
+			return &channel.FullError{Channel: full.cfg.Name, Err: ctx.Err()}
 		}
 		timer.Stop()
 	}
 }
 
-func (s *File) unreserve(n, b map[*fileChan]int64) {
+func (s *Store) unreserve(n, b map[*fileChan]int64) {
 	s.mu.Lock()
 	for c, k := range n {
 		c.reserved -= k
@@ -564,7 +565,7 @@ type takeEntry struct {
 }
 
 type fileTake struct {
-	s          *File
+	s          *Store
 	id         uint64
 	dir        int
 	ch         *fileChan
@@ -575,7 +576,7 @@ type fileTake struct {
 }
 
 // BeginTake implements Channel.
-func (s *File) BeginTake(ctx context.Context, name string) (TakeTxn, error) {
+func (s *Store) BeginTake(ctx context.Context, name string) (channel.TakeTxn, error) {
 	c, err := s.channel(name)
 	if err != nil {
 		return nil, err
@@ -584,7 +585,7 @@ func (s *File) BeginTake(ctx context.Context, name string) (TakeTxn, error) {
 	closed := s.closed
 	s.mu.Unlock()
 	if closed {
-		return nil, ErrClosed
+		return nil, channel.ErrClosed
 	}
 	return &fileTake{
 		s:   s,
@@ -594,9 +595,9 @@ func (s *File) BeginTake(ctx context.Context, name string) (TakeTxn, error) {
 	}, nil
 }
 
-func (t *fileTake) Take(ctx context.Context, max int) ([]Event, error) {
+func (t *fileTake) Take(ctx context.Context, max int) ([]channel.Event, error) {
 	if t.done || t.committing {
-		return nil, ErrTxnDone
+		return nil, channel.ErrTxnDone
 	}
 	if max <= 0 {
 		return nil, nil
@@ -604,17 +605,17 @@ func (t *fileTake) Take(ctx context.Context, max int) ([]Event, error) {
 	s, c := t.s, t.ch
 	room := c.cfg.TransactionCapacity - len(t.entries)
 	if room <= 0 {
-		return nil, fmt.Errorf("%w: take txn holds %d events, transactionCapacity is %d", ErrTxnFull, len(t.entries), c.cfg.TransactionCapacity)
+		return nil, fmt.Errorf("%w: take txn holds %d events, transactionCapacity is %d", channel.ErrTxnFull, len(t.entries), c.cfg.TransactionCapacity)
 	}
 	max = min(max, room)
-	c.takeAttempts.Add(int64(max))
+	c.TakeAttempts.Add(int64(max))
 	for {
 		s.cpMu.RLock()
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			s.cpMu.RUnlock()
-			return nil, ErrClosed
+			return nil, channel.ErrClosed
 		}
 		first := len(t.entries)
 		t.entries = slices.Grow(t.entries, int(min(uint64(max), c.q.Len())))
@@ -655,15 +656,15 @@ func (t *fileTake) Take(ctx context.Context, max int) ([]Event, error) {
 // read decodes the bodies of entries[first:] from the WAL (page cache). A
 // damaged record is reported and skipped: it stays in the txn so a commit
 // removes it, but no garbage is ever returned.
-func (t *fileTake) read(first int) ([]Event, error) {
+func (t *fileTake) read(first int) ([]channel.Event, error) {
 	s, c := t.s, t.ch
-	out := make([]Event, 0, len(t.entries)-first)
+	out := make([]channel.Event, 0, len(t.entries)-first)
 	sizes := make([]uint32, len(t.entries)-first)
 	var bytes int64
 	s.walMu.RLock()
 	defer s.walMu.RUnlock()
 	if s.walClosed {
-		return nil, ErrClosed
+		return nil, channel.ErrClosed
 	}
 	ptrs := t.ptrs[:0]
 	for _, e := range t.entries[first:] {
@@ -681,7 +682,7 @@ func (t *fileTake) read(first int) ([]Event, error) {
 		}
 	}()
 	*rb, err = s.wal.ReadRecords(ptrs, *rb, func(i int, rec wal.Record, err error) error {
-		var ev Event
+		var ev channel.Event
 		var h putHeader
 		if err == nil {
 			if rec.Type != wal.RecordPut {
@@ -723,7 +724,7 @@ func (t *fileTake) read(first int) ([]Event, error) {
 
 func (t *fileTake) Commit(ctx context.Context) error {
 	if t.done {
-		return ErrTxnDone
+		return channel.ErrTxnDone
 	}
 	if len(t.entries) == 0 {
 		t.done = true
@@ -732,7 +733,7 @@ func (t *fileTake) Commit(ctx context.Context) error {
 	s, c := t.s, t.ch
 	if !s.commitStart() {
 		t.rollback(true)
-		return ErrClosed
+		return channel.ErrClosed
 	}
 	defer s.commits.Done()
 	recs := make([]takeEntryRec, len(t.entries))
@@ -746,7 +747,7 @@ func (t *fileTake) Commit(ctx context.Context) error {
 	_, tok, err := s.wal.Write(t.dir, &b, nil)
 	written := err == nil
 	if err == nil && s.isClosed.Load() {
-		err = ErrClosed
+		err = channel.ErrClosed
 	}
 	if err == nil {
 		s.mu.Lock()
@@ -763,7 +764,7 @@ func (t *fileTake) Commit(ctx context.Context) error {
 		s.mu.Lock()
 		t.committing = false
 		s.mu.Unlock()
-		if written && !errors.Is(err, ErrClosed) {
+		if written && !errors.Is(err, channel.ErrClosed) {
 			// Before the events go back to the head: a later take of
 			// them comes after the rollback record.
 			err = s.retract(t.dir, t.id, "take", err)
@@ -788,7 +789,7 @@ func (t *fileTake) Commit(ctx context.Context) error {
 	}
 	c.inTakes -= int64(len(t.entries))
 	c.inTakeB -= bytes
-	c.takeSuccesses.Add(int64(len(t.entries)))
+	c.TakeSuccesses.Add(int64(len(t.entries)))
 	delete(s.takes, t.id)
 	c.wakePutters()
 	s.mu.Unlock()
@@ -839,7 +840,7 @@ func (t *fileTake) rollback(closing bool) {
 
 // inflight snapshots the open transactions for a checkpoint. Called with
 // cpMu held exclusively.
-func (s *File) inflight() ([]checkpoint.PutTxn, []checkpoint.TakeTxn) {
+func (s *Store) inflight() ([]checkpoint.PutTxn, []checkpoint.TakeTxn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	puts := make([]checkpoint.PutTxn, 0, len(s.puts))
@@ -869,7 +870,7 @@ func (s *File) inflight() ([]checkpoint.PutTxn, []checkpoint.TakeTxn) {
 // requeue puts rolled-back events back at the head in their original order,
 // merged with events earlier rollbacks put there (concurrent take txns may
 // roll back in any order). Called with s.mu held.
-func (c *fileChan) requeue(entries []takeEntry, s *File) {
+func (c *fileChan) requeue(entries []takeEntry, s *Store) {
 	type back struct{ ptr, orig uint64 }
 	all := make([]back, 0, len(entries))
 	for _, e := range entries {
@@ -899,8 +900,8 @@ func (c *fileChan) requeue(entries []takeEntry, s *File) {
 // walError makes the WAL's disk-space refusal match channel.ErrDiskSpace
 // too, so callers (and the gRPC status mapping) see one sentinel.
 func walError(err error) error {
-	if errors.Is(err, wal.ErrDiskSpace) && !errors.Is(err, ErrDiskSpace) {
-		return fmt.Errorf("%w: %w", ErrDiskSpace, err)
+	if errors.Is(err, wal.ErrDiskSpace) && !errors.Is(err, channel.ErrDiskSpace) {
+		return fmt.Errorf("%w: %w", channel.ErrDiskSpace, err)
 	}
 	return err
 }

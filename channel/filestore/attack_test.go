@@ -1,4 +1,4 @@
-package channel
+package filestore
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/sluicehq/sluice/channel"
 	"github.com/sluicehq/sluice/checkpoint"
 	"github.com/sluicehq/sluice/crypto"
 	"github.com/sluicehq/sluice/queue"
@@ -42,7 +43,7 @@ func (c *rawCodec) Decode(dst, p []byte, flags uint8, key uint16) ([]byte, error
 
 // forgeWAL opens the store's first data directory as a WAL (the store is
 // closed), lets write append batches to a new segment and closes it.
-func forgeWAL(t *testing.T, fs vfs.FS, o FileOptions, codec *rawCodec, write func(w *wal.WAL)) {
+func forgeWAL(t *testing.T, fs vfs.FS, o Options, codec *rawCodec, write func(w *wal.WAL)) {
 	t.Helper()
 	w, err := wal.Open(wal.Options{FS: fs, Dirs: o.DataDirs[:1], SegmentSize: o.SegmentSize, Codec: codec, Logger: testLogger()})
 	if err != nil {
@@ -71,7 +72,7 @@ func writeBatch(t *testing.T, w *wal.WAL, b *wal.Batch) {
 	}
 }
 
-func encryptedStore(t *testing.T, keys []crypto.Key, events int) (*vfs.MemFS, FileOptions) {
+func encryptedStore(t *testing.T, keys []crypto.Key, events int) (*vfs.MemFS, Options) {
 	t.Helper()
 	fs := vfs.NewCrashableMem()
 	o := testFileOptions(fs, 1)
@@ -91,7 +92,7 @@ func TestAttackUnsealedRecordInEncryptedStore(t *testing.T) {
 	fs, o := encryptedStore(t, keys, 20)
 	forgeWAL(t, fs, o, &rawCodec{}, func(w *wal.WAL) {
 		var b wal.Batch
-		e := Event{Body: []byte("forged")}
+		e := channel.Event{Body: []byte("forged")}
 		b.Add(wal.RecordPut, 1<<40, appendPutPayload(nil, "c1", e, e.Size(), 1))
 		b.Add(wal.RecordCommit, 1<<40, appendCommitPayload(nil, commitInfo{events: 1}))
 		writeBatch(t, w, &b)
@@ -123,7 +124,7 @@ func TestAttackUnsealedRecordAfterMigration(t *testing.T) {
 	}
 	forgeWAL(t, clone, o, &rawCodec{}, func(w *wal.WAL) {
 		var b wal.Batch
-		e := Event{Body: []byte("forged")}
+		e := channel.Event{Body: []byte("forged")}
 		b.Add(wal.RecordPut, 1<<40, appendPutPayload(nil, "c1", e, e.Size(), 1))
 		b.Add(wal.RecordCommit, 1<<40, appendCommitPayload(nil, commitInfo{events: 1}))
 		writeBatch(t, w, &b)
@@ -134,7 +135,7 @@ func TestAttackUnsealedRecordAfterMigration(t *testing.T) {
 // plantPlaintextCheckpoint writes a plaintext checkpoint in both
 // generations whose frontier lies past all WAL data, with no events and a
 // planted producer entry.
-func plantPlaintextCheckpoint(t *testing.T, fs vfs.FS, o FileOptions) {
+func plantPlaintextCheckpoint(t *testing.T, fs vfs.FS, o Options) {
 	t.Helper()
 	names, _ := fs.List(o.DataDirs[0])
 	var last uint32
@@ -159,9 +160,9 @@ func plantPlaintextCheckpoint(t *testing.T, fs vfs.FS, o FileOptions) {
 
 // victimPut commits one event with producer "victim" sequence 1 and says
 // whether the store called it a duplicate.
-func victimPut(t *testing.T, s *File) bool {
+func victimPut(t *testing.T, s *Store) bool {
 	t.Helper()
-	tx, err := s.BeginPut(context.Background(), PutOptions{ProducerID: "victim", Sequence: 1})
+	tx, err := s.BeginPut(context.Background(), channel.PutOptions{ProducerID: "victim", Sequence: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +205,7 @@ func TestAttackPlaintextCheckpoint(t *testing.T) {
 					}
 				}
 			}
-			s, err := OpenFile(o)
+			s, err := Open(o)
 			if err != nil {
 				if mode == "manifest kept" {
 					t.Fatalf("open with the manifest in place: %v", err)
@@ -369,7 +370,7 @@ func TestAttackSwappedCheckpoints(t *testing.T) {
 			}
 		}
 	}
-	s, err := OpenFile(oA)
+	s, err := Open(oA)
 	if err == nil {
 		got := drain(t, s, "c1")
 		s.Close()
@@ -430,7 +431,7 @@ func TestAttackCheckpointRollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	restoreFiles(t, fs, saved)
-	s, err := OpenFile(o)
+	s, err := Open(o)
 	if err != nil {
 		return // refused: fine
 	}
@@ -474,7 +475,7 @@ func TestAttackQueueDigestKeyed(t *testing.T) {
 // legacyEncryptedStore writes an encrypted store the way builds before
 // store binding did: records and checkpoints sealed with the old associated
 // data, CRC32C queue digests and a checksummed (v1) crypto manifest.
-func legacyEncryptedStore(t *testing.T, kr *crypto.Keyring, events int) (*vfs.MemFS, FileOptions) {
+func legacyEncryptedStore(t *testing.T, kr *crypto.Keyring, events int) (*vfs.MemFS, Options) {
 	t.Helper()
 	fs := vfs.NewCrashableMem()
 	o := testFileOptions(fs, 1)
@@ -602,8 +603,8 @@ func TestLostCheckpointsThenRestart(t *testing.T) {
 // channel's event in its queue (a forged queue or checkpoint) is skipped.
 func TestTakeChecksChannel(t *testing.T) {
 	fs := vfs.NewCrashableMem()
-	o := testFileOptions(fs, 1, ChannelConfig{Name: "c1", Capacity: 100, TransactionCapacity: 100},
-		ChannelConfig{Name: "c2", Capacity: 100, TransactionCapacity: 100})
+	o := testFileOptions(fs, 1, channel.ChannelConfig{Name: "c1", Capacity: 100, TransactionCapacity: 100},
+		channel.ChannelConfig{Name: "c2", Capacity: 100, TransactionCapacity: 100})
 	o.Encryption = testKeyring(t, cryptoKeys(t, 1), 1)
 	s := mustOpen(t, o)
 	defer s.Close()
@@ -639,19 +640,19 @@ func TestPutTxnSpanningCheckpoint(t *testing.T) {
 		}
 		s := mustOpen(t, o)
 		ctx := context.Background()
-		tx, err := s.BeginPut(ctx, PutOptions{})
+		tx, err := s.BeginPut(ctx, channel.PutOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := tx.Put("c1", Event{Body: []byte("0")}); err != nil { // buffered, not flushed
+		if err := tx.Put("c1", channel.Event{Body: []byte("0")}); err != nil { // buffered, not flushed
 			t.Fatal(err)
 		}
 		if err := s.Checkpoint(); err != nil {
 			t.Fatal(err)
 		}
-		big := make([]Event, 100)
+		big := make([]channel.Event, 100)
 		for i := range big {
-			big[i] = Event{Body: bytes.Repeat([]byte{'x'}, 1000)} // flushes several times
+			big[i] = channel.Event{Body: bytes.Repeat([]byte{'x'}, 1000)} // flushes several times
 		}
 		if err := tx.Put("c1", big...); err != nil {
 			t.Fatal(err)

@@ -1,4 +1,4 @@
-package channel
+package filestore
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"golang.org/x/sys/unix"
+
+	"github.com/sluicehq/sluice/channel"
 )
 
 // tinyTmpfs mounts a size-limited tmpfs for the test. Mounting needs root;
@@ -37,12 +39,12 @@ func resizeTmpfs(t *testing.T, dir, size string) {
 	}
 }
 
-func tmpfsOptions(root string, minFree int64) FileOptions {
-	return FileOptions{
+func tmpfsOptions(root string, minFree int64) Options {
+	return Options{
 		FS:                 vfs.Default,
 		DataDirs:           []string{filepath.Join(root, "data")},
 		CheckpointDir:      filepath.Join(root, "ckpt"),
-		Channels:           []ChannelConfig{{Name: "c1", Capacity: 100_000, TransactionCapacity: 100}},
+		Channels:           []channel.ChannelConfig{{Name: "c1", Capacity: 100_000, TransactionCapacity: 100}},
 		SegmentSize:        1 << 20,
 		MaxEventSize:       64 << 10,
 		CheckpointInterval: -1,
@@ -54,12 +56,12 @@ func tmpfsOptions(root string, minFree int64) FileOptions {
 // fillUntilRefused puts 1 KiB events in batches of 10 until a commit fails,
 // then tries a few more times; every failure must be a clear disk-space
 // error. It returns the acknowledged ids.
-func fillUntilRefused(t *testing.T, s *File, next *int) []int {
+func fillUntilRefused(t *testing.T, s *Store, next *int) []int {
 	t.Helper()
 	var acked []int
 	failures := 0
 	for failures < 5 && *next < 100_000 {
-		tx, err := s.BeginPut(context.Background(), PutOptions{})
+		tx, err := s.BeginPut(context.Background(), channel.PutOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -74,7 +76,7 @@ func fillUntilRefused(t *testing.T, s *File, next *int) []int {
 			*next++
 		}
 		if err := tx.Commit(context.Background()); err != nil {
-			if !errors.Is(err, ErrDiskSpace) && !errors.Is(err, syscall.ENOSPC) {
+			if !errors.Is(err, channel.ErrDiskSpace) && !errors.Is(err, syscall.ENOSPC) {
 				t.Fatalf("put on a full disk failed with an unclear error: %v", err)
 			}
 			failures++

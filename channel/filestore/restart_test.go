@@ -1,4 +1,4 @@
-package channel
+package filestore
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/sluicehq/sluice/channel"
 	"github.com/sluicehq/sluice/checkpoint"
 	"github.com/sluicehq/sluice/wal"
 )
@@ -41,7 +42,7 @@ func flipByte(t *testing.T, fs vfs.FS, path string, off int64) {
 }
 
 // storeWith writes events [0,n) in batches of 10 and crashes or closes.
-func storeWith(t *testing.T, dirs, n int, closeClean bool) (*vfs.MemFS, FileOptions) {
+func storeWith(t *testing.T, dirs, n int, closeClean bool) (*vfs.MemFS, Options) {
 	t.Helper()
 	fs := vfs.NewCrashableMem()
 	o := testFileOptions(fs, dirs)
@@ -63,7 +64,7 @@ func storeWith(t *testing.T, dirs, n int, closeClean bool) (*vfs.MemFS, FileOpti
 	return clone, o
 }
 
-func expectAll(t *testing.T, o FileOptions, want []int) *File {
+func expectAll(t *testing.T, o Options, want []int) *Store {
 	t.Helper()
 	s := mustOpen(t, o)
 	got := drain(t, s, "c1")
@@ -79,23 +80,23 @@ func TestFileRestartScenarios(t *testing.T) {
 		name  string
 		clean bool
 		// damage breaks the stored state before reopening.
-		damage func(t *testing.T, fs vfs.FS, o FileOptions)
+		damage func(t *testing.T, fs vfs.FS, o Options)
 	}{
 		{"clean close", true, nil},
 		{"close without checkpoint", false, nil},
-		{"both checkpoints deleted", false, func(t *testing.T, fs vfs.FS, o FileOptions) {
+		{"both checkpoints deleted", false, func(t *testing.T, fs vfs.FS, o Options) {
 			fs.Remove("/ckpt/checkpoint.A")
 			fs.Remove("/ckpt-backup/checkpoint.B")
 		}},
-		{"newest checkpoint corrupted", true, func(t *testing.T, fs vfs.FS, o FileOptions) {
+		{"newest checkpoint corrupted", true, func(t *testing.T, fs vfs.FS, o Options) {
 			newest := checkpoint.Load(fs, o.CheckpointDir, o.BackupCheckpointDir, nil)[0].Path
 			flipByte(t, fs, newest, 20)
 		}},
-		{"both checkpoints corrupted", false, func(t *testing.T, fs vfs.FS, o FileOptions) {
+		{"both checkpoints corrupted", false, func(t *testing.T, fs vfs.FS, o Options) {
 			flipByte(t, fs, "/ckpt/checkpoint.A", 20)
 			flipByte(t, fs, "/ckpt-backup/checkpoint.B", 20)
 		}},
-		{"queue file of newest checkpoint corrupted", true, func(t *testing.T, fs vfs.FS, o FileOptions) {
+		{"queue file of newest checkpoint corrupted", true, func(t *testing.T, fs vfs.FS, o Options) {
 			cp := checkpoint.Load(fs, o.CheckpointDir, o.BackupCheckpointDir, nil)[0].Checkpoint
 			dir, suffix := "/ckpt", "A"
 			if cp.Channels[0].Gen == 1 {
@@ -122,7 +123,7 @@ func TestFileRestartScenarios(t *testing.T) {
 					c.damage(t, fs, o)
 					// The damage is real: some checkpoint no longer loads
 					// with its queues (or is gone).
-					s, err := OpenFile(o)
+					s, err := Open(o)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -157,20 +158,20 @@ func TestFileChangedCapacity(t *testing.T) {
 	for _, clean := range []bool{true, false} {
 		_, o := storeWith(t, 1, 800, clean)
 		// Shrink below the queued count: nothing is lost, puts are refused.
-		o.Channels = []ChannelConfig{{Name: "c1", Capacity: 300, TransactionCapacity: 100}}
+		o.Channels = []channel.ChannelConfig{{Name: "c1", Capacity: 300, TransactionCapacity: 100}}
 		s := mustOpen(t, o)
 		st, _ := s.Stats(context.Background(), "c1")
 		if st.Size != 800 || st.Capacity != 300 {
 			t.Fatalf("after shrink: size %d capacity %d", st.Size, st.Capacity)
 		}
-		p, _ := s.BeginPut(context.Background(), PutOptions{})
+		p, _ := s.BeginPut(context.Background(), channel.PutOptions{})
 		p.Put("c1", ev(9999))
-		if err := p.Commit(context.Background()); !errors.Is(err, ErrChannelFull) {
+		if err := p.Commit(context.Background()); !errors.Is(err, channel.ErrChannelFull) {
 			t.Fatalf("put into over-full channel: %v", err)
 		}
 		s.Close()
 		// Grow: everything still there, in order, and room for more.
-		o.Channels = []ChannelConfig{{Name: "c1", Capacity: 5000, TransactionCapacity: 100}}
+		o.Channels = []channel.ChannelConfig{{Name: "c1", Capacity: 5000, TransactionCapacity: 100}}
 		s = mustOpen(t, o)
 		putRange(t, s, "c1", 800, 1000, 50)
 		s.Close()
@@ -308,17 +309,17 @@ func TestFileBitFlipMidSegment(t *testing.T) {
 
 func TestFileUnconfiguredChannelWithEventsRefused(t *testing.T) {
 	fs := vfs.NewCrashableMem()
-	o := testFileOptions(fs, 1, ChannelConfig{Name: "a"}, ChannelConfig{Name: "b"})
+	o := testFileOptions(fs, 1, channel.ChannelConfig{Name: "a"}, channel.ChannelConfig{Name: "b"})
 	s := mustOpen(t, o)
 	putRange(t, s, "b", 0, 10, 5)
 	s.Close()
-	o.Channels = []ChannelConfig{{Name: "a"}}
-	_, err := OpenFile(o)
+	o.Channels = []channel.ChannelConfig{{Name: "a"}}
+	_, err := Open(o)
 	if err == nil || !strings.Contains(err.Error(), `"b"`) {
 		t.Fatalf("opening without a channel that holds events: %v", err)
 	}
 	// Nothing was lost: with the channel back, the events are there.
-	o.Channels = []ChannelConfig{{Name: "a"}, {Name: "b"}}
+	o.Channels = []channel.ChannelConfig{{Name: "a"}, {Name: "b"}}
 	s = mustOpen(t, o)
 	if got := drain(t, s, "b"); !slices.Equal(got, seq(0, 10)) {
 		t.Fatalf("got %v", got)

@@ -1,4 +1,4 @@
-package channel
+package filestore
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/sluicehq/sluice/channel"
 )
 
 // A stalled channel pins only the segments that hold its own live events:
@@ -14,8 +16,8 @@ import (
 func TestFileGCStalledChannelPinsOnlyItsSegments(t *testing.T) {
 	fs := vfs.NewCrashableMem()
 	o := testFileOptions(fs, 1,
-		ChannelConfig{Name: "stalled", Capacity: 1000, TransactionCapacity: 100},
-		ChannelConfig{Name: "busy", Capacity: 1000, TransactionCapacity: 100})
+		channel.ChannelConfig{Name: "stalled", Capacity: 1000, TransactionCapacity: 100},
+		channel.ChannelConfig{Name: "busy", Capacity: 1000, TransactionCapacity: 100})
 	s := mustOpen(t, o)
 	putRange(t, s, "stalled", 0, 5, 5) // never taken
 	ctx := context.Background()
@@ -41,7 +43,7 @@ func TestFileGCStalledChannelPinsOnlyItsSegments(t *testing.T) {
 	if got := drain(t, s, "stalled"); !slices.Equal(got, seq(0, 5)) {
 		t.Fatalf("stalled channel lost events: %v", got)
 	}
-	tx, _ := s.BeginPut(ctx, PutOptions{})
+	tx, _ := s.BeginPut(ctx, channel.PutOptions{})
 	tx.Put("busy", ev(1))
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
@@ -61,9 +63,9 @@ func TestFileMinFreeSpace(t *testing.T) {
 	s.diskMu.Lock()
 	s.diskChecked = s.diskChecked.AddDate(0, 0, -1) // expire the cached answer
 	s.diskMu.Unlock()
-	tx, _ := s.BeginPut(context.Background(), PutOptions{})
+	tx, _ := s.BeginPut(context.Background(), channel.PutOptions{})
 	tx.Put("c1", ev(10))
-	if err := tx.Commit(context.Background()); !errors.Is(err, ErrDiskSpace) {
+	if err := tx.Commit(context.Background()); !errors.Is(err, channel.ErrDiskSpace) {
 		t.Fatalf("put below minimum free space: %v", err)
 	}
 	// Takes still work, and nothing was lost.

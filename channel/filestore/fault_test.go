@@ -1,4 +1,4 @@
-package channel
+package filestore
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/sluicehq/sluice/channel"
 	"github.com/sluicehq/sluice/wal"
 )
 
@@ -129,7 +130,7 @@ func noteFaults(t *testing.T, n int) {
 }
 
 // faultStore opens a small store on errorfs(crashable mem).
-func faultStore(t *testing.T, dirs int) (*File, *vfs.MemFS, *faultRule, FileOptions) {
+func faultStore(t *testing.T, dirs int) (*Store, *vfs.MemFS, *faultRule, Options) {
 	t.Helper()
 	mem := vfs.NewCrashableMem()
 	rule := newFaultRule()
@@ -138,15 +139,15 @@ func faultStore(t *testing.T, dirs int) (*File, *vfs.MemFS, *faultRule, FileOpti
 }
 
 // activeSegment returns the path of directory dir's active WAL segment.
-func activeSegment(s *File, dir int) string {
+func activeSegment(s *Store, dir int) string {
 	pos, _ := s.wal.Frontier()
 	return fmt.Sprintf("/data%d/%010d.wal", dir, pos[dir].Segment)
 }
 
 // tryPut puts events [from, to) in one txn and returns Commit's error.
-func tryPut(t *testing.T, s *File, from, to int) error {
+func tryPut(t *testing.T, s *Store, from, to int) error {
 	t.Helper()
-	tx, err := s.BeginPut(context.Background(), PutOptions{})
+	tx, err := s.BeginPut(context.Background(), channel.PutOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +160,7 @@ func tryPut(t *testing.T, s *File, from, to int) error {
 	return tx.Commit(context.Background())
 }
 
-func queued(t *testing.T, s *File) int64 {
+func queued(t *testing.T, s *Store) int64 {
 	t.Helper()
 	st, err := s.Stats(context.Background(), "c1")
 	if err != nil {
@@ -171,10 +172,10 @@ func queued(t *testing.T, s *File) int64 {
 // checkRecovered opens o on fs and drains c1: every id in acked must be
 // there exactly once, in order; ids in maybe may be there (once, in order);
 // nothing else may be. The store is closed afterwards.
-func checkRecovered(t *testing.T, o FileOptions, fs vfs.FS, acked, maybe []int) {
+func checkRecovered(t *testing.T, o Options, fs vfs.FS, acked, maybe []int) {
 	t.Helper()
 	o.FS = fs
-	s, err := OpenFile(o)
+	s, err := Open(o)
 	if err != nil {
 		t.Fatalf("reopen after fault: %v", err)
 	}
@@ -305,11 +306,11 @@ func TestFaultWALSyncEIOEarlierSegmentOfTxn(t *testing.T) {
 	acked := seq(0, 10)
 
 	// Txn A: enough bytes to force a flush (flushBytes is a quarter segment).
-	a, err := s.BeginPut(ctx, PutOptions{})
+	a, err := s.BeginPut(ctx, channel.PutOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	big := func(id int) Event {
+	big := func(id int) channel.Event {
 		e := ev(id)
 		e.Headers["pad"] = strings.Repeat("x", 2000)
 		return e
@@ -340,7 +341,7 @@ func TestFaultWALSyncEIOEarlierSegmentOfTxn(t *testing.T) {
 	}
 	maybe := append(seq(10, 11), seq(1000, 1010)...)
 	o.FS = mem.CrashClone(vfs.CrashCloneCfg{})
-	r, err := OpenFile(o)
+	r, err := Open(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,7 +385,7 @@ func TestFaultWALDiskFull(t *testing.T) {
 			continue
 		}
 		maybe = append(maybe, seq(from, from+10)...)
-		if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, ErrDiskSpace) {
+		if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, channel.ErrDiskSpace) {
 			t.Fatalf("put on a full disk: error %q names neither ENOSPC nor ErrDiskSpace", err)
 		}
 	}
@@ -472,7 +473,7 @@ func TestFaultCheckpointENOSPC(t *testing.T) {
 // checkpointWorkload builds a store state with something of every kind for
 // a checkpoint to save: queued events, a committed take, an open take and an
 // open put. It returns the store and the ids that must survive.
-func checkpointWorkload(t *testing.T, s *File) (acked []int, cleanup func()) {
+func checkpointWorkload(t *testing.T, s *Store) (acked []int, cleanup func()) {
 	t.Helper()
 	ctx := context.Background()
 	putRange(t, s, "c1", 0, 60, 10)
@@ -497,7 +498,7 @@ func checkpointWorkload(t *testing.T, s *File) (acked []int, cleanup func()) {
 	if evs, err := open.Take(ctx, 5); err != nil || len(evs) != 5 {
 		t.Fatalf("take: %d events, %v", len(evs), err)
 	}
-	op, err := s.BeginPut(ctx, PutOptions{})
+	op, err := s.BeginPut(ctx, channel.PutOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -600,7 +601,7 @@ func TestFaultCheckpointEveryStep(t *testing.T) {
 // delivered again instead of lost; a put's retry (same producer, same
 // sequence) is stored once, not twice.
 func TestFaultFailedCommitRetracted(t *testing.T) {
-	syncOf := func(rule *faultRule, s *File) {
+	syncOf := func(rule *faultRule, s *Store) {
 		seg := activeSegment(s, 0)
 		rule.arm(syscall.EIO, 1, func(op errorfs.Op) bool {
 			return op.Kind == errorfs.OpFileSyncData && onSegment(op.Path, seg)
@@ -632,7 +633,7 @@ func TestFaultFailedCommitRetracted(t *testing.T) {
 		s, mem, rule, o := faultStore(t, 1)
 		defer s.Close()
 		putRange(t, s, "c1", 0, 5, 5)
-		opts := PutOptions{ProducerID: "src", Sequence: 1}
+		opts := channel.PutOptions{ProducerID: "src", Sequence: 1}
 		attempt := func() error {
 			tx, _ := s.BeginPut(context.Background(), opts)
 			for i := 5; i < 10; i++ {

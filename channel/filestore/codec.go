@@ -1,10 +1,11 @@
-package channel
+package filestore
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
 
+	"github.com/sluicehq/sluice/channel"
 	"github.com/sluicehq/sluice/wal"
 )
 
@@ -32,7 +33,7 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-func appendPutPayload(b []byte, ch string, ev Event, size int, putTime int64) []byte {
+func appendPutPayload(b []byte, ch string, ev channel.Event, size int, putTime int64) []byte {
 	b = appendString(b, ch)
 	b = binary.AppendUvarint(b, uint64(size))
 	b = binary.LittleEndian.AppendUint64(b, uint64(putTime))
@@ -138,7 +139,7 @@ func decodePutHeader(p []byte) (putHeader, payloadReader, error) {
 }
 
 // decodePut decodes a whole put payload into an event that owns its memory.
-func decodePut(p []byte) (putHeader, Event, error) {
+func decodePut(p []byte) (putHeader, channel.Event, error) {
 	return decodePutSlab(p, nil)
 }
 
@@ -164,16 +165,16 @@ func (sl *bodySlab) copy(b []byte) []byte {
 
 // decodePutSlab is decodePut with the body copied from slab (nil: its own
 // allocation).
-func decodePutSlab(p []byte, slab *bodySlab) (putHeader, Event, error) {
+func decodePutSlab(p []byte, slab *bodySlab) (putHeader, channel.Event, error) {
 	h, r, err := decodePutHeader(p)
 	if err != nil {
-		return h, Event{}, err
+		return h, channel.Event{}, err
 	}
 	n := r.uvarint()
 	if r.err == nil && n > uint64(len(r.b)) { // every header takes at least 2 bytes
-		return h, Event{}, errPayload
+		return h, channel.Event{}, errPayload
 	}
-	var ev Event
+	var ev channel.Event
 	if n > 0 {
 		ev.Headers = make(map[string]string, n)
 		for i := uint64(0); i < n && r.err == nil; i++ {
@@ -182,7 +183,7 @@ func decodePutSlab(p []byte, slab *bodySlab) (putHeader, Event, error) {
 		}
 	}
 	if r.err != nil {
-		return h, Event{}, r.err
+		return h, channel.Event{}, r.err
 	}
 	if slab != nil {
 		ev.Body = slab.copy(r.b)
@@ -190,7 +191,7 @@ func decodePutSlab(p []byte, slab *bodySlab) (putHeader, Event, error) {
 		ev.Body = append([]byte(nil), r.b...)
 	}
 	if ev.Size() != int(h.size) {
-		return h, Event{}, fmt.Errorf("%w: event size %d, header says %d", errPayload, ev.Size(), h.size)
+		return h, channel.Event{}, fmt.Errorf("%w: event size %d, header says %d", errPayload, ev.Size(), h.size)
 	}
 	return h, ev, nil
 }

@@ -1,4 +1,4 @@
-package channel
+package filestore
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/sluicehq/sluice/channel"
 	"github.com/sluicehq/sluice/checkpoint"
 	"github.com/sluicehq/sluice/crypto"
 )
@@ -45,7 +46,7 @@ func testKeyring(t testing.TB, keys []crypto.Key, active uint16) *crypto.Keyring
 
 // listing is every file of the store with its size and a digest of its
 // content, to prove a refused open changed nothing.
-func listing(t *testing.T, fs vfs.FS, o FileOptions) map[string]string {
+func listing(t *testing.T, fs vfs.FS, o Options) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for _, d := range append([]string{o.CheckpointDir, o.BackupCheckpointDir}, o.DataDirs...) {
@@ -82,7 +83,7 @@ func readAll(t *testing.T, fs vfs.FS, path string) []byte {
 }
 
 // storeFiles returns the contents of every WAL segment and checkpoint file.
-func storeFiles(t *testing.T, fs vfs.FS, o FileOptions) map[string][]byte {
+func storeFiles(t *testing.T, fs vfs.FS, o Options) map[string][]byte {
 	out := map[string][]byte{}
 	for p := range listing(t, fs, o) {
 		base := filepath.Base(p)
@@ -186,7 +187,7 @@ func TestFileKeyRotationThreeKeys(t *testing.T) {
 
 // rotatedStore writes events under key 1 then key 2 and closes; both
 // checkpoint generations end up sealed with key 2.
-func rotatedStore(t *testing.T) (*vfs.MemFS, FileOptions, []crypto.Key) {
+func rotatedStore(t *testing.T) (*vfs.MemFS, Options, []crypto.Key) {
 	keys := cryptoKeys(t, 1, 2)
 	fs := vfs.NewCrashableMem()
 	o := testFileOptions(fs, 1)
@@ -204,10 +205,10 @@ func rotatedStore(t *testing.T) (*vfs.MemFS, FileOptions, []crypto.Key) {
 	return fs, o, keys
 }
 
-func expectRefused(t *testing.T, fs vfs.FS, o FileOptions, want ...string) {
+func expectRefused(t *testing.T, fs vfs.FS, o Options, want ...string) {
 	t.Helper()
 	before := listing(t, fs, o)
-	s, err := OpenFile(o)
+	s, err := Open(o)
 	if err == nil {
 		s.Close()
 		t.Fatalf("open succeeded, want an error mentioning %q", want)
@@ -280,7 +281,7 @@ func TestFileWrongKeyFailsClosed(t *testing.T) {
 
 // removeManifests deletes every copy of the crypto manifest and returns
 // their contents.
-func removeManifests(t *testing.T, fs vfs.FS, o FileOptions) map[string][]byte {
+func removeManifests(t *testing.T, fs vfs.FS, o Options) map[string][]byte {
 	t.Helper()
 	saved := map[string][]byte{}
 	for _, p := range manifestPaths(fs, o) {
@@ -566,15 +567,15 @@ func runCryptoCrashSeed(t *testing.T, seed uint64) {
 	keys := cryptoKeys(t, 1, 2, 3, 4, 5)
 	runCrashSeed(t, seed, crashVariant{
 		seedRand: 0xc0de,
-		setup: func(rng *rand.Rand, o *FileOptions) {
+		setup: func(rng *rand.Rand, o *Options) {
 			o.Compression = []string{"", "zstd", "s2"}[rng.IntN(3)]
 		},
-		round: func(round int, o *FileOptions) {
+		round: func(round int, o *Options) {
 			o.Encryption = testKeyring(t, keys[:2+round], uint16(1+round))
 		},
-		action: func(round int, s *File, _ *rand.Rand) {
+		action: func(round int, s *Store, _ *rand.Rand) {
 			// A hot rotation to the round's newest key.
-			if err := s.SetActiveKey(uint16(2 + round)); err != nil && !errors.Is(err, ErrClosed) {
+			if err := s.SetActiveKey(uint16(2 + round)); err != nil && !errors.Is(err, channel.ErrClosed) {
 				t.Errorf("round %d: rotate: %v", round, err)
 			}
 		},
@@ -584,7 +585,7 @@ func runCryptoCrashSeed(t *testing.T, seed uint64) {
 // Benchmarks (steady regime, see benchPut): 1 KiB events, 100 per commit, as BenchmarkFilePut's
 // size=1024/batch=100 points; compare events/s with those.
 
-func benchVariants(b *testing.B, mutate func(*FileOptions)) {
+func benchVariants(b *testing.B, mutate func(*Options)) {
 	for _, producers := range []int{1, 16} {
 		b.Run(fmt.Sprintf("size=1024/batch=100/producers=%d", producers), func(b *testing.B) {
 			benchPut(b, benchSteadyStore(b, mutate), 1024, 100, producers, true)
@@ -593,18 +594,18 @@ func benchVariants(b *testing.B, mutate func(*FileOptions)) {
 }
 
 func BenchmarkFilePutPlain(b *testing.B) {
-	benchVariants(b, func(*FileOptions) {})
+	benchVariants(b, func(*Options) {})
 }
 
 func BenchmarkFilePutEncrypted(b *testing.B) {
 	kr := testKeyring(b, cryptoKeys(b, 1), 1)
-	benchVariants(b, func(o *FileOptions) { o.Encryption = kr })
+	benchVariants(b, func(o *Options) { o.Encryption = kr })
 }
 
 func BenchmarkFilePutCompressed(b *testing.B) {
 	for _, comp := range []string{"zstd", "s2"} {
 		b.Run(comp, func(b *testing.B) {
-			benchVariants(b, func(o *FileOptions) { o.Compression = comp })
+			benchVariants(b, func(o *Options) { o.Compression = comp })
 		})
 	}
 }
@@ -613,7 +614,7 @@ func BenchmarkFilePutEncryptedCompressed(b *testing.B) {
 	kr := testKeyring(b, cryptoKeys(b, 1), 1)
 	for _, comp := range []string{"zstd", "s2"} {
 		b.Run(comp, func(b *testing.B) {
-			benchVariants(b, func(o *FileOptions) { o.Encryption = kr; o.Compression = comp })
+			benchVariants(b, func(o *Options) { o.Encryption = kr; o.Compression = comp })
 		})
 	}
 }
@@ -629,9 +630,9 @@ func BenchmarkFilePutEncryptionCost(b *testing.B) {
 	const size, batch = 1024, 100
 	for _, producers := range []int{1, 16} {
 		b.Run(fmt.Sprintf("size=%d/batch=%d/producers=%d", size, batch, producers), func(b *testing.B) {
-			stores := []*File{
-				benchSteadyStore(b, func(*FileOptions) {}),
-				benchSteadyStore(b, func(o *FileOptions) { o.Encryption = kr }),
+			stores := []*Store{
+				benchSteadyStore(b, func(*Options) {}),
+				benchSteadyStore(b, func(o *Options) { o.Encryption = kr }),
 			}
 			body := benchBody(size)
 			perCommit := batch * (size + recordOverhead)

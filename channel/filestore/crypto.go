@@ -1,4 +1,4 @@
-package channel
+package filestore
 
 import (
 	"bufio"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/cockroachdb/errors/oserror"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/sluicehq/sluice/channel"
 	"github.com/sluicehq/sluice/checkpoint"
 	sluicecrypto "github.com/sluicehq/sluice/crypto"
 	"github.com/sluicehq/sluice/wal"
@@ -294,7 +295,7 @@ type fileCrypto struct {
 // neither a keyring nor compression it stores payloads as they are but still
 // reads compressed records (compression may be switched off) and names the
 // key of sealed ones.
-func (s *File) initCrypto() error {
+func (s *Store) initCrypto() error {
 	comp, err := sluicecrypto.ParseCompression(s.opts.Compression)
 	if err != nil {
 		return fmt.Errorf("file channel: compression: %w", err)
@@ -323,7 +324,7 @@ func (s *File) initCrypto() error {
 
 // manifestPaths lists every copy of the crypto manifest: checkpoint
 // directory first.
-func manifestPaths(fs vfs.FS, o FileOptions) []string {
+func manifestPaths(fs vfs.FS, o Options) []string {
 	var out []string
 	for _, d := range append([]string{o.CheckpointDir, o.BackupCheckpointDir}, o.DataDirs...) {
 		if d != "" {
@@ -334,7 +335,7 @@ func manifestPaths(fs vfs.FS, o FileOptions) []string {
 }
 
 // walCodec is what wal.Open gets.
-func (s *File) walCodec() wal.Codec {
+func (s *Store) walCodec() wal.Codec {
 	if s.opts.legacyFormat {
 		return legacyCodec{s.crypt.codec}
 	}
@@ -352,7 +353,7 @@ func (l legacyCodec) Decode(dst, p []byte, flags uint8, key uint16) ([]byte, err
 
 // checkpointSealer is the Sealer for the next checkpoint: the current
 // keyring's, or nil when not encrypting.
-func (s *File) checkpointSealer() checkpoint.Sealer {
+func (s *Store) checkpointSealer() checkpoint.Sealer {
 	if s.crypt == nil || s.crypt.codec.Keyring() == nil {
 		return nil
 	}
@@ -487,7 +488,7 @@ func restrictMode(f vfs.File) {
 
 // segmentRange returns the smallest and largest WAL segment id (ok false
 // when there is none).
-func (s *File) segmentRange() (lo, hi uint32, ok bool) {
+func (s *Store) segmentRange() (lo, hi uint32, ok bool) {
 	for _, sg := range s.wal.Segments() {
 		if !ok {
 			lo, hi, ok = sg.ID, sg.ID, true
@@ -500,7 +501,7 @@ func (s *File) segmentRange() (lo, hi uint32, ok bool) {
 
 // checkKeys verifies that kr (nil: no encryption) holds, with the right key
 // material, every key that a WAL segment may still need according to m.
-func (s *File) checkKeys(m *cryptoManifest, kr *sluicecrypto.Keyring) error {
+func (s *Store) checkKeys(m *cryptoManifest, kr *sluicecrypto.Keyring) error {
 	lo, _, have := s.segmentRange()
 	file := "(no encryption key file is configured)"
 	if kr != nil {
@@ -529,7 +530,7 @@ func (s *File) checkKeys(m *cryptoManifest, kr *sluicecrypto.Keyring) error {
 // probeWAL scans the whole WAL without opening sealed records and counts
 // the sealed and the bound ones (migration only: before anything is
 // replayed or written).
-func (s *File) probeWAL() (sealed, bound int64, err error) {
+func (s *Store) probeWAL() (sealed, bound int64, err error) {
 	c := s.crypt.codec
 	c.SetProbe(true)
 	defer c.SetProbe(false)
@@ -548,7 +549,7 @@ func (s *File) probeWAL() (sealed, bound int64, err error) {
 // Policy before anything is replayed, refuses checkpoints the manifest says
 // are rolled back, and decides (migration only) whether plaintext
 // checkpoints may be read. It writes nothing.
-func (s *File) loadCheckpoints() ([]checkpoint.Candidate, error) {
+func (s *Store) loadCheckpoints() ([]checkpoint.Candidate, error) {
 	fc := s.crypt
 	kr := fc.codec.Keyring()
 	man, legacy, err := readManifests(s.fs, fc.paths, kr)
@@ -711,7 +712,7 @@ func firstErr(cands []checkpoint.Candidate) error {
 // that every other key is retired at the newest existing segment; keys no
 // segment needs any more are forgotten. No manifest is kept for a store
 // without a keyring.
-func (fc *fileCrypto) adoptActiveKey(s *File, man *cryptoManifest, kr *sluicecrypto.Keyring) {
+func (fc *fileCrypto) adoptActiveKey(s *Store, man *cryptoManifest, kr *sluicecrypto.Keyring) {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	if kr == nil || man == nil {
@@ -744,7 +745,7 @@ func (fc *fileCrypto) adoptActiveKey(s *File, man *cryptoManifest, kr *sluicecry
 // must not look rolled back). A pending manifest is written: the first
 // checkpoint of an open records, for a migrated store, where encryption and
 // binding start (the segments this open writes; no record was written yet).
-func (s *File) beforeCheckpoint(cp *checkpoint.Checkpoint, frontier []wal.Position, w uint64) error {
+func (s *Store) beforeCheckpoint(cp *checkpoint.Checkpoint, frontier []wal.Position, w uint64) error {
 	fc := s.crypt
 	if fc == nil || fc.codec.Keyring() == nil {
 		return nil
@@ -789,7 +790,7 @@ func (s *File) beforeCheckpoint(cp *checkpoint.Checkpoint, frontier []wal.Positi
 
 // afterCheckpoint records generation gen in the manifest, so that an older
 // checkpoint restored later is refused.
-func (s *File) afterCheckpoint(gen uint64) {
+func (s *Store) afterCheckpoint(gen uint64) {
 	fc := s.crypt
 	if fc == nil || fc.codec.Keyring() == nil {
 		return
@@ -814,7 +815,7 @@ func (s *File) afterCheckpoint(gen uint64) {
 // authentication (or was refused by the encryption policy): it is never
 // garbage collected or recycled, so the evidence, and the data if the key
 // was wrong, stays.
-func (s *File) noteAuthFailure(seg uint32, err error) {
+func (s *Store) noteAuthFailure(seg uint32, err error) {
 	fc := s.crypt
 	fc.badMu.Lock()
 	first := !fc.authBad[seg]
@@ -839,7 +840,7 @@ func (fc *fileCrypto) addQuarantine(m *cryptoManifest) {
 }
 
 // keepSegment says whether GC must keep segment seg.
-func (s *File) keepSegment(seg uint32) bool {
+func (s *Store) keepSegment(seg uint32) bool {
 	fc := s.crypt
 	fc.badMu.Lock()
 	defer fc.badMu.Unlock()
@@ -854,12 +855,12 @@ func (s *File) keepSegment(seg uint32) bool {
 // changes. Rekey then writes two checkpoints so that both checkpoint
 // generations are sealed with the new key; after that, an old key is needed
 // only until the WAL segments sealed with it are garbage collected.
-func (s *File) Rekey(kr *sluicecrypto.Keyring) error {
+func (s *Store) Rekey(kr *sluicecrypto.Keyring) error {
 	if kr == nil {
 		return errors.New("file channel: rekey: a keyring is required (encryption cannot be turned off while running)")
 	}
 	if s.isClosed.Load() {
-		return ErrClosed
+		return channel.ErrClosed
 	}
 	fc := s.crypt
 	fc.mu.Lock()
@@ -936,7 +937,7 @@ func (s *File) Rekey(kr *sluicecrypto.Keyring) error {
 
 // SetActiveKey makes key id of the current keyring the active one (see
 // Rekey).
-func (s *File) SetActiveKey(id uint16) error {
+func (s *Store) SetActiveKey(id uint16) error {
 	kr := s.crypt.codec.Keyring()
 	if kr == nil {
 		return errors.New("file channel: set active key: encryption is not configured")
@@ -949,7 +950,7 @@ func (s *File) SetActiveKey(id uint16) error {
 }
 
 // EncryptionKey returns the active key id (0 when not encrypting).
-func (s *File) EncryptionKey() uint16 {
+func (s *Store) EncryptionKey() uint16 {
 	if kr := s.crypt.codec.Keyring(); kr != nil {
 		return kr.Active()
 	}
@@ -958,7 +959,7 @@ func (s *File) EncryptionKey() uint16 {
 
 // commitSet is the replay's set of committed txn ids for an encrypted store
 // (nil for a plaintext one, which anybody can forge anyway).
-func (s *File) commitSet() map[uint64]struct{} {
+func (s *Store) commitSet() map[uint64]struct{} {
 	if s.crypt == nil || s.crypt.codec.Keyring() == nil {
 		return nil
 	}
@@ -1015,7 +1016,7 @@ func (rs *replayState) checkTxn(rec wal.Record, ptr wal.Pointer) error {
 // manifest that fails authentication, or that cannot be checked because no
 // key is given, is an error. Without a manifest v2 (a plaintext store, or
 // one written by an older build) the Policy reads legacy checkpoints.
-func ReadCryptoPolicy(fs vfs.FS, o FileOptions, kr *sluicecrypto.Keyring) (pol sluicecrypto.Policy, encrypted bool, err error) {
+func ReadCryptoPolicy(fs vfs.FS, o Options, kr *sluicecrypto.Keyring) (pol sluicecrypto.Policy, encrypted bool, err error) {
 	if fs == nil {
 		fs = vfs.Default
 	}

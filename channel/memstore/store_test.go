@@ -1,4 +1,4 @@
-package channel_test
+package memstore_test
 
 import (
 	"context"
@@ -12,11 +12,12 @@ import (
 
 	"github.com/sluicehq/sluice/channel"
 	"github.com/sluicehq/sluice/channel/channeltest"
+	"github.com/sluicehq/sluice/channel/memstore"
 )
 
-func newMemory(t testing.TB, cfgs ...channel.ChannelConfig) *channel.Memory {
+func newMemory(t testing.TB, cfgs ...channel.ChannelConfig) *memstore.Store {
 	t.Helper()
-	m, err := channel.NewMemory(channel.MemoryOptions{Channels: cfgs})
+	m, err := memstore.New(memstore.Options{Channels: cfgs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,7 +25,7 @@ func newMemory(t testing.TB, cfgs ...channel.ChannelConfig) *channel.Memory {
 }
 
 func TestMemoryConformance(t *testing.T) {
-	channeltest.Run(t, func(t testing.TB, cfgs []channel.ChannelConfig) channel.Channel {
+	channeltest.Run(t, func(t testing.TB, cfgs []channel.ChannelConfig) channel.Store {
 		return newMemory(t, cfgs...)
 	})
 }
@@ -32,19 +33,19 @@ func TestMemoryConformance(t *testing.T) {
 func TestMemoryOptions(t *testing.T) {
 	tests := []struct {
 		name string
-		opts channel.MemoryOptions
+		opts memstore.Options
 		want string // error substring; "" = success
 	}{
-		{"no channels", channel.MemoryOptions{}, "no channels"},
-		{"bad name", channel.MemoryOptions{Channels: []channel.ChannelConfig{{Name: "a b"}}}, "name"},
-		{"duplicate", channel.MemoryOptions{Channels: []channel.ChannelConfig{{Name: "a"}, {Name: "a"}}}, "twice"},
-		{"txn over capacity", channel.MemoryOptions{Channels: []channel.ChannelConfig{{Name: "a", Capacity: 5, TransactionCapacity: 6}}}, "exceeds capacity"},
-		{"negative max event", channel.MemoryOptions{Channels: []channel.ChannelConfig{{Name: "a"}}, MaxEventSize: -1}, "maxEventSize"},
-		{"defaults", channel.MemoryOptions{Channels: []channel.ChannelConfig{{Name: "a"}}}, ""},
+		{"no channels", memstore.Options{}, "no channels"},
+		{"bad name", memstore.Options{Channels: []channel.ChannelConfig{{Name: "a b"}}}, "name"},
+		{"duplicate", memstore.Options{Channels: []channel.ChannelConfig{{Name: "a"}, {Name: "a"}}}, "twice"},
+		{"txn over capacity", memstore.Options{Channels: []channel.ChannelConfig{{Name: "a", Capacity: 5, TransactionCapacity: 6}}}, "exceeds capacity"},
+		{"negative max event", memstore.Options{Channels: []channel.ChannelConfig{{Name: "a"}}, MaxEventSize: -1}, "maxEventSize"},
+		{"defaults", memstore.Options{Channels: []channel.ChannelConfig{{Name: "a"}}}, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			m, err := channel.NewMemory(tc.opts)
+			m, err := memstore.New(tc.opts)
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -67,7 +68,7 @@ func TestMemoryOptions(t *testing.T) {
 }
 
 func TestMemoryMaxEventSize(t *testing.T) {
-	m, err := channel.NewMemory(channel.MemoryOptions{
+	m, err := memstore.New(memstore.Options{
 		Channels:     []channel.ChannelConfig{{Name: "a"}},
 		MaxEventSize: 10,
 	})
@@ -280,8 +281,8 @@ func TestMemoryConcurrentSameProducer(t *testing.T) {
 	}
 }
 
-func benchChannel(b *testing.B) *channel.Memory {
-	m, err := channel.NewMemory(channel.MemoryOptions{Channels: []channel.ChannelConfig{{
+func benchChannel(b *testing.B) *memstore.Store {
+	m, err := memstore.New(memstore.Options{Channels: []channel.ChannelConfig{{
 		Name: "a", Capacity: 1 << 20, TransactionCapacity: 1000,
 	}}})
 	if err != nil {
@@ -300,7 +301,7 @@ func benchEvents(size, n int) []channel.Event {
 }
 
 // putBatches puts n events in transactions of batch events.
-func putBatches(b *testing.B, m *channel.Memory, evs []channel.Event, n int) {
+func putBatches(b *testing.B, m *memstore.Store, evs []channel.Event, n int) {
 	ctx := context.Background()
 	for done := 0; done < n; {
 		k := min(len(evs), n-done)
@@ -319,7 +320,7 @@ func putBatches(b *testing.B, m *channel.Memory, evs []channel.Event, n int) {
 }
 
 // takeBatches takes and commits n events in transactions of up to batch.
-func takeBatches(b *testing.B, m *channel.Memory, batch, n int) {
+func takeBatches(b *testing.B, m *memstore.Store, batch, n int) {
 	ctx := context.Background()
 	for done := 0; done < n; {
 		tx, err := m.BeginTake(ctx, "a")
@@ -382,4 +383,58 @@ func BenchmarkMemoryTake(b *testing.B) {
 			})
 		}
 	}
+}
+
+// TestMemoryProducerExpiry: the memory channel drops idle entries too.
+func TestMemoryProducerExpiry(t *testing.T) {
+	clock := channeltest.NewClock(time.Unix(1_800_000_000, 0))
+	m, err := memstore.New(memstore.Options{Channels: []channel.ChannelConfig{{Name: "c", Capacity: 100, TransactionCapacity: 10}}, ProducerExpiry: time.Hour, Clock: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx := context.Background()
+	put := func(producer string, seq uint64) bool {
+		t.Helper()
+		tx, _ := m.BeginPut(ctx, channel.PutOptions{ProducerID: producer, Sequence: seq})
+		tx.Put("c", channel.Event{Body: []byte("x")})
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return tx.Deduplicated()
+	}
+	put("old", 1)
+	clock.Add(2 * time.Hour)
+	put("new", 1) // sweeps: old is two hours idle
+	if put("old", 1) {
+		t.Fatal("an expired producer's sequence was still deduplicated")
+	}
+	if !put("new", 1) {
+		t.Fatal("a recent producer's retry was stored again")
+	}
+}
+
+func TestMemoryProducerTableLimit(t *testing.T) {
+	clock := channeltest.NewClock(time.Unix(1_800_000_000, 0))
+	m, err := memstore.New(memstore.Options{Channels: []channel.ChannelConfig{{Name: "c", Capacity: 100, TransactionCapacity: 10}},
+		MaxProducers: 2, ProducerExpiry: time.Hour, Clock: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	// the memory store sweeps at commits
+	channeltest.ProducerTableLimit(t, m, clock, func() error { return put1(m, "p1", 4) })
+}
+
+// put1 commits one event to channel c as (producer, seq).
+func put1(st channel.Store, producer string, seq uint64) error {
+	ctx := context.Background()
+	tx, err := st.BeginPut(ctx, channel.PutOptions{ProducerID: producer, Sequence: seq})
+	if err != nil {
+		return err
+	}
+	if err := tx.Put("c", channel.Event{Body: []byte(producer)}); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
 }

@@ -1,4 +1,4 @@
-package channel
+package filestore
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/sluicehq/sluice/channel"
 	"github.com/sluicehq/sluice/wal"
 )
 
@@ -17,7 +18,7 @@ import (
 // lies in the commit record's segment at least a page before the commit
 // record: the page a power cut lost while the commit record's page reached
 // the disk. It returns the txn's commit pointer.
-func tearTxn(t *testing.T, o FileOptions, fs vfs.FS, txn uint64) wal.Pointer {
+func tearTxn(t *testing.T, o Options, fs vfs.FS, txn uint64) wal.Pointer {
 	t.Helper()
 	w, err := wal.Open(wal.Options{FS: fs, Dirs: o.DataDirs, SegmentSize: o.SegmentSize, Logger: testLogger()})
 	if err != nil {
@@ -84,7 +85,7 @@ func TestFileTornPutDroppedWhole(t *testing.T) {
 			o := testFileOptions(fs, 2)
 			s := mustOpen(t, o)
 			putRange(t, s, "c1", 0, 10, 10) // acknowledged
-			tx, err := s.BeginPut(context.Background(), PutOptions{ProducerID: "src-1", Sequence: 7})
+			tx, err := s.BeginPut(context.Background(), channel.PutOptions{ProducerID: "src-1", Sequence: 7})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -143,7 +144,7 @@ func TestFileTornPutDroppedWhole(t *testing.T) {
 			}
 			// The torn put was never acknowledged: its producer sequence
 			// is not recorded, so the retry is stored.
-			rt, err := s2.BeginPut(context.Background(), PutOptions{ProducerID: "src-1", Sequence: 7})
+			rt, err := s2.BeginPut(context.Background(), channel.PutOptions{ProducerID: "src-1", Sequence: 7})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,4 +1,4 @@
-package channel
+package filestore
 
 import (
 	"errors"
@@ -8,6 +8,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/sluicehq/sluice/channel/internal/storekit"
 	"github.com/sluicehq/sluice/checkpoint"
 	"github.com/sluicehq/sluice/queue"
 	"github.com/sluicehq/sluice/wal"
@@ -34,7 +35,7 @@ type replayState struct {
 	// removedUncounted are taken pointers whose bytes were not in the
 	// checkpoint's channel bytes (they were in-flight takes then).
 	removedUncounted map[uint64]bool
-	producers        producerTable
+	producers        storekit.ProducerTable
 	now              int64               // last-use time of producers seen committing in the replayed WAL
 	unknown          map[string]int64    // net committed events of unconfigured channels
 	audit            *TxnAudit           // torn transactions (file_torn.go)
@@ -42,7 +43,7 @@ type replayState struct {
 	txnFloor         uint64              // the checkpoint's NextTxnID (file_crypto.go checkTxn)
 	ckptTxns         map[uint64]bool     // txns in flight at the checkpoint
 	// Commits a later rollback record of the same txn retracts: written
-	// when the commit's fdatasync failed (see File.retract).
+	// when the commit's fdatasync failed (see Store.retract).
 	putCommits  map[uint64]putUndo
 	takeCommits map[uint64]takeUndo
 }
@@ -51,7 +52,7 @@ type replayState struct {
 type putUndo struct {
 	spans    []appendSpan
 	producer string
-	prev     producerEntry
+	prev     storekit.ProducerEntry
 	hadPrev  bool
 }
 
@@ -69,7 +70,7 @@ type takeUndo struct {
 
 // recover loads the newest usable checkpoint, replays the WAL after it and
 // writes a fresh checkpoint of the result.
-func (s *File) recover() error {
+func (s *Store) recover() error {
 	start := time.Now()
 	cands, err := s.loadCheckpoints() // fails closed on key errors (file_crypto.go)
 	if err != nil {
@@ -121,8 +122,8 @@ func (s *File) recover() error {
 		appended:         make(map[string][]checkpoint.PutEntry),
 		removed:          make(map[string]map[uint64]uint32),
 		removedUncounted: make(map[uint64]bool),
-		producers:        make(producerTable),
-		now:              s.opts.now().UnixNano(),
+		producers:        make(storekit.ProducerTable),
+		now:              s.opts.Clock().UnixNano(),
 		unknown:          make(map[string]int64),
 		commits:          s.commitSet(),
 	}
@@ -164,7 +165,7 @@ func (s *File) recover() error {
 			if last == 0 { // not recorded (format version 1): at least the checkpoint's time
 				last = cp.TimeUnixNano
 			}
-			rs.producers.note(p.ID, p.Sequence, last)
+			rs.producers.Note(p.ID, p.Sequence, last)
 		}
 		for _, pt := range cp.PutTxns {
 			if pt.Committing {
@@ -243,7 +244,7 @@ func (s *File) recover() error {
 }
 
 // reportTorn logs and counts the torn transactions recovery dropped.
-func (s *File) reportTorn(torn []TornTxn) {
+func (s *Store) reportTorn(torn []TornTxn) {
 	if len(torn) == 0 {
 		return
 	}
@@ -270,7 +271,7 @@ func (s *File) reportTorn(torn []TornTxn) {
 
 // openQueues opens every configured channel's queue at the checkpoint's
 // state (nil: new empty queues).
-func (s *File) openQueues(cp *checkpoint.Checkpoint) error {
+func (s *Store) openQueues(cp *checkpoint.Checkpoint) error {
 	states := map[string]checkpoint.Channel{}
 	if cp != nil {
 		for _, ch := range cp.Channels {
@@ -329,7 +330,7 @@ func (rs *replayState) applyPut(txn uint64, entries []checkpoint.PutEntry, produ
 	}
 	if producer != "" {
 		u.prev, u.hadPrev = rs.producers[producer]
-		rs.producers.note(producer, seq, rs.now)
+		rs.producers.Note(producer, seq, rs.now)
 	}
 	rs.putCommits[txn] = u
 }
@@ -453,7 +454,7 @@ func (rs *replayState) record(rec wal.Record, ptr wal.Pointer) error {
 // applyReplay turns the replayed changes into queue contents: uncommitted
 // takes of the checkpoint go back to the head in their original order,
 // committed puts are appended in commit order, committed takes are removed.
-func (s *File) applyReplay(cp *checkpoint.Checkpoint, rs *replayState) error {
+func (s *Store) applyReplay(cp *checkpoint.Checkpoint, rs *replayState) error {
 	front := make(map[string][]checkpoint.TakeEntry)
 	for _, tt := range rs.ckptTakes {
 		front[tt.Channel] = append(front[tt.Channel], tt.Entries...)
@@ -534,7 +535,7 @@ func (s *File) applyReplay(cp *checkpoint.Checkpoint, rs *replayState) error {
 
 // growQueue reopens c's queue with room for n events, rebuilding it into the
 // generation the loaded checkpoint does not use.
-func (s *File) growQueue(c *fileChan, cp *checkpoint.Checkpoint, n uint64) error {
+func (s *Store) growQueue(c *fileChan, cp *checkpoint.Checkpoint, n uint64) error {
 	var st *queue.State
 	if cp != nil {
 		for _, ch := range cp.Channels {

@@ -1,4 +1,4 @@
-package channel_test
+package filestore_test
 
 import (
 	"io"
@@ -9,6 +9,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/sluicehq/sluice/channel"
 	"github.com/sluicehq/sluice/channel/channeltest"
+	"github.com/sluicehq/sluice/channel/filestore"
 )
 
 // The file channel on the real disk (mmap'd queues) and on the crashable
@@ -20,14 +21,14 @@ func TestFileConformance(t *testing.T) {
 			name = "memfs"
 		}
 		t.Run(name, func(t *testing.T) {
-			channeltest.Run(t, func(t testing.TB, cfgs []channel.ChannelConfig) channel.Channel {
+			channeltest.Run(t, func(t testing.TB, cfgs []channel.ChannelConfig) channel.Store {
 				root := t.TempDir()
 				fs := vfs.Default
 				if mem {
 					fs = vfs.NewCrashableMem()
 					root = "/store"
 				}
-				s, err := channel.OpenFile(channel.FileOptions{
+				s, err := filestore.Open(filestore.Options{
 					FS:            fs,
 					DataDirs:      []string{filepath.Join(root, "d1"), filepath.Join(root, "d2")},
 					CheckpointDir: filepath.Join(root, "ckpt"),

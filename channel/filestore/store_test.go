@@ -1,4 +1,4 @@
-package channel
+package filestore
 
 import (
 	"context"
@@ -14,14 +14,16 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/sluicehq/sluice/channel"
 )
 
 // testFileOptions are small-segment options on fs for tests.
-func testFileOptions(fs vfs.FS, dirs int, cfgs ...ChannelConfig) FileOptions {
+func testFileOptions(fs vfs.FS, dirs int, cfgs ...channel.ChannelConfig) Options {
 	if len(cfgs) == 0 {
-		cfgs = []ChannelConfig{{Name: "c1", Capacity: 10_000, TransactionCapacity: 1000}}
+		cfgs = []channel.ChannelConfig{{Name: "c1", Capacity: 10_000, TransactionCapacity: 1000}}
 	}
-	o := FileOptions{
+	o := Options{
 		FS:                  fs,
 		CheckpointDir:       "/ckpt",
 		BackupCheckpointDir: "/ckpt-backup",
@@ -38,21 +40,21 @@ func testFileOptions(fs vfs.FS, dirs int, cfgs ...ChannelConfig) FileOptions {
 	return o
 }
 
-func mustOpen(t testing.TB, o FileOptions) *File {
+func mustOpen(t testing.TB, o Options) *Store {
 	t.Helper()
-	s, err := OpenFile(o)
+	s, err := Open(o)
 	if err != nil {
 		t.Fatalf("OpenFile: %v", err)
 	}
 	return s
 }
 
-func ev(id int) Event {
-	return Event{Headers: map[string]string{"id": strconv.Itoa(id)}, Body: []byte("event-" + strconv.Itoa(id))}
+func ev(id int) channel.Event {
+	return channel.Event{Headers: map[string]string{"id": strconv.Itoa(id)}, Body: []byte("event-" + strconv.Itoa(id))}
 }
 
 // evPlain is event id without headers: the put path's templated encoding.
-func evPlain(id int) Event { return Event{Body: []byte("plain-" + strconv.Itoa(id))} }
+func evPlain(id int) channel.Event { return channel.Event{Body: []byte("plain-" + strconv.Itoa(id))} }
 
 // bodyID is the id in the body of an ev or evPlain event (-1 if none).
 func bodyID(body []byte) int {
@@ -64,7 +66,7 @@ func bodyID(body []byte) int {
 	return id
 }
 
-func evID(t testing.TB, e Event) int {
+func evID(t testing.TB, e channel.Event) int {
 	t.Helper()
 	if rest, ok := strings.CutPrefix(string(e.Body), "plain-"); ok {
 		id, err := strconv.Atoi(rest)
@@ -81,11 +83,11 @@ func evID(t testing.TB, e Event) int {
 }
 
 // putRange commits events [from, to) to ch in batches.
-func putRange(t testing.TB, s Channel, ch string, from, to, batch int) {
+func putRange(t testing.TB, s channel.Store, ch string, from, to, batch int) {
 	t.Helper()
 	ctx := context.Background()
 	for i := from; i < to; i += batch {
-		tx, err := s.BeginPut(ctx, PutOptions{})
+		tx, err := s.BeginPut(ctx, channel.PutOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -101,7 +103,7 @@ func putRange(t testing.TB, s Channel, ch string, from, to, batch int) {
 }
 
 // drain takes and commits everything queued in ch, returning event ids in order.
-func drain(t testing.TB, s Channel, ch string) []int {
+func drain(t testing.TB, s channel.Store, ch string) []int {
 	t.Helper()
 	var ids []int
 	for {
@@ -168,7 +170,7 @@ func TestFileSecondOpenFails(t *testing.T) {
 	o.BackupCheckpointDir = ""
 	s := mustOpen(t, o)
 	defer s.Close()
-	if _, err := OpenFile(o); err == nil {
+	if _, err := Open(o); err == nil {
 		t.Fatal("second open of the same store succeeded")
 	}
 }
@@ -199,9 +201,9 @@ func TestFileCrashWithoutCheckpoint(t *testing.T) {
 		t.Fatal("take 50")
 	}
 	// An uncommitted put with records flushed to the WAL.
-	p, _ := s.BeginPut(context.Background(), PutOptions{})
+	p, _ := s.BeginPut(context.Background(), channel.PutOptions{})
 	for i := 5000; i < 5400; i++ {
-		p.Put("c1", Event{Body: []byte("event-" + strconv.Itoa(i)), Headers: map[string]string{"id": strconv.Itoa(i), "pad": strings.Repeat("x", 1000)}})
+		p.Put("c1", channel.Event{Body: []byte("event-" + strconv.Itoa(i)), Headers: map[string]string{"id": strconv.Itoa(i), "pad": strings.Repeat("x", 1000)}})
 	}
 	crashed := crashClone(fs)
 	o.FS = crashed
@@ -220,9 +222,9 @@ func TestFileCheckpointStraddlingTxns(t *testing.T) {
 	ctx := context.Background()
 	putRange(t, s, "c1", 0, 20, 5)
 	// A put with records written before the checkpoint, committed after it.
-	p, _ := s.BeginPut(ctx, PutOptions{})
+	p, _ := s.BeginPut(ctx, channel.PutOptions{})
 	for i := 100; i < 400; i++ {
-		p.Put("c1", Event{Body: []byte("event-" + strconv.Itoa(i)), Headers: map[string]string{"id": strconv.Itoa(i), "pad": strings.Repeat("y", 1000)}})
+		p.Put("c1", channel.Event{Body: []byte("event-" + strconv.Itoa(i)), Headers: map[string]string{"id": strconv.Itoa(i), "pad": strings.Repeat("y", 1000)}})
 	}
 	// A take straddling the checkpoint that commits, and one that does not.
 	t1, _ := s.BeginTake(ctx, "c1")
@@ -261,13 +263,13 @@ func TestFileCheckpointStraddlingTxns(t *testing.T) {
 func TestFileCheckpointMidPutAcrossChannels(t *testing.T) {
 	fs := vfs.NewCrashableMem()
 	o := testFileOptions(fs, 2,
-		ChannelConfig{Name: "c1", Capacity: 10_000, TransactionCapacity: 3000},
-		ChannelConfig{Name: "c2", Capacity: 10_000, TransactionCapacity: 3000})
+		channel.ChannelConfig{Name: "c1", Capacity: 10_000, TransactionCapacity: 3000},
+		channel.ChannelConfig{Name: "c2", Capacity: 10_000, TransactionCapacity: 3000})
 	s := mustOpen(t, o)
 	ctx := context.Background()
-	put := func(tx PutTxn, ch string, from, to int) {
+	put := func(tx channel.PutTxn, ch string, from, to int) {
 		t.Helper()
-		var evs []Event
+		var evs []channel.Event
 		for i := from; i < to; i++ {
 			e := evPlain(i)
 			if i%3 == 0 {
@@ -279,8 +281,8 @@ func TestFileCheckpointMidPutAcrossChannels(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	committed, _ := s.BeginPut(ctx, PutOptions{})
-	abandoned, _ := s.BeginPut(ctx, PutOptions{})
+	committed, _ := s.BeginPut(ctx, channel.PutOptions{})
+	abandoned, _ := s.BeginPut(ctx, channel.PutOptions{})
 	var want1, want2 []int
 	for k := range 6 {
 		ch, from := "c1", 1000*k
@@ -323,8 +325,8 @@ func TestFileProducerDedupSurvivesRestart(t *testing.T) {
 	o := testFileOptions(fs, 1)
 	s := mustOpen(t, o)
 	ctx := context.Background()
-	put := func(s *File, seq uint64, id int) bool {
-		p, _ := s.BeginPut(ctx, PutOptions{ProducerID: "prod", Sequence: seq})
+	put := func(s *Store, seq uint64, id int) bool {
+		p, _ := s.BeginPut(ctx, channel.PutOptions{ProducerID: "prod", Sequence: seq})
 		p.Put("c1", ev(id))
 		if err := p.Commit(ctx); err != nil {
 			t.Fatal(err)
@@ -357,7 +359,7 @@ func TestFileTakeWaitsAndCloseWakes(t *testing.T) {
 	s.Close()
 	select {
 	case err := <-done:
-		if !errors.Is(err, ErrClosed) {
+		if !errors.Is(err, channel.ErrClosed) {
 			t.Fatalf("blocked take after close: %v", err)
 		}
 	case <-time.After(5 * time.Second):

@@ -1,4 +1,4 @@
-package channel
+package filestore
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/sluicehq/sluice/channel"
 	"github.com/sluicehq/sluice/checkpoint"
 	"github.com/sluicehq/sluice/wal"
 )
@@ -197,16 +198,16 @@ func TestFileCrashSimulation(t *testing.T) {
 // action the background goroutine may take instead of a checkpoint (e.g. a
 // key rotation). The zero value is the plain store.
 type crashVariant struct {
-	seedRand uint64                                   // PCG stream, so variants explore other seeds
-	setup    func(rng *rand.Rand, o *FileOptions)     // once per seed
-	round    func(round int, o *FileOptions)          // before each round's open
-	action   func(round int, s *File, rng *rand.Rand) // in the background loop, instead of one checkpoint
+	seedRand uint64                                    // PCG stream, so variants explore other seeds
+	setup    func(rng *rand.Rand, o *Options)          // once per seed
+	round    func(round int, o *Options)               // before each round's open
+	action   func(round int, s *Store, rng *rand.Rand) // in the background loop, instead of one checkpoint
 }
 
 func runCrashSeed(t *testing.T, seed uint64, v crashVariant) {
 	rng := rand.New(rand.NewPCG(seed, 0x5105e+v.seedRand))
 	fs := vfs.NewCrashableMem()
-	o := testFileOptions(fs, 1+rng.IntN(3), ChannelConfig{Name: "c1", Capacity: 5000, TransactionCapacity: 200})
+	o := testFileOptions(fs, 1+rng.IntN(3), channel.ChannelConfig{Name: "c1", Capacity: 5000, TransactionCapacity: 200})
 	o.CheckpointBytes = int64(16<<10 + rng.IntN(64<<10))
 	if v.setup != nil {
 		v.setup(rng, &o)
@@ -216,7 +217,7 @@ func runCrashSeed(t *testing.T, seed uint64, v crashVariant) {
 		if v.round != nil {
 			v.round(round, &o)
 		}
-		s, err := OpenFile(o)
+		s, err := Open(o)
 		if err != nil {
 			t.Fatalf("round %d: open: %v", round, err)
 		}
@@ -269,7 +270,7 @@ func runCrashSeed(t *testing.T, seed uint64, v crashVariant) {
 		fs = clone
 		o.FS = fs
 
-		s2, err := OpenFile(o)
+		s2, err := Open(o)
 		if err != nil {
 			t.Fatalf("round %d: reopen after crash: %v", round, err)
 		}
@@ -306,7 +307,7 @@ func runCrashSeed(t *testing.T, seed uint64, v crashVariant) {
 		}
 		// Put the survivors back for the next round.
 		queued = map[int]bool{}
-		rb, _ := s2.BeginPut(context.Background(), PutOptions{})
+		rb, _ := s2.BeginPut(context.Background(), channel.PutOptions{})
 		for i, id := range got {
 			if i >= 150 {
 				break
@@ -323,12 +324,12 @@ func runCrashSeed(t *testing.T, seed uint64, v crashVariant) {
 	}
 }
 
-func crashWorker(ctx context.Context, s *File, m *crashModel, rng *rand.Rand, taker bool) {
+func crashWorker(ctx context.Context, s *Store, m *crashModel, rng *rand.Rand, taker bool) {
 	for ctx.Err() == nil {
 		if !taker || rng.IntN(3) == 0 {
 			n := 1 + rng.IntN(40)
 			ids := m.newIDs(n)
-			tx, err := s.BeginPut(ctx, PutOptions{})
+			tx, err := s.BeginPut(ctx, channel.PutOptions{})
 			if err != nil {
 				return
 			}
@@ -355,7 +356,7 @@ func crashWorker(ctx context.Context, s *File, m *crashModel, rng *rand.Rand, ta
 				return
 			}
 			if err := tx.Commit(context.Background()); err != nil {
-				if errors.Is(err, ErrChannelFull) || errors.Is(err, ErrClosed) {
+				if errors.Is(err, channel.ErrChannelFull) || errors.Is(err, channel.ErrClosed) {
 					m.set(ids, evRolledBack)
 				}
 				continue
@@ -402,7 +403,7 @@ func crashWorker(ctx context.Context, s *File, m *crashModel, rng *rand.Rand, ta
 
 // explainLoss replays the whole WAL of a failed run and says what it holds
 // about event id, to tell a lost record from a recovery bug.
-func explainLoss(o FileOptions, id int) string {
+func explainLoss(o Options, id int) string {
 	w, err := wal.Open(wal.Options{FS: o.FS, Dirs: o.DataDirs, SegmentSize: o.SegmentSize})
 	if err != nil {
 		return "explain: " + err.Error()

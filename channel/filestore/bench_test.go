@@ -1,4 +1,4 @@
-package channel
+package filestore
 
 import (
 	"context"
@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/sluicehq/sluice/channel"
 )
 
 // Benchmarks run on the real disk (SLUICE_BENCH_DIR, default a temp dir).
@@ -94,19 +96,19 @@ func (r *rawWriter) commit(b *testing.B) {
 	r.off += int64(len(r.buf))
 }
 
-func benchStoreWith(b *testing.B, mutate func(*FileOptions)) *File {
+func benchStoreWith(b *testing.B, mutate func(*Options)) *Store {
 	root := benchDir(b)
-	o := FileOptions{
+	o := Options{
 		FS:            vfs.Default,
 		DataDirs:      []string{filepath.Join(root, "data0")},
 		CheckpointDir: filepath.Join(root, "ckpt"),
-		Channels:      []ChannelConfig{{Name: "c", Capacity: 50_000_000, TransactionCapacity: 10_000}},
+		Channels:      []channel.ChannelConfig{{Name: "c", Capacity: 50_000_000, TransactionCapacity: 10_000}},
 		SegmentSize:   256 << 20,
 		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		MinFreeBytes:  -1,
 	}
 	mutate(&o)
-	s, err := OpenFile(o)
+	s, err := Open(o)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -129,8 +131,8 @@ const (
 	benchCycleSegment = 64 << 20
 )
 
-func benchSteadyStore(b *testing.B, mutate func(*FileOptions)) *File {
-	return benchStoreWith(b, func(o *FileOptions) {
+func benchSteadyStore(b *testing.B, mutate func(*Options)) *Store {
+	return benchStoreWith(b, func(o *Options) {
 		o.SegmentSize = benchCycleSegment
 		o.SpareSegments = benchCycleBytes/benchCycleSegment + 4
 		mutate(o)
@@ -155,7 +157,7 @@ func benchBody(size int) []byte {
 // With steady set, the commits run in rounds of at most benchCycleBytes of
 // WAL, the channel drained (untimed) after each, after one untimed warm-up
 // round.
-func benchPut(b *testing.B, s *File, size, batch, producers int, steady bool) {
+func benchPut(b *testing.B, s *Store, size, batch, producers int, steady bool) {
 	body := benchBody(size)
 	round := b.N
 	if steady {
@@ -182,7 +184,7 @@ func benchPut(b *testing.B, s *File, size, batch, producers int, steady bool) {
 	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
 }
 
-func benchPutRound(b *testing.B, s *File, body []byte, batch, producers, commits int) {
+func benchPutRound(b *testing.B, s *Store, body []byte, batch, producers, commits int) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range producers {
@@ -190,12 +192,12 @@ func benchPutRound(b *testing.B, s *File, body []byte, batch, producers, commits
 		go func() {
 			defer wg.Done()
 			ctx := context.Background()
-			events := make([]Event, batch)
+			events := make([]channel.Event, batch)
 			for i := range events {
-				events[i] = Event{Body: body}
+				events[i] = channel.Event{Body: body}
 			}
 			for next.Add(1) <= int64(commits) {
-				tx, _ := s.BeginPut(ctx, PutOptions{})
+				tx, _ := s.BeginPut(ctx, channel.PutOptions{})
 				if err := tx.Put("c", events...); err != nil {
 					b.Error(err)
 					return
@@ -212,7 +214,7 @@ func benchPutRound(b *testing.B, s *File, body []byte, batch, producers, commits
 
 // benchDrain takes every queued event of channel "c", then checkpoints twice
 // so the emptied segments are collected (turned into spares).
-func benchDrain(b *testing.B, s *File) {
+func benchDrain(b *testing.B, s *Store) {
 	ctx := context.Background()
 	for {
 		if st, err := s.Stats(context.Background(), "c"); err != nil {
@@ -255,7 +257,7 @@ func benchPutCases(b *testing.B, f func(b *testing.B, size, batch, producers int
 // segments); compare with BenchmarkRawDiskLimit.
 func BenchmarkFilePut(b *testing.B) {
 	benchPutCases(b, func(b *testing.B, size, batch, producers int) {
-		benchPut(b, benchSteadyStore(b, func(*FileOptions) {}), size, batch, producers, true)
+		benchPut(b, benchSteadyStore(b, func(*Options) {}), size, batch, producers, true)
 	})
 }
 
@@ -264,7 +266,7 @@ func BenchmarkFilePut(b *testing.B) {
 // BenchmarkRawDiskLimitFresh.
 func BenchmarkFilePutGrowth(b *testing.B) {
 	benchPutCases(b, func(b *testing.B, size, batch, producers int) {
-		benchPut(b, benchStoreWith(b, func(*FileOptions) {}), size, batch, producers, false)
+		benchPut(b, benchStoreWith(b, func(*Options) {}), size, batch, producers, false)
 	})
 }
 
@@ -277,7 +279,7 @@ func BenchmarkFileTake(b *testing.B) {
 	for _, size := range []int{100, 1024} {
 		for _, batch := range []int{1, 100, 1000} {
 			b.Run(fmt.Sprintf("size=%d/batch=%d", size, batch), func(b *testing.B) {
-				s := benchSteadyStore(b, func(*FileOptions) {})
+				s := benchSteadyStore(b, func(*Options) {})
 				body := benchBody(size)
 				benchPutRound(b, s, body, 1000, 1, benchCycleBytes/(1000*(size+recordOverhead))+1)
 				benchDrain(b, s)
@@ -311,12 +313,12 @@ func BenchmarkFileTake(b *testing.B) {
 }
 
 // benchFill puts n events of body into channel "c", 1000 a commit.
-func benchFill(s *File, body []byte, n int) error {
+func benchFill(s *Store, body []byte, n int) error {
 	ctx := context.Background()
 	for i := 0; i < n; i += 1000 {
-		tx, _ := s.BeginPut(ctx, PutOptions{})
+		tx, _ := s.BeginPut(ctx, channel.PutOptions{})
 		for range min(1000, n-i) {
-			if err := tx.Put("c", Event{Body: body}); err != nil {
+			if err := tx.Put("c", channel.Event{Body: body}); err != nil {
 				return err
 			}
 		}
@@ -335,27 +337,27 @@ func BenchmarkFileReopen(b *testing.B) {
 		fmt.Sscan(v, &n)
 	}
 	root := benchDir(b)
-	o := FileOptions{
+	o := Options{
 		FS:            vfs.Default,
 		DataDirs:      []string{filepath.Join(root, "data")},
 		CheckpointDir: filepath.Join(root, "ckpt"),
-		Channels:      []ChannelConfig{{Name: "c", Capacity: int64(n), TransactionCapacity: 10_000}},
+		Channels:      []channel.ChannelConfig{{Name: "c", Capacity: int64(n), TransactionCapacity: 10_000}},
 		SegmentSize:   256 << 20,
 		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		MinFreeBytes:  -1,
 	}
-	s, err := OpenFile(o)
+	s, err := Open(o)
 	if err != nil {
 		b.Fatal(err)
 	}
 	ctx := context.Background()
 	body := make([]byte, 16)
-	events := make([]Event, 10_000)
+	events := make([]channel.Event, 10_000)
 	for i := range events {
-		events[i] = Event{Body: body}
+		events[i] = channel.Event{Body: body}
 	}
 	for i := 0; i < n; i += len(events) {
-		tx, _ := s.BeginPut(ctx, PutOptions{})
+		tx, _ := s.BeginPut(ctx, channel.PutOptions{})
 		if err := tx.Put("c", events[:min(len(events), n-i)]...); err != nil {
 			b.Fatal(err)
 		}
@@ -372,7 +374,7 @@ func BenchmarkFileReopen(b *testing.B) {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		s, err := OpenFile(o)
+		s, err := Open(o)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -400,11 +402,11 @@ func BenchmarkFilePutTake(b *testing.B) {
 		for _, batch := range []int{100, 1000} {
 			b.Run(fmt.Sprintf("size=%d/batch=%d", size, batch), func(b *testing.B) {
 				root := benchDir(b)
-				s, err := OpenFile(FileOptions{
+				s, err := Open(Options{
 					FS:              vfs.Default,
 					DataDirs:        []string{filepath.Join(root, "data")},
 					CheckpointDir:   filepath.Join(root, "ckpt"),
-					Channels:        []ChannelConfig{{Name: "c", Capacity: 10_000_000, TransactionCapacity: 10_000}},
+					Channels:        []channel.ChannelConfig{{Name: "c", Capacity: 10_000_000, TransactionCapacity: 10_000}},
 					SegmentSize:     64 << 20,
 					CheckpointBytes: 64 << 20,
 					Logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -415,9 +417,9 @@ func BenchmarkFilePutTake(b *testing.B) {
 				}
 				defer s.Close()
 				ctx := context.Background()
-				events := make([]Event, batch)
+				events := make([]channel.Event, batch)
 				for i := range events {
-					events[i] = Event{Body: make([]byte, size)}
+					events[i] = channel.Event{Body: make([]byte, size)}
 				}
 				b.SetBytes(int64(batch * size))
 				b.ResetTimer()
@@ -438,7 +440,7 @@ func BenchmarkFilePutTake(b *testing.B) {
 					done <- nil
 				}()
 				for range b.N {
-					tx, _ := s.BeginPut(ctx, PutOptions{})
+					tx, _ := s.BeginPut(ctx, channel.PutOptions{})
 					tx.Put("c", events...)
 					if err := tx.Commit(ctx); err != nil {
 						b.Fatal(err)
@@ -464,7 +466,7 @@ func BenchmarkFilePutVsRaw(b *testing.B) {
 			b.Run(fmt.Sprintf("size=%d/batch=%d/producers=1", size, batch), func(b *testing.B) {
 				perCommit := batch * (size + recordOverhead)
 				raw := newRawWriter(b, perCommit)
-				s := benchSteadyStore(b, func(*FileOptions) {})
+				s := benchSteadyStore(b, func(*Options) {})
 				body := benchBody(size)
 				benchPutRound(b, s, body, 1000, 1, benchCycleBytes/(1000*(size+recordOverhead))+1)
 				benchDrain(b, s)

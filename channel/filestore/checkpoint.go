@@ -1,17 +1,19 @@
-package channel
+package filestore
 
 import (
 	"context"
 	"fmt"
 	"time"
 
+	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/channel/internal/storekit"
 	"github.com/sluicehq/sluice/checkpoint"
 	"github.com/sluicehq/sluice/queue"
 )
 
 // checkpointLoop writes a checkpoint every CheckpointInterval, or sooner once
 // CheckpointBytes of WAL were written since the last one.
-func (s *File) checkpointLoop() {
+func (s *Store) checkpointLoop() {
 	defer close(s.cpDone)
 	t := time.NewTicker(s.opts.CheckpointInterval)
 	defer t.Stop()
@@ -33,7 +35,7 @@ func (s *File) checkpointLoop() {
 	}
 }
 
-func (s *File) maybeKickCheckpoint() {
+func (s *Store) maybeKickCheckpoint() {
 	if s.walBytes.Load() < s.opts.CheckpointBytes {
 		return
 	}
@@ -45,9 +47,9 @@ func (s *File) maybeKickCheckpoint() {
 
 // Checkpoint writes a checkpoint now (tests and tools; the store also
 // checkpoints by itself).
-func (s *File) Checkpoint() error {
+func (s *Store) Checkpoint() error {
 	if s.isClosed.Load() {
-		return ErrClosed
+		return channel.ErrClosed
 	}
 	return s.checkpoint(false)
 }
@@ -67,7 +69,7 @@ func (s *File) Checkpoint() error {
 //
 // A failure at any step leaves the previous checkpoint and its queue files
 // untouched; the frozen overlays are merged back.
-func (s *File) checkpoint(clean bool) error {
+func (s *Store) checkpoint(clean bool) error {
 	s.cpRun.Lock()
 	defer s.cpRun.Unlock()
 	start := time.Now()
@@ -90,13 +92,13 @@ func (s *File) checkpoint(clean bool) error {
 	for _, p := range frontier {
 		cp.Frontier = append(cp.Frontier, checkpoint.Position{Segment: p.Segment, Offset: p.Offset})
 	}
-	if exp := producerExpiry(s.opts.ProducerExpiry); exp > 0 {
-		if n := s.producers.sweep(s.opts.now().UnixNano() - int64(exp)); n > 0 {
+	if exp := storekit.ProducerExpiry(s.opts.ProducerExpiry); exp > 0 {
+		if n := s.producers.Sweep(s.opts.Clock().UnixNano() - int64(exp)); n > 0 {
 			s.log.Info("file channel: producer deduplication entries expired", "producers", n, "idle_for", exp)
 		}
 	}
 	for id, e := range s.producers {
-		cp.Producers = append(cp.Producers, checkpoint.Producer{ID: id, Sequence: e.seq, LastUsed: e.last})
+		cp.Producers = append(cp.Producers, checkpoint.Producer{ID: id, Sequence: e.Seq, LastUsed: e.Last})
 	}
 	bytes := make(map[string]int64, len(s.chans))
 	for _, name := range s.names {
@@ -166,7 +168,7 @@ func (s *File) checkpoint(clean bool) error {
 // gc removes WAL segments that hold no live pointer (queued or in-flight)
 // and no record either checkpoint still needs for replay (max WOID ≤ the W
 // of the older of the two checkpoints).
-func (s *File) gc() {
+func (s *Store) gc() {
 	s.mu.Lock()
 	limit := s.prevW
 	var victims []uint32

@@ -1,4 +1,4 @@
-package channel
+package memstore
 
 import (
 	"context"
@@ -8,12 +8,15 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluicehq/sluice/channel"
+	"github.com/sluicehq/sluice/channel/internal/storekit"
 )
 
-// MemoryOptions configure a memory store.
-type MemoryOptions struct {
+// Options configure a memory store.
+type Options struct {
 	// Channels are the named channels of the store (at least one).
-	Channels []ChannelConfig
+	Channels []channel.ChannelConfig
 	// MaxEventSize bounds Event.Size of one event; 0 means
 	// DefaultMaxEventSize.
 	MaxEventSize int
@@ -25,9 +28,12 @@ type MemoryOptions struct {
 	// DefaultMaxProducers); a put of a new one beyond it fails with
 	// ErrProducerTableFull.
 	MaxProducers int
+	// Clock is the clock of producer entries' last use, which their expiry
+	// counts from (nil: time.Now; tests set it).
+	Clock func() time.Time
 }
 
-// Memory is the volatile channel kind: the same transactional semantics as
+// Store is the volatile channel kind: the same transactional semantics as
 // the file channel (atomic multi-channel puts, producer deduplication,
 // capacity in events and bytes, keep-alive waits, take rollback in original
 // order) but nothing survives the process.
@@ -55,7 +61,7 @@ type MemoryOptions struct {
 // Events are copied on Put and again on Take, so callers own the events they
 // pass in and the events they get back; modifying a taken event never alters
 // what a rollback requeues.
-type Memory struct {
+type Store struct {
 	maxEventSize int
 	names        []string
 	chans        map[string]*memChan
@@ -64,26 +70,26 @@ type Memory struct {
 
 	mu           sync.Mutex
 	closed       bool
-	producers    producerTable         // last committed sequence per producer
-	expiry       time.Duration         // of producer entries; 0 never
-	maxProducers int                   // producer ids remembered at most
-	swept        time.Time             // last producer sweep
-	now          func() time.Time      // clock of producer entries (tests set it)
-	takes        map[*memTake]struct{} // open take txns holding events
+	producers    storekit.ProducerTable // last committed sequence per producer
+	expiry       time.Duration          // of producer entries; 0 never
+	maxProducers int                    // producer ids remembered at most
+	swept        time.Time              // last producer sweep
+	now          func() time.Time       // clock of producer entries (tests set it)
+	takes        map[*memTake]struct{}  // open take txns holding events
 }
 
 // memEvent is a queued event with its bookkeeping.
 type memEvent struct {
-	ev      Event
+	ev      channel.Event
 	size    int64
 	putTime int64  // unix nanos of the Put call
 	seq     uint64 // per-channel commit order; restores order on rollback
 }
 
 type memChan struct {
-	cfg ChannelConfig
+	cfg channel.ChannelConfig
 
-	// Guarded by Memory.mu.
+	// Guarded by Store.mu.
 	q             ring
 	bytes         int64 // bytes of queued events
 	inflight      int64 // events held by open take txns
@@ -94,32 +100,35 @@ type memChan struct {
 	space         chan struct{} // closed when a take commit frees room
 	spaceWaited   bool
 
-	counters
+	storekit.Counters
 }
 
-var _ Channel = (*Memory)(nil)
+var _ channel.Store = (*Store)(nil)
 
-// NewMemory opens a memory store with the given channels.
-func NewMemory(opts MemoryOptions) (*Memory, error) {
-	cfgs, err := validateChannels(opts.Channels)
+// New opens a memory store with the given channels.
+func New(opts Options) (*Store, error) {
+	cfgs, err := storekit.ValidateChannels(opts.Channels)
 	if err != nil {
 		return nil, fmt.Errorf("memory channel: %w", err)
 	}
 	switch {
 	case opts.MaxEventSize == 0:
-		opts.MaxEventSize = DefaultMaxEventSize
+		opts.MaxEventSize = channel.DefaultMaxEventSize
 	case opts.MaxEventSize < 0:
 		return nil, fmt.Errorf("memory channel: maxEventSize %d must not be negative", opts.MaxEventSize)
 	}
-	m := &Memory{
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	m := &Store{
 		maxEventSize: opts.MaxEventSize,
 		chans:        make(map[string]*memChan, len(cfgs)),
 		closeCh:      make(chan struct{}),
-		producers:    make(producerTable),
-		expiry:       producerExpiry(opts.ProducerExpiry),
-		maxProducers: maxProducers(opts.MaxProducers),
-		swept:        time.Now(),
-		now:          time.Now,
+		producers:    make(storekit.ProducerTable),
+		expiry:       storekit.ProducerExpiry(opts.ProducerExpiry),
+		maxProducers: storekit.MaxProducers(opts.MaxProducers),
+		now:          opts.Clock,
+		swept:        opts.Clock(),
 		takes:        make(map[*memTake]struct{}),
 	}
 	for name, cfg := range cfgs {
@@ -130,55 +139,55 @@ func NewMemory(opts MemoryOptions) (*Memory, error) {
 	return m, nil
 }
 
-func (m *Memory) channel(name string) (*memChan, error) {
+func (m *Store) channel(name string) (*memChan, error) {
 	c, ok := m.chans[name]
 	if !ok {
 		if name == "" {
-			return nil, fmt.Errorf("%w: empty channel name", ErrUnknownChannel)
+			return nil, fmt.Errorf("%w: empty channel name", channel.ErrUnknownChannel)
 		}
-		return nil, fmt.Errorf("%w %q", ErrUnknownChannel, name)
+		return nil, fmt.Errorf("%w %q", channel.ErrUnknownChannel, name)
 	}
 	return c, nil
 }
 
 // Channels implements Channel.
-func (m *Memory) Channels() []string { return slices.Clone(m.names) }
+func (m *Store) Channels() []string { return slices.Clone(m.names) }
 
 // BeginPut implements Channel.
-func (m *Memory) BeginPut(ctx context.Context, opts PutOptions) (PutTxn, error) {
+func (m *Store) BeginPut(ctx context.Context, opts channel.PutOptions) (channel.PutTxn, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("memory channel: %w", err)
 	}
 	if m.closedFlag.Load() {
-		return nil, ErrClosed
+		return nil, channel.ErrClosed
 	}
 	return &memPut{m: m, opts: opts}, nil
 }
 
 // BeginTake implements Channel.
-func (m *Memory) BeginTake(ctx context.Context, name string) (TakeTxn, error) {
+func (m *Store) BeginTake(ctx context.Context, name string) (channel.TakeTxn, error) {
 	c, err := m.channel(name)
 	if err != nil {
 		return nil, err
 	}
 	if m.closedFlag.Load() {
-		return nil, ErrClosed
+		return nil, channel.ErrClosed
 	}
 	return &memTake{m: m, c: c}, nil
 }
 
 // Stats implements Channel.
-func (m *Memory) Stats(ctx context.Context, name string) (Stats, error) {
+func (m *Store) Stats(ctx context.Context, name string) (channel.Stats, error) {
 	c, err := m.channel(name)
 	if err != nil {
-		return Stats{}, err
+		return channel.Stats{}, err
 	}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
-		return Stats{}, ErrClosed
+		return channel.Stats{}, channel.ErrClosed
 	}
-	st := Stats{
+	st := channel.Stats{
 		Name:          name,
 		Size:          int64(c.q.len()),
 		InFlightTakes: c.inflight,
@@ -194,7 +203,7 @@ func (m *Memory) Stats(ctx context.Context, name string) (Stats, error) {
 		headPut = c.q.at(0).putTime
 	}
 	m.mu.Unlock()
-	c.fill(&st)
+	c.Fill(&st)
 	if headPut != 0 {
 		st.OldestEventAge = max(time.Since(time.Unix(0, headPut)), 0)
 	}
@@ -205,7 +214,7 @@ func (m *Memory) Stats(ctx context.Context, name string) (Stats, error) {
 // with ErrClosed and releases the store. Later calls on the store or its
 // transactions return ErrClosed (Rollback returns nil). Closing twice is a
 // no-op.
-func (m *Memory) Close() error {
+func (m *Store) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -241,7 +250,7 @@ func (c *memChan) wakePutters() {
 // copyEvents deep-copies events: every body into one shared allocation
 // (each sub-slice capped so appends cannot clobber a neighbour), headers
 // into fresh maps. Empty bodies and header sets come back nil.
-func copyEvents(dst []Event, src []Event) {
+func copyEvents(dst []channel.Event, src []channel.Event) {
 	total := 0
 	for i := range src {
 		total += len(src[i].Body)
@@ -262,14 +271,14 @@ func copyEvents(dst []Event, src []Event) {
 		if len(src[i].Headers) > 0 {
 			h = maps.Clone(src[i].Headers)
 		}
-		dst[i] = Event{Headers: h, Body: body}
+		dst[i] = channel.Event{Headers: h, Body: body}
 	}
 }
 
 // memPut is an open put transaction.
 type memPut struct {
-	m     *Memory
-	opts  PutOptions
+	m     *Store
+	opts  channel.PutOptions
 	parts []memPutPart // one per channel, in first-Put order
 	done  bool
 	dedup bool
@@ -292,37 +301,37 @@ func (p *memPut) part(c *memChan) *memPutPart {
 }
 
 // Put implements PutTxn.
-func (p *memPut) Put(name string, events ...Event) error {
+func (p *memPut) Put(name string, events ...channel.Event) error {
 	if p.done {
-		return ErrTxnDone
+		return channel.ErrTxnDone
 	}
 	m := p.m
 	if m.closedFlag.Load() {
-		return ErrClosed
+		return channel.ErrClosed
 	}
 	c, err := m.channel(name)
 	if err != nil {
 		return err
 	}
-	c.putAttempts.Add(int64(len(events)))
+	c.PutAttempts.Add(int64(len(events)))
 	if len(events) == 0 {
 		return nil
 	}
 	pt := p.part(c)
 	if n := len(pt.events) + len(events); n > c.cfg.TransactionCapacity {
-		return fmt.Errorf("%w: %d events for channel %q, transactionCapacity is %d", ErrTxnFull, n, name, c.cfg.TransactionCapacity)
+		return fmt.Errorf("%w: %d events for channel %q, transactionCapacity is %d", channel.ErrTxnFull, n, name, c.cfg.TransactionCapacity)
 	}
 	for i := range events {
 		if sz := events[i].Size(); sz > m.maxEventSize {
-			return fmt.Errorf("%w: event %d is %d bytes, maximum is %d", ErrEventTooLarge, i, sz, m.maxEventSize)
+			return fmt.Errorf("%w: event %d is %d bytes, maximum is %d", channel.ErrEventTooLarge, i, sz, m.maxEventSize)
 		}
 		if len(events[i].Headers) != 0 {
-			if err := CheckHeaders(events[i]); err != nil {
+			if err := channel.CheckHeaders(events[i]); err != nil {
 				return fmt.Errorf("event %d: %w", i, err)
 			}
 		}
 	}
-	copied := make([]Event, len(events))
+	copied := make([]channel.Event, len(events))
 	copyEvents(copied, events)
 	now := time.Now().UnixNano()
 	pt.events = slices.Grow(pt.events, len(events))
@@ -349,14 +358,14 @@ func (p *memPut) Rollback() error {
 // for take commits to free room, or until ctx is done.
 func (p *memPut) Commit(ctx context.Context) error {
 	if p.done {
-		return ErrTxnDone
+		return channel.ErrTxnDone
 	}
 	p.done = true
 	defer func() { p.parts = nil }()
 	m := p.m
 	if len(p.parts) == 0 && p.opts.ProducerID == "" {
 		if m.closedFlag.Load() {
-			return ErrClosed
+			return channel.ErrClosed
 		}
 		return nil
 	}
@@ -371,16 +380,16 @@ func (p *memPut) Commit(ctx context.Context) error {
 		m.mu.Lock()
 		if m.closed {
 			m.mu.Unlock()
-			return ErrClosed
+			return channel.ErrClosed
 		}
 		if id := p.opts.ProducerID; id != "" {
-			if m.producers.committed(id, p.opts.Sequence) {
-				m.producers.touch(id, m.now().UnixNano())
+			if m.producers.Committed(id, p.opts.Sequence) {
+				m.producers.Touch(id, m.now().UnixNano())
 				m.mu.Unlock()
 				p.dedup = true
 				return nil
 			}
-			if err := m.producers.admit(id, m.maxProducers); err != nil {
+			if err := m.producers.Admit(id, m.maxProducers); err != nil {
 				m.mu.Unlock()
 				return fmt.Errorf("memory channel: %w", err)
 			}
@@ -394,7 +403,7 @@ func (p *memPut) Commit(ctx context.Context) error {
 		c := full.c
 		if c.cfg.MaxBytes > 0 && full.bytes > c.cfg.MaxBytes {
 			m.mu.Unlock()
-			return &FullError{Channel: c.cfg.Name, Detail: fmt.Sprintf("the transaction holds %d bytes, maxBytes is %d", full.bytes, c.cfg.MaxBytes)}
+			return &channel.FullError{Channel: c.cfg.Name, Detail: fmt.Sprintf("the transaction holds %d bytes, maxBytes is %d", full.bytes, c.cfg.MaxBytes)}
 		}
 		c.spaceWaited = true
 		wait := c.space
@@ -405,7 +414,7 @@ func (p *memPut) Commit(ctx context.Context) error {
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
-			return &FullError{Channel: c.cfg.Name, Detail: fmt.Sprintf("capacity %d events, maxBytes %d", c.cfg.Capacity, c.cfg.MaxBytes)}
+			return &channel.FullError{Channel: c.cfg.Name, Detail: fmt.Sprintf("capacity %d events, maxBytes %d", c.cfg.Capacity, c.cfg.MaxBytes)}
 		}
 		if timer == nil {
 			timer = time.NewTimer(left)
@@ -416,9 +425,9 @@ func (p *memPut) Commit(ctx context.Context) error {
 		case <-wait:
 		case <-timer.C:
 		case <-m.closeCh:
-			return ErrClosed
+			return channel.ErrClosed
 		case <-ctx.Done():
-			return &FullError{Channel: c.cfg.Name, Err: ctx.Err()}
+			return &channel.FullError{Channel: c.cfg.Name, Err: ctx.Err()}
 		}
 	}
 }
@@ -458,14 +467,14 @@ func (p *memPut) applyLocked() {
 			c.q.pushBack(e)
 		}
 		c.bytes += pt.bytes
-		c.putSuccesses.Add(int64(len(pt.events)))
+		c.PutSuccesses.Add(int64(len(pt.events)))
 		c.wakeTakers()
 	}
 	if p.opts.ProducerID != "" {
 		now := p.m.now()
-		p.m.producers.note(p.opts.ProducerID, p.opts.Sequence, now.UnixNano())
+		p.m.producers.Note(p.opts.ProducerID, p.opts.Sequence, now.UnixNano())
 		if m := p.m; m.expiry > 0 && now.Sub(m.swept) >= min(time.Minute, m.expiry) {
-			m.producers.sweep(now.Add(-m.expiry).UnixNano())
+			m.producers.Sweep(now.Add(-m.expiry).UnixNano())
 			m.swept = now
 		}
 	}
@@ -473,7 +482,7 @@ func (p *memPut) applyLocked() {
 
 // memTake is an open take transaction.
 type memTake struct {
-	m *Memory
+	m *Store
 	c *memChan
 
 	// Guarded by m.mu (Close may roll the txn back from another goroutine).
@@ -484,7 +493,7 @@ type memTake struct {
 }
 
 // Take implements TakeTxn.
-func (t *memTake) Take(ctx context.Context, max int) ([]Event, error) {
+func (t *memTake) Take(ctx context.Context, max int) ([]channel.Event, error) {
 	m, c := t.m, t.c
 	m.mu.Lock()
 	if err := t.usableLocked(); err != nil {
@@ -498,10 +507,10 @@ func (t *memTake) Take(ctx context.Context, max int) ([]Event, error) {
 	room := c.cfg.TransactionCapacity - len(t.held)
 	if room <= 0 {
 		m.mu.Unlock()
-		return nil, fmt.Errorf("%w: take txn holds %d events, transactionCapacity is %d", ErrTxnFull, len(t.held), c.cfg.TransactionCapacity)
+		return nil, fmt.Errorf("%w: take txn holds %d events, transactionCapacity is %d", channel.ErrTxnFull, len(t.held), c.cfg.TransactionCapacity)
 	}
 	max = min(max, room)
-	c.takeAttempts.Add(int64(max))
+	c.TakeAttempts.Add(int64(max))
 	for {
 		if n := min(max, c.q.len()); n > 0 {
 			first := len(t.held)
@@ -522,8 +531,8 @@ func (t *memTake) Take(ctx context.Context, max int) ([]Event, error) {
 			// Copy outside the lock. Held events are immutable and
 			// rollbackLocked (which Close may run concurrently) only
 			// reads t.held's backing array, never writes it.
-			out := make([]Event, n)
-			src := make([]Event, n)
+			out := make([]channel.Event, n)
+			src := make([]channel.Event, n)
 			for i := range got {
 				src[i] = got[i].ev
 			}
@@ -539,7 +548,7 @@ func (t *memTake) Take(ctx context.Context, max int) ([]Event, error) {
 		select {
 		case <-wait:
 		case <-m.closeCh:
-			return nil, ErrClosed
+			return nil, channel.ErrClosed
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -554,9 +563,9 @@ func (t *memTake) Take(ctx context.Context, max int) ([]Event, error) {
 func (t *memTake) usableLocked() error {
 	switch {
 	case t.closed || t.m.closed:
-		return ErrClosed
+		return channel.ErrClosed
 	case t.done:
-		return ErrTxnDone
+		return channel.ErrTxnDone
 	}
 	return nil
 }
@@ -576,7 +585,7 @@ func (t *memTake) Commit(ctx context.Context) error {
 	}
 	c.inflight -= int64(len(t.held))
 	c.inflightBytes -= t.bytes
-	c.takeSuccesses.Add(int64(len(t.held)))
+	c.TakeSuccesses.Add(int64(len(t.held)))
 	delete(m.takes, t)
 	t.held = nil
 	c.wakePutters()
@@ -734,4 +743,18 @@ func (r *ring) restore(evs []memEvent) {
 	for k := len(merged) - 1; k >= 0; k-- {
 		r.pushFront(merged[k])
 	}
+}
+
+// ProducerSequence implements channel.Store.
+func (m *Store) ProducerSequence(ctx context.Context, ch, producerID string) (uint64, bool, error) {
+	if _, err := m.channel(ch); err != nil {
+		return 0, false, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return 0, false, channel.ErrClosed
+	}
+	e, ok := m.producers[producerID]
+	return e.Seq, ok, nil
 }
