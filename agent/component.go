@@ -225,3 +225,21 @@ func (r *Registry) unknownType(kind, typ string) string {
 	}
 	return msg
 }
+
+// BuildInterceptor builds one configured interceptor (a component of kind
+// config.KindInterceptor from a source's Interceptors) of a source with
+// channels, with r's types: for tests of interceptors and for tools that
+// run a chain outside an agent.
+func BuildInterceptor(r *Registry, c *config.Component, channels []string, log *slog.Logger) (Interceptor, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Setup{Kind: config.KindInterceptor, Name: c.Name, Type: c.Type, Conf: c.View(), Log: log.With("interceptor", c.Name), Channels: channels}
+	f, ok := r.interceptors[lookupKey(c.Type)]
+	if !ok {
+		return nil, s.Conf.Errorf("type", "%s", r.unknownType(config.KindInterceptor, c.Type))
+	}
+	var it Interceptor
+	err := safely("interceptor factory "+c.Type, func() (err error) { it, err = f(s); return err })
+	return it, err
+}
