@@ -148,11 +148,11 @@ func Build(cfg *config.Config, opts Options) (*Agent, error) {
 		}
 		var sink Sink
 		err := safely("sink factory "+c.Type, func() (err error) { sink, err = f(s); return err })
-		a.unread(c, s.Conf)
 		if err != nil {
 			fail(err)
 			continue
 		}
+		a.unread(c, s.Conf)
 		sinkCounters[c.Name] = s.Sink
 		members[c.Name] = &member{name: c.Name, sink: sink, log: s.Log,
 			in: &Input{channel: c.Channels[0], c: s.Sink, idle: opts.IdleWait, grace: opts.StopGrace}}
@@ -170,12 +170,12 @@ func Build(cfg *config.Config, opts Options) (*Agent, error) {
 			continue // a sink failed to build: reported above
 		}
 		p, err := buildProcessor(g, ms, opts.Now)
-		a.unread(g.Processor, g.Processor.View())
-		a.unread(g, g.View())
 		if err != nil {
 			fail(err)
 			continue
 		}
+		a.unread(g.Processor, g.Processor.View())
+		a.unread(g, g.View())
 		rc := &RunCounters{}
 		a.runners = append(a.runners, &sinkUnit{name: "sink group " + g.Name, proc: p, members: ms, rc: rc})
 		a.groups = append(a.groups, group{typ: "SINKGROUP", name: g.Name, metrics: runMetrics(rc), run: rc})
@@ -208,19 +208,20 @@ func Build(cfg *config.Config, opts Options) (*Agent, error) {
 			}
 			var it Interceptor
 			err := safely("interceptor factory "+ic.Type, func() (err error) { it, err = f(s); return err })
-			a.unread(ic, s.Conf)
 			if err != nil {
 				fail(err)
 				ok = false
 				continue
 			}
+			a.unread(ic, s.Conf)
 			u.ics = append(u.ics, it)
 		}
 		sel, err := buildSelector(c.Selector, c.Channels)
-		a.unread(c.Selector, c.Selector.View())
 		if err != nil {
 			fail(err)
 			ok = false
+		} else {
+			a.unread(c.Selector, c.Selector.View())
 		}
 		s := a.setup(c, config.KindSource, c.Channels, limits)
 		s.Source = &SourceCounters{}
@@ -230,11 +231,11 @@ func Build(cfg *config.Config, opts Options) (*Agent, error) {
 			continue
 		}
 		err = safely("source factory "+c.Type, func() (err error) { u.src, err = f(s); return err })
-		a.unread(c, s.Conf)
 		if err != nil {
 			fail(err)
 			continue
 		}
+		a.unread(c, s.Conf)
 		if !ok {
 			continue
 		}
