@@ -24,6 +24,16 @@ import (
 type Event struct {
 	Headers map[string]string
 	Body    []byte
+	// Offset is set on taken events: the event's position in its
+	// channel, given when its put committed. Offsets start at 1, are
+	// unique and increase in the order events entered the channel (the
+	// order takes return them, also after rollbacks), and an event keeps
+	// its offset for the life of the channel, across restarts: a sink
+	// derives idempotent writes from it (object keys from offset ranges,
+	// an offsets row in the same database transaction, a document id).
+	// Put ignores it. Gaps are allowed (a commit that failed keeps its
+	// offsets).
+	Offset uint64
 }
 
 // Size is the number of bytes an event counts for against byte limits and

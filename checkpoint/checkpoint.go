@@ -48,6 +48,18 @@ type Channel struct {
 	Bytes    uint64 // payload bytes of the queued events
 	Gen      uint8  // queue file generation holding the snapshot
 	Digest   uint32 // CRC32C of the live slots in logical order
+	// NextOffset is the channel offset the next committed event gets, and
+	// Offsets the offsets of the queued events (version 4; a version-3
+	// file has neither: NextOffset 0).
+	NextOffset uint64
+	Offsets    []OffsetRun
+}
+
+// OffsetRun says that the queued events from logical queue position Pos up
+// to the next run's Pos (or the end of the queue) have the channel offsets
+// Offset, Offset+1, ….
+type OffsetRun struct {
+	Pos, Offset uint64
 }
 
 // PutEntry is one event of an in-flight put transaction.
@@ -55,6 +67,7 @@ type PutEntry struct {
 	Channel string
 	Pointer uint64
 	Size    uint32
+	Offset  uint64 // channel offset, given when the commit record was written (committing txns; else 0)
 }
 
 // PutTxn is a put transaction that was open at the checkpoint.
@@ -71,6 +84,7 @@ type TakeEntry struct {
 	Pointer  uint64
 	Position uint64 // logical queue position the event was taken from
 	Size     uint32
+	Offset   uint64 // channel offset (version 4; else 0)
 }
 
 // TakeTxn is a take transaction that was open at the checkpoint.

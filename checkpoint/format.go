@@ -8,7 +8,7 @@ import (
 	"github.com/sluicehq/sluice/internal/crc32c"
 )
 
-// The checkpoint file format (version 3; versions 1 and 2 are still read). All fixed-width integers are
+// The checkpoint file format (version 4; versions 1 to 3 are still read). All fixed-width integers are
 // little-endian; "uv" is an unsigned LEB128 varint (encoding/binary Uvarint)
 // in its minimal encoding (non-minimal encodings are rejected, so every
 // checkpoint has exactly one encoding).
@@ -56,12 +56,19 @@ import (
 // only in its producer items, which end after sequence (read as last used
 // 0).
 //
+// Version 4 always has the digest key section (empty without a key) and adds
+// a seventh, the channel offsets (see Channel.NextOffset):
+//
+//	offsets:   count uv (= channels) × (next offset uv | runs uv | runs × (pos uv | offset uv)) |
+//	           count uv (= put txns) × (n uv (= its entries) | n × offset uv) |
+//	           count uv (= take txns) × (n uv (= its entries) | n × offset uv)
+//
 // Every section must be consumed exactly by its items, and the body by its
 // sections. Every count is checked against the bytes that remain (times the
 // smallest possible encoding of an item) before anything is allocated.
 const (
 	magic         = "SLCHKPT"
-	formatVersion = 3
+	formatVersion = 4
 	// minVersion is the oldest format this build reads.
 	minVersion   = 1
 	flagSealed   = 1 << 0
@@ -73,7 +80,7 @@ const (
 	offVersion   = magicLen
 	offFlags     = offVersion + 1
 	offBodyLen   = offFlags + 1
-	numSections  = 6
+	numSections  = 7
 	minFrontier  = 8
 	minChannel   = 1 + 1 + 1 + 1 + 1 + 1 + 4
 	minPutTxn    = 1 + 1 + 1 + 1 + 1
@@ -113,12 +120,7 @@ func Marshal(c *Checkpoint, s Sealer) ([]byte, error) {
 		return nil, fmt.Errorf("checkpoint: marshal: body of %d bytes exceeds %d", bodyLen, uint64(maxBodyLen))
 	}
 	copy(out, magic)
-	// Without a digest key the body is exactly version 2, and says so:
-	// builds that read version 2 read it.
 	out[offVersion] = formatVersion
-	if len(c.DigestKey) == 0 {
-		out[offVersion] = 2
-	}
 	out[offFlags] = flags
 	binary.LittleEndian.PutUint32(out[offBodyLen:], uint32(bodyLen))
 	out = binary.LittleEndian.AppendUint32(out, crc32c.Checksum(out))
@@ -209,9 +211,33 @@ func appendBody(b []byte, c *Checkpoint) []byte {
 		}
 		return s
 	})
-	if len(c.DigestKey) > 0 { // version 3
-		section(func(s []byte) []byte { return appendString(s, string(c.DigestKey)) })
-	}
+	section(func(s []byte) []byte { return appendString(s, string(c.DigestKey)) })
+	section(func(s []byte) []byte {
+		s = binary.AppendUvarint(s, uint64(len(c.Channels)))
+		for _, ch := range c.Channels {
+			s = binary.AppendUvarint(s, ch.NextOffset)
+			s = binary.AppendUvarint(s, uint64(len(ch.Offsets)))
+			for _, r := range ch.Offsets {
+				s = binary.AppendUvarint(s, r.Pos)
+				s = binary.AppendUvarint(s, r.Offset)
+			}
+		}
+		s = binary.AppendUvarint(s, uint64(len(c.PutTxns)))
+		for _, t := range c.PutTxns {
+			s = binary.AppendUvarint(s, uint64(len(t.Entries)))
+			for _, e := range t.Entries {
+				s = binary.AppendUvarint(s, e.Offset)
+			}
+		}
+		s = binary.AppendUvarint(s, uint64(len(c.TakeTxns)))
+		for _, t := range c.TakeTxns {
+			s = binary.AppendUvarint(s, uint64(len(t.Entries)))
+			for _, e := range t.Entries {
+				s = binary.AppendUvarint(s, e.Offset)
+			}
+		}
+		return s
+	})
 	return b
 }
 
@@ -237,6 +263,16 @@ func estimateBody(c *Checkpoint) int {
 		n += 3*v + len(p.ID)
 	}
 	n += v + len(c.DigestKey)
+	n += 3 * v
+	for _, ch := range c.Channels {
+		n += 2*v + len(ch.Offsets)*2*v
+	}
+	for _, t := range c.PutTxns {
+		n += v + len(t.Entries)*v
+	}
+	for _, t := range c.TakeTxns {
+		n += v + len(t.Entries)*v
+	}
 	return n
 }
 
@@ -607,6 +643,48 @@ func (d *decoder) body() *Checkpoint {
 				c.DigestKey = []byte(k)
 			default:
 				d.fail("digest key of %d bytes (want 0 or %d)", len(k), DigestKeySize)
+			}
+		})
+	}
+	if d.version >= 4 {
+		d.section("offsets", func(d *decoder) {
+			if n := d.count("channel offsets", 2); d.err == nil && n != len(c.Channels) {
+				d.fail("offsets of %d channels, the checkpoint has %d", n, len(c.Channels))
+			}
+			for i := 0; i < len(c.Channels) && d.err == nil; i++ {
+				ch := &c.Channels[i]
+				ch.NextOffset = d.uvarint("channel next offset")
+				m := d.count("offset run", 2)
+				if m > 0 {
+					ch.Offsets = make([]OffsetRun, m)
+				}
+				for j := 0; j < m && d.err == nil; j++ {
+					ch.Offsets[j] = OffsetRun{Pos: d.uvarint("offset run position"), Offset: d.uvarint("offset run offset")}
+				}
+			}
+			if n := d.count("put txn offsets", 1); d.err == nil && n != len(c.PutTxns) {
+				d.fail("offsets of %d put txns, the checkpoint has %d", n, len(c.PutTxns))
+			}
+			for i := 0; i < len(c.PutTxns) && d.err == nil; i++ {
+				es := c.PutTxns[i].Entries
+				if m := d.count("put entry offset", 1); d.err == nil && m != len(es) {
+					d.fail("put txn %d: %d offsets for %d entries", c.PutTxns[i].TxnID, m, len(es))
+				}
+				for j := 0; j < len(es) && d.err == nil; j++ {
+					es[j].Offset = d.uvarint("put entry offset")
+				}
+			}
+			if n := d.count("take txn offsets", 1); d.err == nil && n != len(c.TakeTxns) {
+				d.fail("offsets of %d take txns, the checkpoint has %d", n, len(c.TakeTxns))
+			}
+			for i := 0; i < len(c.TakeTxns) && d.err == nil; i++ {
+				es := c.TakeTxns[i].Entries
+				if m := d.count("take entry offset", 1); d.err == nil && m != len(es) {
+					d.fail("take txn %d: %d offsets for %d entries", c.TakeTxns[i].TxnID, m, len(es))
+				}
+				for j := 0; j < len(es) && d.err == nil; j++ {
+					es[j].Offset = d.uvarint("take entry offset")
+				}
 			}
 		})
 	}

@@ -62,20 +62,21 @@ func fullCheckpoint() *Checkpoint {
 		TimeUnixNano: 1_700_000_000_123_456_789,
 		Frontier:     []Position{{Segment: 3, Offset: 4096}, {Segment: 9, Offset: 0}},
 		Channels: []Channel{
-			{Name: "c1", Capacity: 1000, Head: 17, Size: 5, Bytes: 500, Gen: 1, Digest: 0xdeadbeef},
+			{Name: "c1", Capacity: 1000, Head: 17, Size: 5, Bytes: 500, Gen: 1, Digest: 0xdeadbeef,
+				NextOffset: 1 << 50, Offsets: []OffsetRun{{Pos: 17, Offset: 40}, {Pos: 19, Offset: 1<<50 - 3}}},
 			{Name: "ch-two", Capacity: 1 << 40, Head: math.MaxUint64, Size: 0, Bytes: 0, Gen: 0, Digest: 0},
 		},
 		PutTxns: []PutTxn{
 			{TxnID: 5, Committing: true, ProducerID: "prod-1", Sequence: 42, Entries: []PutEntry{
-				{Channel: "c1", Pointer: 3<<32 | 128, Size: 100},
+				{Channel: "c1", Pointer: 3<<32 | 128, Size: 100, Offset: 1<<50 - 1},
 				{Channel: "ch-two", Pointer: 9<<32 | 8, Size: math.MaxUint32},
 			}},
 			{TxnID: 6},
 		},
 		TakeTxns: []TakeTxn{
 			{TxnID: 8, Channel: "c1", Committing: false, Entries: []TakeEntry{
-				{Pointer: 2<<32 | 64, Position: 12, Size: 10},
-				{Pointer: 2<<32 | 96, Position: 13, Size: 0},
+				{Pointer: 2<<32 | 64, Position: 12, Size: 10, Offset: 38},
+				{Pointer: 2<<32 | 96, Position: 13, Size: 0, Offset: 39},
 			}},
 			{TxnID: 9, Channel: "ch-two", Committing: true},
 		},
@@ -193,7 +194,7 @@ func TestRoundTrip(t *testing.T) {
 
 func TestHeaderLayout(t *testing.T) {
 	b := mustMarshal(t, fullCheckpoint(), nil)
-	if string(b[:7]) != "SLCHKPT" || b[7] != 2 || b[8] != 0 { // version 2: no digest key
+	if string(b[:7]) != "SLCHKPT" || b[7] != 4 || b[8] != 0 {
 		t.Fatalf("header %q", b[:9])
 	}
 	if got := binary.LittleEndian.Uint32(b[9:]); int(got) != len(b)-headerLen-trailerLen {
@@ -452,14 +453,38 @@ func str(s string) []byte { return append(uv(uint64(len(s))), s...) }
 
 func TestDigestKeyVersion(t *testing.T) {
 	c := fullCheckpoint()
-	b := mustMarshal(t, c, nil)
-	if b[offVersion] != 2 {
-		t.Fatalf("without a digest key: version %d, want 2", b[offVersion])
-	}
 	c.DigestKey = bytes.Repeat([]byte{3}, DigestKeySize)
-	b = mustMarshal(t, c, nil)
+	b := mustMarshal(t, c, nil)
 	got, err := Unmarshal(b, nil)
-	if b[offVersion] != 3 || err != nil || !bytes.Equal(got.DigestKey, c.DigestKey) {
+	if b[offVersion] != 4 || err != nil || !bytes.Equal(got.DigestKey, c.DigestKey) {
 		t.Fatalf("with a digest key: version %d, %v", b[offVersion], err)
+	}
+}
+
+// A version-3 file (no offsets section) still opens: its channels have no
+// offsets (NextOffset 0, which the store reads as "assign from 1"); the
+// same body in a version-4 file lacks its offsets section and is corrupt.
+func TestReadsVersion3(t *testing.T) {
+	empty := sec(uv(0))
+	channels := sec(body(uv(1), str("c1"), uv(10), uv(3), uv(2), uv(20), []byte{0}, []byte{1, 2, 3, 4}))
+	bd := body(fixed(1), empty, channels, empty, empty, empty, sec(str("")))
+	c, err := Unmarshal(frame(3, 0, bd), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Channels) != 1 || c.Channels[0].NextOffset != 0 || c.Channels[0].Offsets != nil || c.Channels[0].Size != 2 {
+		t.Fatalf("channels %+v", c.Channels)
+	}
+	wantCorrupt(t, frame(4, 0, bd), nil, "version-3 body in a version-4 file")
+	// Offsets that do not match the items they belong to are corrupt.
+	bad := body(fixed(1), empty, channels, empty, empty, empty, sec(str("")), sec(body(uv(2), uv(5), uv(0), uv(0), uv(0), uv(0), uv(0))))
+	wantCorrupt(t, frame(4, 0, bad), nil, "offsets of 2 channels for 1")
+	good := body(fixed(1), empty, channels, empty, empty, empty, sec(str("")), sec(body(uv(1), uv(9), uv(1), uv(3), uv(7), uv(0), uv(0))))
+	c, err = Unmarshal(frame(4, 0, good), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch := c.Channels[0]; ch.NextOffset != 9 || len(ch.Offsets) != 1 || ch.Offsets[0] != (OffsetRun{Pos: 3, Offset: 7}) {
+		t.Fatalf("offsets %+v", ch)
 	}
 }

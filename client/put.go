@@ -160,7 +160,7 @@ func toProto(ev channel.Event) *sluicev1.Event {
 }
 
 func fromProto(pe *sluicev1.Event) channel.Event {
-	ev := channel.Event{Body: pe.GetBody()}
+	ev := channel.Event{Body: pe.GetBody(), Offset: pe.GetOffset()}
 	if hs := pe.GetHeaders(); len(hs) > 0 {
 		ev.Headers = make(map[string]string, len(hs))
 		for _, h := range hs {

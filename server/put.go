@@ -134,7 +134,7 @@ func (s *Server) fromProto(pe *sluicev1.Event) (channel.Event, error) {
 }
 
 func toProto(ev channel.Event) *sluicev1.Event {
-	pe := &sluicev1.Event{Body: ev.Body}
+	pe := &sluicev1.Event{Body: ev.Body, Offset: ev.Offset}
 	if len(ev.Headers) > 0 {
 		pe.Headers = make([]*sluicev1.Header, 0, len(ev.Headers))
 		for k, v := range ev.Headers {

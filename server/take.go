@@ -300,7 +300,7 @@ type batcher struct {
 }
 
 func (b *batcher) add(ev channel.Event) error {
-	sz := ev.Size() + 8 + 8*len(ev.Headers)
+	sz := ev.Size() + 8 + 11 + 8*len(ev.Headers) // framing, the offset field, per-header framing
 	if len(b.chunk) > 0 && b.size+sz > b.ts.s.opts.MaxBatchBytes {
 		if err := b.flush(true); err != nil {
 			return err

@@ -159,9 +159,14 @@ func (x *ProducerResponse) GetFound() bool {
 // request fail to decode with an opaque INTERNAL error) and so that any
 // stored event can always be delivered.
 type Event struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Headers       []*Header              `protobuf:"bytes,1,rep,name=headers,proto3" json:"headers,omitempty"`
-	Body          []byte                 `protobuf:"bytes,2,opt,name=body,proto3" json:"body,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Headers []*Header              `protobuf:"bytes,1,rep,name=headers,proto3" json:"headers,omitempty"`
+	Body    []byte                 `protobuf:"bytes,2,opt,name=body,proto3" json:"body,omitempty"`
+	// Set on taken events: the event's offset in its channel (see
+	// channel.Event.Offset): from 1, unique, increasing in take order, the
+	// same whenever the event is delivered again, also after a restart.
+	// Ignored in a PutRequest.
+	Offset        uint64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -208,6 +213,13 @@ func (x *Event) GetBody() []byte {
 		return x.Body
 	}
 	return nil
+}
+
+func (x *Event) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
 }
 
 type Header struct {
@@ -1323,10 +1335,11 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"producerId\"D\n" +
 	"\x10ProducerResponse\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x14\n" +
-	"\x05found\x18\x02 \x01(\bR\x05found\"H\n" +
+	"\x05found\x18\x02 \x01(\bR\x05found\"`\n" +
 	"\x05Event\x12+\n" +
 	"\aheaders\x18\x01 \x03(\v2\x11.sluice.v1.HeaderR\aheaders\x12\x12\n" +
-	"\x04body\x18\x02 \x01(\fR\x04body\"0\n" +
+	"\x04body\x18\x02 \x01(\fR\x04body\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\"0\n" +
 	"\x06Header\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\"S\n" +

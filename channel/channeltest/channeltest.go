@@ -79,6 +79,7 @@ func run(t *testing.T, s *suite) {
 		{"Close", s.testClose},
 		{"Stats", s.testStats},
 		{"RoundTrip", s.testRoundTrip},
+		{"Offsets", s.testOffsets},
 		{"Stress", s.testStress},
 	}
 	for _, tc := range tests {

@@ -101,10 +101,33 @@ func (s *Store) checkpoint(clean bool) error {
 		cp.Producers = append(cp.Producers, checkpoint.Producer{ID: id, Sequence: e.Seq, LastUsed: e.Last})
 	}
 	bytes := make(map[string]int64, len(s.chans))
+	type offState struct {
+		next uint64
+		runs []checkpoint.OffsetRun
+	}
+	offs := make(map[string]offState, len(s.chans))
 	for _, name := range s.names {
 		c := s.chans[name]
 		c.frozen = c.q.Freeze()
 		bytes[name] = c.bytes
+		// nextOff is read under cpMu held exclusively: no commit record
+		// write (orderMu, taken inside cpMu shared) is in progress.
+		st := offState{next: c.nextOff}
+		head, end := c.q.Head(), c.q.Head()+c.q.Len()
+		for _, r := range c.offs.live() {
+			if r.pos >= end {
+				break
+			}
+			if r.pos < head { // the head run: start it at the head
+				r = offRun{pos: head, off: r.off + (head - r.pos)}
+			}
+			if n := len(st.runs); n > 0 && st.runs[n-1].Pos == r.pos {
+				st.runs[n-1] = checkpoint.OffsetRun{Pos: r.pos, Offset: r.off}
+				continue
+			}
+			st.runs = append(st.runs, checkpoint.OffsetRun{Pos: r.pos, Offset: r.off})
+		}
+		offs[name] = st
 	}
 	s.mu.Unlock()
 	s.walBytes.Store(0)
@@ -135,6 +158,7 @@ func (s *Store) checkpoint(clean bool) error {
 		cp.Channels = append(cp.Channels, checkpoint.Channel{
 			Name: name, Capacity: st.Capacity, Head: st.Head, Size: st.Size,
 			Bytes: uint64(max(bytes[name], 0)), Gen: st.Gen, Digest: st.Digest,
+			NextOffset: offs[name].next, Offsets: offs[name].runs,
 		})
 	}
 	// A pending crypto manifest (new store id, where encryption starts,

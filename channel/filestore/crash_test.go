@@ -30,6 +30,10 @@ type crashModel struct {
 	// started: each must survive a crash whole or not at all.
 	puts  [][]int
 	takes [][]int
+	// offs is the offset each taken event was delivered with: it must be
+	// the same whenever the event is delivered again, also after a crash.
+	offs    map[int]uint64
+	offsErr error
 }
 
 type evState uint8
@@ -223,7 +227,7 @@ func runCrashSeed(t *testing.T, seed uint64, v crashVariant) {
 		}
 		// Verify the previous round's outcome is what the store holds now
 		// (checked by the drain at the end of the previous round).
-		m := &crashModel{state: map[int]evState{}, hist: map[int][]evState{}, nextID: (round + 1) * 1_000_000}
+		m := &crashModel{state: map[int]evState{}, hist: map[int][]evState{}, nextID: (round + 1) * 1_000_000, offs: map[int]uint64{}}
 		for id := range queued {
 			m.state[id] = evAcked
 		}
@@ -274,9 +278,16 @@ func runCrashSeed(t *testing.T, seed uint64, v crashVariant) {
 		if err != nil {
 			t.Fatalf("round %d: reopen after crash: %v", round, err)
 		}
-		got := drain(t, s2, "c1")
+		got, gotOffs := drainOffsets(t, s2, "c1")
+		if m.offsErr != nil {
+			t.Fatalf("round %d: before the crash: %v", round, m.offsErr)
+		}
 		seen := map[int]bool{}
-		for _, id := range got {
+		for i, id := range got {
+			if prev, ok := m.offs[id]; ok && prev != gotOffs[i] {
+				t.Fatalf("round %d: event %d delivered with offset %d after recovery, %d before the crash (dirs %d, workers %d, unsynced %d%%)",
+					round, id, gotOffs[i], prev, len(o.DataDirs), workers, unsynced)
+			}
 			if seen[id] {
 				t.Fatalf("round %d: event %d delivered twice after recovery", round, id)
 			}
@@ -375,6 +386,14 @@ func crashWorker(ctx context.Context, s *Store, m *crashModel, rng *rand.Rand, t
 		for i, e := range evs {
 			ids[i] = bodyID(e.Body)
 		}
+		m.mu.Lock()
+		for i, e := range evs {
+			if prev, ok := m.offs[ids[i]]; ok && prev != e.Offset {
+				m.offsErr = fmt.Errorf("event %d delivered with offset %d, earlier with %d", ids[i], e.Offset, prev)
+			}
+			m.offs[ids[i]] = e.Offset
+		}
+		m.mu.Unlock()
 		if !m.set(ids, evHeld) {
 			return
 		}

@@ -628,6 +628,11 @@ func (s *Store) loadCheckpoints() ([]checkpoint.Candidate, error) {
 			return nil, fmt.Errorf("file channel: checkpoint %s: %w; restore the key; refusing to open, nothing was changed", c.Path, ke)
 		case errors.Is(c.Err, checkpoint.ErrSealed):
 			return nil, fmt.Errorf("file channel: checkpoint %s is sealed (encrypted) but no encryption key file is configured; refusing to open, nothing was changed", c.Path)
+		case errors.Is(c.Err, checkpoint.ErrUnsupportedVersion):
+			// Written by a newer build: falling back to an older checkpoint
+			// or a full replay would deliver events again and lose what
+			// the newer format records.
+			return nil, fmt.Errorf("file channel: checkpoint %s: %w; it was written by a newer build of sluice: run that build (downgrading a store is not supported); refusing to open, nothing was changed", c.Path, c.Err)
 		case errors.Is(c.Err, checkpoint.ErrNotSealed) && acceptPlain:
 			c.Checkpoint, c.Err = checkpoint.Read(s.fs, c.Path, nil)
 			if c.Err == nil {

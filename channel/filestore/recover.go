@@ -1,10 +1,12 @@
 package filestore
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"time"
 
@@ -46,6 +48,9 @@ type replayState struct {
 	// when the commit's fdatasync failed (see Store.retract).
 	putCommits  map[uint64]putUndo
 	takeCommits map[uint64]takeUndo
+	// nextOff is each channel's next offset (offsets.go): replayed commits
+	// take theirs in WOID order, as they did when they were written.
+	nextOff map[string]uint64
 }
 
 // putUndo is what retracting a replayed put commit restores.
@@ -150,6 +155,10 @@ func (s *Store) recover() error {
 		s.log.Warn("file channel: no checkpoint decodes; transactions torn by a power cut cannot be told from ones whose early segments were collected, and are kept as found")
 	}
 	rs.audit = NewTxnAudit(judgeAfter)
+	rs.nextOff = make(map[string]uint64, len(s.chans))
+	for name, c := range s.chans {
+		rs.nextOff[name] = c.nextOff
+	}
 	rs.putCommits = make(map[uint64]putUndo)
 	rs.takeCommits = make(map[uint64]takeUndo)
 	var from []wal.Position
@@ -299,6 +308,54 @@ func (s *Store) openQueues(cp *checkpoint.Checkpoint) error {
 			return fmt.Errorf("channel %q: %w", name, err)
 		}
 		c.q = q
+		c.offs.reset(q.Head())
+		c.nextOff = 1
+		if ch, ok := states[name]; ok && ch.NextOffset == 0 && q.Len() > 0 {
+			// A checkpoint from before offsets: its in-flight takes (back at
+			// the head at recovery) get 1…k in applyReplay, the queue the
+			// offsets after them.
+			k := uint64(0)
+			for _, tt := range cp.TakeTxns {
+				if tt.Channel == name && !tt.Committing {
+					k += uint64(len(tt.Entries))
+				}
+			}
+			c.offs.pushBack(k+1, int(q.Len()))
+			c.nextOff = k + q.Len() + 1
+		} else if ok && ch.NextOffset > 0 {
+			c.nextOff = ch.NextOffset
+			for _, r := range ch.Offsets {
+				c.offs.runs = append(c.offs.runs, offRun{pos: r.Pos, off: r.Offset})
+			}
+			c.offs.tail = q.Head() + q.Len()
+			if err := checkOffsets(ch, q.Head(), q.Len()); err != nil {
+				return fmt.Errorf("channel %q: %w", name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// checkOffsets validates a checkpoint's offset runs against its queue
+// state: they cover [head, head+size) in increasing positions with
+// increasing offsets below NextOffset.
+func checkOffsets(ch checkpoint.Channel, head, size uint64) error {
+	if size == 0 {
+		return nil
+	}
+	rs := ch.Offsets
+	if len(rs) == 0 || rs[0].Pos != head {
+		return fmt.Errorf("checkpoint offsets do not start at the queue head %d", head)
+	}
+	for i, r := range rs {
+		end := head + size
+		if i+1 < len(rs) {
+			end = rs[i+1].Pos
+		}
+		if end <= r.Pos || end > head+size || r.Offset == 0 || r.Offset+(end-r.Pos) > ch.NextOffset ||
+			(i > 0 && r.Offset <= rs[i-1].Offset+(r.Pos-rs[i-1].Pos)-1) {
+			return fmt.Errorf("checkpoint offset run %d (position %d, offset %d) is out of order or range (head %d, size %d, next offset %d)", i, r.Pos, r.Offset, head, size, ch.NextOffset)
+		}
 	}
 	return nil
 }
@@ -325,7 +382,18 @@ func (rs *replayState) applyPut(txn uint64, entries []checkpoint.PutEntry, produ
 			j++
 		}
 		u.spans = append(u.spans, appendSpan{channel: ch, start: len(rs.appended[ch]), n: j - i})
+		start := len(rs.appended[ch])
 		rs.appended[ch] = append(rs.appended[ch], entries[i:j]...)
+		for k := start; k < len(rs.appended[ch]); k++ {
+			// A committing put of the checkpoint has its offsets; a
+			// replayed commit takes the next ones. Retracted commits keep
+			// theirs (skipped), as they did when their sync failed.
+			e := &rs.appended[ch][k]
+			if e.Offset == 0 {
+				e.Offset = rs.nextOff[ch]
+				rs.nextOff[ch]++
+			}
+		}
 		i = j
 	}
 	if producer != "" {
@@ -481,9 +549,15 @@ func (s *Store) applyReplay(cp *checkpoint.Checkpoint, rs *replayState) error {
 			continue
 		}
 		sort.Slice(fr, func(i, j int) bool { return fr[i].Position < fr[j].Position })
+		for i := range fr {
+			if fr[i].Offset == 0 { // a checkpoint from before offsets (openQueues)
+				fr[i].Offset = uint64(i + 1)
+			}
+		}
 		bytes := c.bytes
-		list := make([]uint64, 0, int(c.q.Len())+len(fr)+len(app))
-		keep := func(ptr uint64, size uint32, counted bool) {
+		type kept struct{ ptr, off uint64 }
+		list := make([]kept, 0, int(c.q.Len())+len(fr)+len(app))
+		keep := func(ptr, off uint64, size uint32, counted bool) {
 			if sz, gone := rm[ptr]; gone {
 				if counted && !rs.removedUncounted[ptr] {
 					bytes -= int64(sz)
@@ -493,18 +567,25 @@ func (s *Store) applyReplay(cp *checkpoint.Checkpoint, rs *replayState) error {
 			if !counted {
 				bytes += int64(size)
 			}
-			list = append(list, ptr)
+			list = append(list, kept{ptr, off})
 		}
 		for _, e := range fr {
-			keep(e.Pointer, e.Size, false)
+			keep(e.Pointer, e.Offset, e.Size, false)
 		}
+		head := c.q.Head()
 		for i := uint64(0); i < c.q.Len(); i++ {
-			keep(c.q.At(i), 0, true)
+			keep(c.q.At(i), c.offs.at(head+i), 0, true)
 		}
 		for _, e := range app {
 			if e.Pointer != 0 { // 0: retracted
-				keep(e.Pointer, e.Size, false)
+				keep(e.Pointer, e.Offset, e.Size, false)
 			}
+		}
+		// In offset order: in-flight takes of the checkpoint go back
+		// among the queued events they were taken with, which may not all
+		// precede them (concurrent takes).
+		if !slices.IsSortedFunc(list, func(a, b kept) int { return cmp.Compare(a.off, b.off) }) {
+			slices.SortStableFunc(list, func(a, b kept) int { return cmp.Compare(a.off, b.off) })
 		}
 		if uint64(len(list)) > c.q.Capacity() {
 			// More events than the queue file holds (capacity was lowered):
@@ -516,12 +597,17 @@ func (s *Store) applyReplay(cp *checkpoint.Checkpoint, rs *replayState) error {
 		for c.q.Len() > 0 {
 			c.q.PopFront()
 		}
+		c.offs.reset(c.q.Head())
 		for _, p := range list {
-			if err := c.q.PushBack(p); err != nil {
+			if err := c.q.PushBack(p.ptr); err != nil {
 				return fmt.Errorf("file channel: channel %q: rebuild queue: %w", name, err)
 			}
+			c.offs.pushBack(p.off, 1)
 		}
 		c.bytes = max(bytes, 0)
+	}
+	for name, c := range s.chans {
+		c.nextOff = max(c.nextOff, rs.nextOff[name])
 	}
 	// Live pointer counts per segment, for GC.
 	for _, name := range s.names {

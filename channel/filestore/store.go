@@ -160,6 +160,10 @@ type fileChan struct {
 	// the logical position it originally had, so that later rollbacks merge
 	// into the original order and a re-take records its original position.
 	rolled map[uint64]uint64
+	// offs holds the offsets of the queued events, nextOff the offset the
+	// next committed event gets (under Store.orderMu; offsets.go).
+	offs    offList
+	nextOff uint64
 
 	storekit.Counters
 	corrupt atomic.Int64
@@ -192,8 +196,15 @@ type Store struct {
 	// commit apply holds it shared; a checkpoint holds it exclusively only to
 	// freeze the queues and copy the in-flight state.
 	cpMu sync.RWMutex
+	// orderMu serialises the WAL writes of put commit records and the
+	// offsets and tickets they take (offsets.go); taken inside cpMu shared,
+	// outside mu.
+	orderMu    sync.Mutex
+	nextTicket uint64 // under orderMu
 	// mu guards everything below and the fileChan fields.
 	mu           sync.Mutex
+	pubNext      uint64              // ticket of the next commit to publish
+	pubWait      map[uint64]*filePut // resolved commits waiting for their turn
 	closed       bool
 	chans        map[string]*fileChan
 	names        []string
@@ -266,6 +277,7 @@ func Open(opts Options) (*Store, error) {
 		fs:           opts.FS,
 		chans:        make(map[string]*fileChan, len(cfgs)),
 		live:         make(map[uint32]int64),
+		pubWait:      make(map[uint64]*filePut),
 		puts:         make(map[uint64]*filePut),
 		takes:        make(map[uint64]*fileTake),
 		producers:    make(storekit.ProducerTable),
@@ -279,7 +291,7 @@ func Open(opts Options) (*Store, error) {
 	s.putBufs.New = func() any { return new(putBuffers) }
 	s.readBufs.New = func() any { return new([]byte) }
 	for name, c := range cfgs {
-		s.chans[name] = &fileChan{cfg: c, notify: make(chan struct{}), space: make(chan struct{}), rolled: make(map[uint64]uint64)}
+		s.chans[name] = &fileChan{cfg: c, notify: make(chan struct{}), space: make(chan struct{}), rolled: make(map[uint64]uint64), nextOff: 1}
 		s.names = append(s.names, name)
 	}
 	sort.Strings(s.names)

@@ -102,10 +102,19 @@ func putRange(t testing.TB, s channel.Store, ch string, from, to, batch int) {
 	}
 }
 
-// drain takes and commits everything queued in ch, returning event ids in order.
+// drain takes and commits everything queued in ch, returning event ids in
+// order. The events' offsets must increase strictly (offsets.go).
 func drain(t testing.TB, s channel.Store, ch string) []int {
 	t.Helper()
+	ids, _ := drainOffsets(t, s, ch)
+	return ids
+}
+
+// drainOffsets is drain that also returns each event's offset.
+func drainOffsets(t testing.TB, s channel.Store, ch string) ([]int, []uint64) {
+	t.Helper()
 	var ids []int
+	var offs []uint64
 	for {
 		tx, err := s.BeginTake(context.Background(), ch)
 		if err != nil {
@@ -118,13 +127,17 @@ func drain(t testing.TB, s channel.Store, ch string) []int {
 			t.Fatal(err)
 		}
 		for _, e := range evs {
+			if n := len(offs); e.Offset == 0 || (n > 0 && e.Offset <= offs[n-1]) {
+				t.Fatalf("event %d has offset %d after offset %v", evID(t, e), e.Offset, offs[max(n-1, 0):])
+			}
 			ids = append(ids, evID(t, e))
+			offs = append(offs, e.Offset)
 		}
 		if err := tx.Commit(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		if len(evs) == 0 {
-			return ids
+			return ids, offs
 		}
 	}
 }

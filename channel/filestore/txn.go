@@ -48,6 +48,14 @@ type filePut struct {
 	retracted    bool // a failed commit was retracted (Store.retract)
 	done         bool
 	dedup        bool
+	// Offsets (offsets.go): bases[i] is the channel offset of the first
+	// event of runs[i], given when the commit record is written; ticket is
+	// the commit's place in the publication order.
+	bases    []uint64
+	ticket   uint64
+	resolved bool // the commit's outcome is known (publish)
+	pubOK    bool // ... and it is to become visible
+	pubDone  chan struct{}
 	// toks has one sync token per WAL segment the txn wrote to: a commit
 	// must make every one of them durable, not only the segment holding the
 	// commit record (an earlier segment's failed fsync must fail the commit).
@@ -212,7 +220,26 @@ func (p *filePut) flush(commit bool) error {
 	}
 	// The pointers are appended to p.ptrs's spare room: what checkpoints
 	// read (p.ptrs itself) is unchanged until s.mu is held.
-	ptrs, tok, err := s.wal.Write(p.dir, &p.buf.batch, p.ptrs)
+	var ptrs []wal.Pointer
+	var tok wal.SyncToken
+	var err error
+	if commit {
+		// Commit records are written one at a time, each taking its
+		// offsets and its ticket: offset order = commit WOID order =
+		// publication order (offsets.go).
+		s.orderMu.Lock()
+		p.assignOffsets()
+		ptrs, tok, err = s.wal.Write(p.dir, &p.buf.batch, p.ptrs)
+		if err != nil {
+			p.returnOffsets()
+		} else {
+			p.ticket = s.nextTicket
+			s.nextTicket++
+		}
+		s.orderMu.Unlock()
+	} else {
+		ptrs, tok, err = s.wal.Write(p.dir, &p.buf.batch, p.ptrs)
+	}
 	if err != nil {
 		s.cpMu.RUnlock()
 		return fmt.Errorf("file channel: txn %d: %w", p.id, walError(err))
@@ -347,19 +374,79 @@ func (p *filePut) Commit(ctx context.Context) error {
 		err = s.retract(p.dir, p.id, "put", err)
 		p.retracted = true
 		p.rollback(false)
+		p.publish(false) // its offsets are skipped
 		return fmt.Errorf("file channel: commit txn %d: %w", p.id, err)
 	}
-	s.cpMu.RLock()
-	s.mu.Lock()
+	p.publish(true)
+	p.done = true
+	return nil
+}
+
+// assignOffsets gives the txn's events their channel offsets. Called with
+// s.orderMu held.
+func (p *filePut) assignOffsets() {
+	p.bases = p.bases[:0]
 	start := 0
 	for _, r := range p.runs {
+		p.bases = append(p.bases, r.ch.nextOff)
+		r.ch.nextOff += uint64(r.end - start)
+		start = r.end
+	}
+}
+
+// returnOffsets undoes assignOffsets after the commit record could not be
+// written. Called with s.orderMu held: nobody took offsets since.
+func (p *filePut) returnOffsets() {
+	for i, r := range p.runs {
+		r.ch.nextOff = min(r.ch.nextOff, p.bases[i])
+	}
+	p.bases = p.bases[:0]
+}
+
+// publish resolves the txn's commit (ok: its fdatasync succeeded) and waits
+// until every commit written before it is resolved too and its events are
+// visible: commits become visible in ticket order, so each queue stays
+// sorted by offset (offsets.go). The wait is for fdatasyncs already in
+// flight.
+func (p *filePut) publish(ok bool) {
+	s := p.s
+	p.pubDone = make(chan struct{})
+	s.cpMu.RLock()
+	s.mu.Lock()
+	p.resolved, p.pubOK = true, ok
+	s.pubWait[p.ticket] = p
+	for {
+		q := s.pubWait[s.pubNext]
+		if q == nil {
+			break
+		}
+		delete(s.pubWait, s.pubNext)
+		s.pubNext++
+		if q.pubOK {
+			q.applyLocked()
+		}
+		close(q.pubDone)
+	}
+	s.mu.Unlock()
+	s.cpMu.RUnlock()
+	<-p.pubDone
+}
+
+// applyLocked makes a committed put visible. Called with s.cpMu held shared
+// and s.mu held.
+func (p *filePut) applyLocked() {
+	s := p.s
+	start := 0
+	for i, r := range p.runs {
 		// One queue append per run of events for the same channel.
 		qp := queuePointers(p.ptrs[start:r.end])
 		start = r.end
 		if err := r.ch.q.PushBackN(qp); err != nil {
 			// Cannot happen: capacity was reserved. Report loudly.
 			s.log.Error("file channel: queue push after reservation failed", "channel", r.ch.cfg.Name, "events", len(qp), "err", err)
+			continue
 		}
+		r.ch.offs.pushBack(p.bases[i], len(qp))
 	}
 	for c, n := range p.perChan {
 		c.reserved -= n
@@ -372,10 +459,6 @@ func (p *filePut) Commit(ctx context.Context) error {
 		s.producers.Note(p.opts.ProducerID, p.opts.Sequence, s.opts.Clock().UnixNano())
 	}
 	delete(s.puts, p.id)
-	s.mu.Unlock()
-	s.cpMu.RUnlock()
-	p.done = true
-	return nil
 }
 
 func (p *filePut) Rollback() error {
@@ -561,6 +644,7 @@ func (s *Store) unreserve(n, b map[*fileChan]int64) {
 type takeEntry struct {
 	ptr  wal.Pointer
 	pos  uint64 // logical queue position it was taken from
+	off  uint64 // channel offset (offsets.go)
 	size uint32
 }
 
@@ -625,11 +709,12 @@ func (t *fileTake) Take(ctx context.Context, max int) ([]channel.Event, error) {
 			if !ok {
 				break
 			}
+			off := c.offs.popFront(pos)
 			if orig, was := c.rolled[ptr]; was {
 				pos = orig
 				delete(c.rolled, ptr)
 			}
-			t.entries = append(t.entries, takeEntry{ptr: wal.Pointer(ptr), pos: pos})
+			t.entries = append(t.entries, takeEntry{ptr: wal.Pointer(ptr), pos: pos, off: off})
 		}
 		got := t.entries[first:]
 		if len(got) > 0 {
@@ -706,6 +791,7 @@ func (t *fileTake) read(first int) ([]channel.Event, error) {
 		}
 		sizes[i] = h.size
 		bytes += int64(h.size)
+		ev.Offset = t.entries[first+i].off
 		out = append(out, ev)
 		return nil
 	})
@@ -848,9 +934,13 @@ func (s *Store) inflight() ([]checkpoint.PutTxn, []checkpoint.TakeTxn) {
 		ct := checkpoint.PutTxn{TxnID: p.id, Committing: p.committing, ProducerID: p.opts.ProducerID, Sequence: p.opts.Sequence}
 		ct.Entries = make([]checkpoint.PutEntry, len(p.ptrs))
 		i := 0
-		for _, r := range p.flushedRuns {
+		for k, r := range p.flushedRuns {
+			start := i
 			for ; i < min(r.end, len(p.ptrs)); i++ {
 				ct.Entries[i] = checkpoint.PutEntry{Channel: r.ch.cfg.Name, Pointer: uint64(p.ptrs[i]), Size: p.flushedSizes[i]}
+				if p.committing && k < len(p.bases) {
+					ct.Entries[i].Offset = p.bases[k] + uint64(i-start)
+				}
 			}
 		}
 		puts = append(puts, ct)
@@ -860,7 +950,7 @@ func (s *Store) inflight() ([]checkpoint.PutTxn, []checkpoint.TakeTxn) {
 		ct := checkpoint.TakeTxn{TxnID: t.id, Channel: t.ch.cfg.Name, Committing: t.committing}
 		ct.Entries = make([]checkpoint.TakeEntry, len(t.entries))
 		for i, e := range t.entries {
-			ct.Entries[i] = checkpoint.TakeEntry{Pointer: uint64(e.ptr), Position: e.pos, Size: e.size}
+			ct.Entries[i] = checkpoint.TakeEntry{Pointer: uint64(e.ptr), Position: e.pos, Size: e.size, Offset: e.off}
 		}
 		takes = append(takes, ct)
 	}
@@ -871,10 +961,10 @@ func (s *Store) inflight() ([]checkpoint.PutTxn, []checkpoint.TakeTxn) {
 // merged with events earlier rollbacks put there (concurrent take txns may
 // roll back in any order). Called with s.mu held.
 func (c *fileChan) requeue(entries []takeEntry, s *Store) {
-	type back struct{ ptr, orig uint64 }
+	type back struct{ ptr, orig, off uint64 }
 	all := make([]back, 0, len(entries))
 	for _, e := range entries {
-		all = append(all, back{uint64(e.ptr), e.pos})
+		all = append(all, back{uint64(e.ptr), e.pos, e.off})
 	}
 	for c.q.Len() > 0 {
 		head := c.q.At(0)
@@ -882,19 +972,23 @@ func (c *fileChan) requeue(entries []takeEntry, s *Store) {
 		if !was {
 			break
 		}
+		off := c.offs.popFront(c.q.Head())
 		c.q.PopFront()
-		all = append(all, back{head, orig})
+		all = append(all, back{head, orig, off})
 	}
-	sort.SliceStable(all, func(i, j int) bool { return all[i].orig < all[j].orig })
+	sort.SliceStable(all, func(i, j int) bool { return all[i].off < all[j].off })
 	ptrs := make([]uint64, len(all))
+	offs := make([]uint64, len(all))
 	for i, b := range all {
-		ptrs[i] = b.ptr
+		ptrs[i], offs[i] = b.ptr, b.off
 		c.rolled[b.ptr] = b.orig
 	}
 	if err := c.q.PushFront(ptrs); err != nil {
 		// Cannot happen: in-flight takes count against capacity.
 		s.log.Error("file channel: rollback could not requeue events", "channel", c.cfg.Name, "events", len(ptrs), "err", err)
+		return
 	}
+	c.offs.pushFront(c.q.Head(), offs)
 }
 
 // walError makes the WAL's disk-space refusal match channel.ErrDiskSpace

@@ -537,6 +537,9 @@ func (t *memTake) Take(ctx context.Context, max int) ([]channel.Event, error) {
 				src[i] = got[i].ev
 			}
 			copyEvents(out, src)
+			for i := range out {
+				out[i].Offset = got[i].seq + 1 // offsets start at 1
+			}
 			return out, nil
 		}
 		c.availWaited = true
