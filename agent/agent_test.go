@@ -339,7 +339,7 @@ func TestLoadBalanceGroup(t *testing.T) {
 		k1Fails     bool
 	}{
 		{"round_robin", "", false},
-		{"random with backoff and a failing sink", "a.sinkgroups.g1.processor.selector = random\na.sinkgroups.g1.processor.backoff = true\na.sinkgroups.g1.processor.selector.maxTimeOut = 1000\n", true},
+		{"random with backoff and a failing sink", "a.sinkgroups.g1.processor.selector = random\na.sinkgroups.g1.processor.backoff = true\na.sinkgroups.g1.processor.selector.maxTimeOut = 10000\n", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness()
