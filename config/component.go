@@ -64,6 +64,7 @@ type Component struct {
 
 	props map[string]Property // by property name (the key after Prefix)
 	used  map[string]bool     // properties read through View or by Parse
+	asked map[string]bool     // properties looked up through View, set or not
 }
 
 // Key returns the full key of one of c's properties.
@@ -78,6 +79,10 @@ func (c *Component) View() *View { return &View{c: c} }
 type View struct{ c *Component }
 
 func (v *View) mark(prop string) (Property, bool) {
+	if v.c.asked == nil {
+		v.c.asked = map[string]bool{}
+	}
+	v.c.asked[prop] = true
 	pr, ok := v.c.props[prop]
 	if ok {
 		v.c.used[prop] = true
@@ -87,6 +92,35 @@ func (v *View) mark(prop string) (Property, bool) {
 
 func (v *View) errorf(pr Property, format string, args ...any) error {
 	return &Error{File: v.c.File, Line: pr.Line, Key: pr.Key, Reason: fmt.Sprintf(format, args...)}
+}
+
+// Errorf returns an *Error naming prop's full key and the line that sets
+// it (the component's line when it is not set), for a value the component
+// refuses after reading it.
+func (v *View) Errorf(prop, format string, args ...any) error {
+	pr, ok := v.c.props[prop]
+	if !ok {
+		pr = Property{Key: v.c.Key(prop), Line: v.c.Line}
+	}
+	return v.errorf(pr, format, args...)
+}
+
+// Key returns the full key of prop.
+func (v *View) Key(prop string) string { return v.c.Key(prop) }
+
+// Line returns the line that sets prop, or 0.
+func (v *View) Line(prop string) int { return v.c.props[prop].Line }
+
+// Suggest returns the property looked up through a view of the component
+// (set or not) nearest to prop, for a "did you mean" hint on a key nobody
+// read; "" when none is close.
+func (v *View) Suggest(prop string) string {
+	var asked []string
+	for p := range v.c.asked {
+		asked = append(asked, p)
+	}
+	slices.Sort(asked)
+	return nearest(prop, asked)
 }
 
 // Has reports whether prop is set (without marking it read).

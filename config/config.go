@@ -199,8 +199,8 @@ type Config struct {
 	Agent    string
 	Channels []Channel // in the order of the agent.channels list
 	// Sources, Sinks and SinkGroups are the component tree (component.go),
-	// in the order their lists name them. Nothing runs them yet: the agent
-	// that will is still to come.
+	// in the order their lists name them; package agent builds and runs
+	// them.
 	Sources    []*Component
 	Sinks      []*Component
 	SinkGroups []*Component
@@ -458,14 +458,6 @@ func (p *parser) run(props []Property) error {
 	}
 	if err := p.tree(treeProps, names); err != nil {
 		return err
-	}
-	if n := len(p.cfg.Sources) + len(p.cfg.Sinks); n > 0 {
-		at := last[prefix+"sources"]
-		if at.Key == "" {
-			at = last[prefix+"sinks"]
-		}
-		p.warn(at.Line, at.Key, fmt.Sprintf("%d sources and %d sinks are checked but not run: sources and sinks arrive with the agent; meanwhile use `sluice put` and `sluice take`",
-			len(p.cfg.Sources), len(p.cfg.Sinks)))
 	}
 	_, err := p.cfg.stores(p)
 	return err

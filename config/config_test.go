@@ -115,7 +115,6 @@ func TestGoodConfig(t *testing.T) {
 	}
 	// Every warning names file:line and key.
 	wantWarn := []string{
-		"full.properties:3: key agent.sources: 1 sources and 1 sinks are checked but not run",
 		"full.properties:23: key agent.channels.c1.useDualCheckpoints: Flume property not used",
 		"full.properties:32: key agent.channels.m1.dataDirs: applies to file channels only",
 		"full.properties:41: key sluice.server.bogus: unknown key",

@@ -16,6 +16,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"strconv"
 	"sync"
@@ -43,6 +44,7 @@ type Metrics struct {
 	mux     *http.ServeMux
 	mu      sync.Mutex
 	healthy func() error
+	groups  []func() map[string]map[string]string
 }
 
 // New returns the metrics of ch with a fresh registry holding the channel
@@ -163,7 +165,22 @@ func (m *Metrics) JSON() map[string]map[string]string {
 		store["DiskUsageBytes"] = fmtInt(total)
 		out["STORE"] = store
 	}
+	m.mu.Lock()
+	groups := m.groups
+	m.mu.Unlock()
+	for _, f := range groups {
+		maps.Copy(out, f())
+	}
 	return out
+}
+
+// AddGroups adds the groups f returns (an agent's "SOURCE.s1", "SINK.k1")
+// to /metrics.json; f is called for every request. Their Prometheus
+// series are a collector registered on Registry.
+func (m *Metrics) AddGroups(f func() map[string]map[string]string) {
+	m.mu.Lock()
+	m.groups = append(m.groups, f)
+	m.mu.Unlock()
 }
 
 func (m *Metrics) serveJSON(w http.ResponseWriter, r *http.Request) {

@@ -128,11 +128,3 @@ func (l *offList) pushFront(head uint64, offs []uint64) {
 	l.runs = append(pre, r...)
 	l.start = 0
 }
-
-// appendOffsets appends the offsets of queue positions [from, from+n) to dst.
-func (l *offList) appendOffsets(dst []uint64, from uint64, n int) []uint64 {
-	for i := range n {
-		dst = append(dst, l.at(from+uint64(i)))
-	}
-	return dst
-}

@@ -158,3 +158,11 @@ func TestNewerCheckpointRefused(t *testing.T) {
 		t.Fatalf("open with a version-99 checkpoint: %v", err)
 	}
 }
+
+// appendOffsets (tests) appends the offsets of queue positions [from, from+n) to dst.
+func (l *offList) appendOffsets(dst []uint64, from uint64, n int) []uint64 {
+	for i := range n {
+		dst = append(dst, l.at(from+uint64(i)))
+	}
+	return dst
+}

@@ -1,7 +1,7 @@
 // Command sluice is the Sluice server and its command-line client.
 //
 //	sluice serve [--config F] [--name A]       run the server (embedded default config without --config)
-//	sluice agent --conf-file F --name A        the same, in Flume's spelling
+//	sluice agent --conf-file F --name A        the same, in Flume's spelling (--check: validate only)
 //	sluice put   [--addr] [--channel C[,C2…]] [--batch N]   stdin lines → events
 //	sluice take  [--addr] [--channel C] [--max N] [--batch B] [--wait D]   events → stdout lines
 //	sluice stats [--addr] [--json]
@@ -33,7 +33,8 @@ Usage:
   sluice serve [--config FILE] [--name AGENT]   run the server (no --config: the embedded default,
                                                 data under ./sluice-data, gRPC 127.0.0.1:7070,
                                                 metrics 127.0.0.1:7071, one file channel "default")
-  sluice agent --conf-file FILE --name AGENT    the same, with Flume's flag names
+  sluice agent --conf-file FILE --name AGENT    the same, with Flume's flag names; both run the file's
+                                                sources and sinks (--check: validate, start nothing)
   sluice put   [flags]    put stdin lines as events, one transaction per batch
   sluice take  [flags]    take events and write their bodies to stdout, one per line
   sluice stats [flags]    print channel statistics

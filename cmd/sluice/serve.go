@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +20,8 @@ import (
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/sluicehq/sluice/agent"
+	"github.com/sluicehq/sluice/agent/builtin"
 	"github.com/sluicehq/sluice/channel"
 	"github.com/sluicehq/sluice/channel/filestore"
 	"github.com/sluicehq/sluice/channel/memstore"
@@ -49,7 +52,7 @@ func runServe(args []string, flumeStyle bool) int {
 	}
 	fs := newFlagSet(name, synopsis)
 	var configPath, agent, readyFile, logLevel string
-	var printDefault bool
+	var printDefault, check bool
 	var shutdownTimeout time.Duration
 	if flumeStyle {
 		fs.StringVar(&configPath, "conf-file", "", "configuration `file` (Flume properties)")
@@ -64,6 +67,7 @@ func runServe(args []string, flumeStyle bool) int {
 		fs.StringVar(&agent, "name", config.DefaultAgent, "agent `name`: the prefix of the channel keys")
 		fs.BoolVar(&printDefault, "print-default-config", false, "print the embedded default configuration and exit")
 	}
+	fs.BoolVar(&check, "check", false, "validate the configuration and every component without starting anything; exit 0 when valid, 1 listing every problem")
 	fs.StringVar(&readyFile, "ready-file", "", "once serving, write the bound addresses to this `file` (lines grpc=ADDR and metrics=ADDR)")
 	fs.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.DurationVar(&shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long in-flight RPCs may take before they are cut off")
@@ -124,7 +128,17 @@ func runServe(args []string, flumeStyle bool) int {
 		fmt.Fprintf(os.Stderr, "sluice %s: %v\n", name, err)
 		return 1
 	}
-	if err := serve(cfg, log, sigs, readyFile, shutdownTimeout); err != nil {
+	ag, err := buildAgent(cfg, log)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "sluice %s: the configuration has problems:\n%s\n", name, indent(err))
+		return 1
+	}
+	if check {
+		fmt.Printf("%s: agent %s is valid: %d channels, %d sources, %d sinks, %d sink groups; %d warnings\n",
+			cfg.File, cfg.Agent, len(cfg.Channels), len(cfg.Sources), len(cfg.Sinks), len(cfg.SinkGroups), len(cfg.Warnings)+len(ag.Warnings()))
+		return 0
+	}
+	if err := serve(cfg, ag, log, sigs, readyFile, shutdownTimeout); err != nil {
 		fmt.Fprintf(os.Stderr, "sluice %s: %v\n", name, err)
 		return 1
 	}
@@ -140,7 +154,7 @@ func describeStore(st config.Store) string {
 
 // serve runs the server until a SIGTERM or SIGINT: it listens first, answers
 // UNAVAILABLE (health NOT_SERVING) while the stores recover, then serves.
-func serve(cfg *config.Config, log *slog.Logger, sigs <-chan os.Signal, readyFile string, shutdownTimeout time.Duration) error {
+func serve(cfg *config.Config, ag *agent.Agent, log *slog.Logger, sigs <-chan os.Signal, readyFile string, shutdownTimeout time.Duration) error {
 	stores := cfg.Stores()
 	groups := make([][]string, len(stores))
 	descr := make([]string, len(stores))
@@ -197,7 +211,10 @@ func serve(cfg *config.Config, log *slog.Logger, sigs <-chan os.Signal, readyFil
 	metricsAddr := ""
 	if mlis != nil {
 		metricsAddr = mlis.Addr().String()
-		hsrv = &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second}
+		m := srv.MetricsHandler()
+		m.Registry().MustRegister(ag.Collector())
+		m.AddGroups(ag.JSON)
+		hsrv = &http.Server{Handler: m, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := hsrv.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- fmt.Errorf("metrics server: %w", err)
@@ -225,9 +242,16 @@ func serve(cfg *config.Config, log *slog.Logger, sigs <-chan os.Signal, readyFil
 		return err
 	}
 	rt.SetStores(opened)
+	// The agent's components use the router the gRPC server serves.
+	if err := ag.Start(context.Background(), rt); err != nil {
+		stop()
+		rt.Close()
+		return err
+	}
+	defer ag.Stop() // on an early return; the loop below stops it first
 	log.Info("sluice ready", "channels", strings.Join(rt.Channels(), ","), "stores", len(opened))
 	if readyFile != "" {
-		if err := writeReadyFile(readyFile, lis.Addr().String(), metricsAddr); err != nil {
+		if err := writeReadyFile(readyFile, lis.Addr().String(), metricsAddr, ag.Addrs()); err != nil {
 			log.Error("ready file", "err", err)
 		}
 	}
@@ -254,6 +278,9 @@ loop:
 			break loop
 		}
 	}
+	// Sources stop first (each commits or rolls back what it read), then
+	// sinks (each finishes its take), then the gRPC server and the stores.
+	ag.Stop()
 	stop()
 	start := time.Now()
 	if err := rt.Close(); err != nil {
@@ -358,9 +385,14 @@ func openStores(stores []config.Store, log *slog.Logger) ([]channel.Store, error
 	return out, nil
 }
 
-func writeReadyFile(path, grpcAddr, metricsAddr string) error {
+// writeReadyFile writes grpc=ADDR, metrics=ADDR and a line
+// source.NAME=ADDR for every source listening on a socket.
+func writeReadyFile(path, grpcAddr, metricsAddr string, sources map[string]string) error {
 	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
 	data := fmt.Sprintf("grpc=%s\nmetrics=%s\n", grpcAddr, metricsAddr)
+	for _, n := range slices.Sorted(maps.Keys(sources)) {
+		data += fmt.Sprintf("source.%s=%s\n", n, sources[n])
+	}
 	if err := os.WriteFile(tmp, []byte(data), 0o644); err != nil {
 		return err
 	}
@@ -465,4 +497,19 @@ func reloadKeys(cfg *config.Config, stores []config.Store, opened []channel.Stor
 		}
 		log.Info("SIGHUP: encryption keys reloaded", "store", d, "key_file", kr.File(), "active_key", kr.Active(), "keys", len(kr.IDs()))
 	}
+}
+
+// buildAgent builds the configuration's sources, sinks and sink groups
+// with the built-in component types (nothing is opened yet).
+func buildAgent(cfg *config.Config, log *slog.Logger) (*agent.Agent, error) {
+	return agent.Build(cfg, agent.Options{Registry: builtin.Registry(), Log: log})
+}
+
+// indent lists the problems of a joined error one per line.
+func indent(err error) string {
+	var b strings.Builder
+	for _, l := range strings.Split(err.Error(), "\n") {
+		b.WriteString("  " + l + "\n")
+	}
+	return strings.TrimRight(b.String(), "\n")
 }
