@@ -277,6 +277,9 @@ a.sinks.k1.channel = f1
 		t.Errorf("failures %d restarts %d, want 2 and 2", f, rs)
 	}
 	waitFor(t, "drain counters", func() bool { return r.metric("SINK.k1", "EventDrainSuccessCount") == 50 })
+	// A source counts its batch after the commit returns, which may be
+	// after the sink drained it.
+	waitFor(t, "source counters", func() bool { return r.metric("SOURCE.s1", "EventAcceptedCount") == 50 })
 	if r.metric("SOURCE.s1", "EventAcceptedCount") != 50 || r.metric("SOURCE.s1", "AppendBatchAcceptedCount") != 1 {
 		t.Errorf("source counters %v", r.ag.JSON()["SOURCE.s1"])
 	}

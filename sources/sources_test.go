@@ -133,7 +133,7 @@ func TestNetcatAckAfterCommit(t *testing.T) {
 	if len(got) != 320 || got[0] != "line 0" || got[319] != "line 319\r" {
 		t.Fatalf("%d events, first %q last %q (Flume keeps the \\r)", len(got), got[0], got[len(got)-1])
 	}
-	js := ag.JSON()["SOURCE.r1"]
+	js := waitCounter(ag, "EventAcceptedCount", "320")
 	if js["EventAcceptedCount"] != "320" || js["OpenConnectionCount"] != "1" {
 		t.Errorf("counters %v", js)
 	}
@@ -254,7 +254,19 @@ a.sources.r1.channels = c1
 			t.Fatalf("got %v", got)
 		}
 	}
-	if js := ag.JSON()["SOURCE.r1"]; js["AppendBatchAcceptedCount"] != "5" || js["EventAcceptedCount"] != "23" {
+	js := waitCounter(ag, "EventAcceptedCount", "23")
+	if js["AppendBatchAcceptedCount"] != "5" || js["EventAcceptedCount"] != "23" {
 		t.Errorf("counters %v", js)
 	}
+}
+
+// waitCounter waits (up to 10 s) until source r1's counter key reads want
+// and returns its counters: a source counts a batch after its commit
+// returns, which may be after a taker already saw the events.
+func waitCounter(ag *agent.Agent, key, want string) map[string]string {
+	js := ag.JSON()["SOURCE.r1"]
+	for deadline := time.Now().Add(10 * time.Second); js[key] != want && time.Now().Before(deadline); js = ag.JSON()["SOURCE.r1"] {
+		time.Sleep(2 * time.Millisecond)
+	}
+	return js
 }
