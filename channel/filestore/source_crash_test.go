@@ -2,7 +2,6 @@ package filestore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -42,32 +41,10 @@ func lineNumber(t testing.TB, body []byte) uint64 {
 func drainLines(t testing.TB, s channel.Store, ch string) []uint64 {
 	t.Helper()
 	var out []uint64
-	var last uint64 // offsets increase
-	for {
-		tx, err := s.BeginTake(context.Background(), ch)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		evs, err := tx.Take(ctx, 500)
-		if err != nil && !errors.Is(err, context.Canceled) {
-			t.Fatal(err)
-		}
-		for _, e := range evs {
-			out = append(out, lineNumber(t, e.Body))
-			if e.Offset <= last {
-				t.Fatalf("line %d has offset %d after offset %d", out[len(out)-1], e.Offset, last)
-			}
-			last = e.Offset
-		}
-		if err := tx.Commit(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		if len(evs) == 0 {
-			return out
-		}
+	for _, e := range drainEvents(t, s, ch) { // offsets increase
+		out = append(out, lineNumber(t, e.Body))
 	}
+	return out
 }
 
 // TestSourceResumesAfterCrash is issue 17's exactly-once source: a source

@@ -115,6 +115,18 @@ func drainOffsets(t testing.TB, s channel.Store, ch string) ([]int, []uint64) {
 	t.Helper()
 	var ids []int
 	var offs []uint64
+	for _, e := range drainEvents(t, s, ch) {
+		ids = append(ids, evID(t, e))
+		offs = append(offs, e.Offset)
+	}
+	return ids, offs
+}
+
+// drainEvents takes and commits everything queued in ch and returns the
+// events in order, checking that their offsets increase strictly.
+func drainEvents(t testing.TB, s channel.Store, ch string) []channel.Event {
+	t.Helper()
+	var out []channel.Event
 	for {
 		tx, err := s.BeginTake(context.Background(), ch)
 		if err != nil {
@@ -127,17 +139,16 @@ func drainOffsets(t testing.TB, s channel.Store, ch string) ([]int, []uint64) {
 			t.Fatal(err)
 		}
 		for _, e := range evs {
-			if n := len(offs); e.Offset == 0 || (n > 0 && e.Offset <= offs[n-1]) {
-				t.Fatalf("event %d has offset %d after offset %v", evID(t, e), e.Offset, offs[max(n-1, 0):])
+			if n := len(out); e.Offset == 0 || (n > 0 && e.Offset <= out[n-1].Offset) {
+				t.Fatalf("event %.40q has offset %d after %d events", e.Body, e.Offset, n)
 			}
-			ids = append(ids, evID(t, e))
-			offs = append(offs, e.Offset)
+			out = append(out, e)
 		}
 		if err := tx.Commit(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		if len(evs) == 0 {
-			return ids, offs
+			return out
 		}
 	}
 }
