@@ -60,11 +60,10 @@ type filePut struct {
 	// Offsets (offsets.go): bases[i] is the channel offset of the first
 	// event of runs[i], given when the commit record is written; ticket is
 	// the commit's place in the publication order.
-	bases    []uint64
-	ticket   uint64
-	resolved bool // the commit's outcome is known (publish)
-	pubOK    bool // ... and it is to become visible
-	pubDone  chan struct{}
+	bases   []uint64
+	ticket  uint64
+	pubOK   bool // resolved (in Store.pubWait) as to become visible
+	pubDone chan struct{}
 	// toks has one sync token per WAL segment the txn wrote to: a commit
 	// must make every one of them durable, not only the segment holding the
 	// commit record (an earlier segment's failed fsync must fail the commit).
@@ -551,7 +550,7 @@ func (p *filePut) publish(ok bool) {
 	p.pubDone = make(chan struct{})
 	s.cpMu.RLock()
 	s.mu.Lock()
-	p.resolved, p.pubOK = true, ok
+	p.pubOK = ok
 	s.pubWait[p.ticket] = p
 	for {
 		q := s.pubWait[s.pubNext]
