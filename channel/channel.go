@@ -9,7 +9,9 @@
 // The vocabulary is Flume's: a channel is one queue; a store holds one or
 // more channels that a put can cover atomically. A put transaction may put
 // events into several channels of its store and commits on all or none; a
-// take transaction takes from one channel's head.
+// take transaction takes from one channel's head, and may put events into
+// channels of its store that are stored when (and only when) the take
+// commits: the atomic move to a dead-letter channel.
 package channel
 
 import (
@@ -278,8 +280,33 @@ type TakeTxn interface {
 	// delivered again.
 	Commit(ctx context.Context) error
 	// Rollback puts every taken event back at the head, in original order.
-	// Safe to call after Commit (no-op).
+	// Safe to call after Commit (no-op). Events added by Put are dropped.
 	Rollback() error
+	// Put adds events for a channel of the same store to the transaction:
+	// they are stored when the take commits, atomically with the removal
+	// of the taken events. This is the move: take a poison event, Put it
+	// (with a reason header) into a dead-letter channel, Commit, and the
+	// event is in exactly one of the two channels, also after a crash or a
+	// power cut. Nothing put is visible before Commit returns nil; moved
+	// events get new offsets in their channel.
+	//
+	// The rules of PutTxn.Put apply: the maximum event size, UTF-8
+	// headers, and the target channel's transactionCapacity for the events
+	// one transaction puts there (counted apart from the events it took).
+	// A call that breaks one fails and adds nothing; the transaction stays
+	// usable. A channel of another store of a server with several stores
+	// fails too (the router's CrossStoreError; gRPC INVALID_ARGUMENT,
+	// CROSS_STORE): a move never spans stores. There is no producer id:
+	// the take's atomicity makes a move happen once.
+	//
+	// At Commit the put events need room in their channels: a full channel
+	// is waited for up to its keep-alive, as a put is, then Commit fails
+	// with ErrChannelFull. A Commit that fails, for any reason, ends the
+	// transaction with nothing moved: the taken events are back at the
+	// head and none of the put events is stored. Events put into the
+	// take's own channel go to its tail and need room beside the taken
+	// events, which count against the capacity until the commit.
+	Put(channel string, events ...Event) error
 }
 
 // Stats is a point-in-time view of one channel.

@@ -51,16 +51,7 @@ func (p *putTxn) Put(name string, events ...channel.Event) error {
 	if err := p.check(name, events); err != nil {
 		return err
 	}
-	var ce *sluicev1.ChannelEvents
-	if k := len(p.req.Puts); k > 0 && p.req.Puts[k-1].Channel == name {
-		ce = p.req.Puts[k-1]
-	} else {
-		ce = &sluicev1.ChannelEvents{Channel: name}
-		p.req.Puts = append(p.req.Puts, ce)
-	}
-	for _, ev := range events {
-		ce.Events = append(ce.Events, toProto(ev))
-	}
+	p.req.Puts = appendEvents(p.req.Puts, name, events)
 	p.n += len(events)
 	return nil
 }
@@ -103,12 +94,18 @@ func (p *putTxn) PutSeq(name string, first uint64, events ...channel.Event) erro
 
 // check applies the limits Dial read to one Put call.
 func (p *putTxn) check(name string, events []channel.Event) error {
-	lim, ok := p.c.limits[name]
+	return p.c.checkPut(&p.perChan, name, events)
+}
+
+// checkPut applies the limits Dial read to one Put call (of a put txn or a
+// move) and counts the events in *perChan.
+func (c *Client) checkPut(perChan *map[string]int, name string, events []channel.Event) error {
+	lim, ok := c.limits[name]
 	if !ok {
 		if name == "" {
 			return fmt.Errorf("%w: empty channel name", channel.ErrUnknownChannel)
 		}
-		return fmt.Errorf("%w: %q (the server has %v)", channel.ErrUnknownChannel, name, p.c.channels)
+		return fmt.Errorf("%w: %q (the server has %v)", channel.ErrUnknownChannel, name, c.channels)
 	}
 	for i, ev := range events {
 		if sz := ev.Size(); lim.event > 0 && sz > lim.event {
@@ -120,15 +117,31 @@ func (p *putTxn) check(name string, events []channel.Event) error {
 			}
 		}
 	}
-	if lim.txn > 0 && p.perChan[name]+len(events) > lim.txn {
+	if lim.txn > 0 && (*perChan)[name]+len(events) > lim.txn {
 		return fmt.Errorf("%w: %d events for channel %q in one transaction, its transactionCapacity is %d",
-			channel.ErrTxnFull, p.perChan[name]+len(events), name, lim.txn)
+			channel.ErrTxnFull, (*perChan)[name]+len(events), name, lim.txn)
 	}
-	if p.perChan == nil {
-		p.perChan = make(map[string]int, 1)
+	if *perChan == nil {
+		*perChan = make(map[string]int, 1)
 	}
-	p.perChan[name] += len(events)
+	(*perChan)[name] += len(events)
 	return nil
+}
+
+// appendEvents adds events for channel name to puts, to its last entry
+// when that is for the same channel.
+func appendEvents(puts []*sluicev1.ChannelEvents, name string, events []channel.Event) []*sluicev1.ChannelEvents {
+	var ce *sluicev1.ChannelEvents
+	if k := len(puts); k > 0 && puts[k-1].Channel == name && puts[k-1].FirstSequence == 0 {
+		ce = puts[k-1]
+	} else {
+		ce = &sluicev1.ChannelEvents{Channel: name}
+		puts = append(puts, ce)
+	}
+	for _, ev := range events {
+		ce.Events = append(ce.Events, toProto(ev))
+	}
+	return puts
 }
 
 // Commit sends the transaction in one Put request; see the package

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sluicehq/sluice/api/sluicev1"
@@ -164,6 +165,31 @@ type takeTxn struct {
 	taken int
 	done  bool
 	lost  error // the stream broke while the transaction held events
+	// The move (Put): events sent with the commit.
+	moves   []*sluicev1.ChannelEvents
+	moved   int
+	perChan map[string]int
+}
+
+// Put implements channel.TakeTxn: the events are checked against the
+// limits Dial read (as putTxn.Put does) and buffered; the commit carries
+// them, and the server stores them atomically with the take's removal.
+// The bodies are not copied: do not modify them before Commit returns.
+func (t *takeTxn) Put(name string, events ...channel.Event) error {
+	if t.done {
+		return channel.ErrTxnDone
+	}
+	if t.lost != nil {
+		return t.lost
+	}
+	if err := t.c.checkPut(&t.perChan, name, events); err != nil {
+		return err
+	}
+	if len(events) > 0 {
+		t.moves = appendEvents(t.moves, name, events)
+		t.moved += len(events)
+	}
+	return nil
 }
 
 // BeginTake opens a take transaction on one channel: it opens a Take stream
@@ -279,11 +305,20 @@ func (t *takeTxn) Commit(ctx context.Context) error {
 		t.s.close()
 		return fmt.Errorf("take transaction was rolled back by the server: %w", t.lost)
 	}
-	if t.taken == 0 {
+	if t.taken == 0 && t.moved == 0 {
 		t.c.release(t.s)
 		return nil
 	}
-	resp, _, err := t.s.do(ctx, &sluicev1.TakeRequest{Request: &sluicev1.TakeRequest_Commit{Commit: &sluicev1.TakeCommit{}}}, false)
+	req := &sluicev1.TakeRequest{Request: &sluicev1.TakeRequest_Commit{Commit: &sluicev1.TakeCommit{Puts: t.moves}}}
+	if t.moved > 0 {
+		if sz := proto.Size(req); sz > t.c.opts.MaxSendMsgSize {
+			t.done = false
+			t.Rollback()
+			return fmt.Errorf("%w: commit moving %d events is %d bytes encoded, more than the %d-byte message limit; nothing was moved and the taken events are back at the head",
+				channel.ErrTxnFull, t.moved, sz, t.c.opts.MaxSendMsgSize)
+		}
+	}
+	resp, _, err := t.s.do(ctx, req, false)
 	if err != nil {
 		t.s.close()
 		return err

@@ -72,6 +72,10 @@ func (s *Server) classify(err error) (code codes.Code, reason string, retry time
 	case errors.Is(err, channel.ErrTxnDone):
 		return codes.FailedPrecondition, sluicev1.ReasonTxnDone, 0, "transaction already finished"
 	case errors.As(err, &cross):
+		if cross.Move {
+			return codes.InvalidArgument, sluicev1.ReasonCrossStore, 0,
+				fmt.Sprintf("one take transaction cannot move events from channel %q to %q: they are in different stores", cross.First, cross.Second)
+		}
 		return codes.InvalidArgument, sluicev1.ReasonCrossStore, 0,
 			fmt.Sprintf("one put transaction cannot cover channels %q and %q: they are in different stores", cross.First, cross.Second)
 	case errors.Is(err, context.Canceled):

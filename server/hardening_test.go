@@ -699,3 +699,70 @@ func TestProducerTableFullStatus(t *testing.T) {
 		t.Fatalf("size %d, want 1", st.Size)
 	}
 }
+
+// A take commit that carries a move (TakeCommit.puts) is validated like a
+// Put by the server itself, whatever the client checked: an unknown
+// channel, an event with an invalid header, an oversized event or a
+// first_sequence each get a TakeError with the reason, and nothing is moved
+// (the taken events are back at the head). A valid move commits both.
+func TestTakeCommitMoveValidated(t *testing.T) {
+	mem := newMemory(t, channel.ChannelConfig{Name: "a", Capacity: 100, TransactionCapacity: 10},
+		channel.ChannelConfig{Name: "dlq", Capacity: 100, TransactionCapacity: 10})
+	_, addr := serveTCP(t, mem, server.Options{MaxEventSize: 1 << 10})
+	api := sluicev1.NewSluiceClient(dialTCP(t, addr))
+	ctx := ctxT(t)
+	if _, err := api.Put(ctx, putReq("a", ev("e0"), ev("e1"))); err != nil {
+		t.Fatal(err)
+	}
+	s, err := api.Take(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Send(&sluicev1.TakeRequest{Request: &sluicev1.TakeRequest_Open{Open: &sluicev1.TakeOpen{Channel: "a"}}})
+	recvAll(t, s)
+	bad := []struct {
+		name   string
+		puts   []*sluicev1.ChannelEvents
+		code   codes.Code
+		reason string
+	}{
+		{"unknown channel", []*sluicev1.ChannelEvents{{Channel: "nope", Events: []*sluicev1.Event{ev("x")}}}, codes.NotFound, sluicev1.ReasonUnknownChannel},
+		{"empty channel", []*sluicev1.ChannelEvents{{Events: []*sluicev1.Event{ev("x")}}}, codes.InvalidArgument, sluicev1.ReasonEmptyChannel},
+		{"invalid header", []*sluicev1.ChannelEvents{{Channel: "dlq", Events: []*sluicev1.Event{{Body: []byte("x"), Headers: []*sluicev1.Header{{Key: []byte("k"), Value: []byte{0xff}}}}}}}, codes.InvalidArgument, sluicev1.ReasonInvalidHeader},
+		{"oversized", []*sluicev1.ChannelEvents{{Channel: "dlq", Events: []*sluicev1.Event{{Body: make([]byte, 2<<10)}}}}, codes.InvalidArgument, sluicev1.ReasonEventTooLarge},
+		{"first sequence", []*sluicev1.ChannelEvents{{Channel: "dlq", FirstSequence: 1, Events: []*sluicev1.Event{ev("x")}}}, codes.InvalidArgument, sluicev1.ReasonInvalidProducer},
+		{"over transactionCapacity", []*sluicev1.ChannelEvents{{Channel: "dlq", Events: evs(11)}}, codes.InvalidArgument, sluicev1.ReasonTxnFull},
+	}
+	for _, tc := range bad {
+		s.Send(&sluicev1.TakeRequest{Request: &sluicev1.TakeRequest_Next{Next: &sluicev1.TakeNext{MaxEvents: 10}}})
+		if got := recvAll(t, s); len(got) != 2 {
+			t.Fatalf("%s: took %d events, want 2", tc.name, len(got))
+		}
+		s.Send(&sluicev1.TakeRequest{Request: &sluicev1.TakeRequest_Commit{Commit: &sluicev1.TakeCommit{Puts: tc.puts}}})
+		r, err := s.Recv()
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		te := r.GetError()
+		if te == nil || codes.Code(te.GetCode()) != tc.code || te.GetReason() != tc.reason {
+			t.Fatalf("%s: answer %v, want code %v reason %s", tc.name, r, tc.code, tc.reason)
+		}
+		for name, want := range map[string]int64{"a": 2, "dlq": 0} {
+			if st, _ := mem.Stats(ctx, name); st.Size != want || st.InFlightTakes != 0 {
+				t.Fatalf("%s: channel %s size %d in flight %d after the refused move, want %d, 0", tc.name, name, st.Size, st.InFlightTakes, want)
+			}
+		}
+	}
+	s.Send(&sluicev1.TakeRequest{Request: &sluicev1.TakeRequest_Next{Next: &sluicev1.TakeNext{MaxEvents: 1}}})
+	got := recvAll(t, s)
+	s.Send(&sluicev1.TakeRequest{Request: &sluicev1.TakeRequest_Commit{Commit: &sluicev1.TakeCommit{
+		Puts: []*sluicev1.ChannelEvents{{Channel: "dlq", Events: got}}}}})
+	if r, err := s.Recv(); err != nil || r.GetAck().GetEvents() != 1 {
+		t.Fatalf("valid move: %v %v", r, err)
+	}
+	for name, want := range map[string]int64{"a": 1, "dlq": 1} {
+		if st, _ := mem.Stats(ctx, name); st.Size != want {
+			t.Fatalf("after the move channel %s holds %d, want %d", name, st.Size, want)
+		}
+	}
+}

@@ -67,7 +67,13 @@
 //     MaxTakeBytes (16 MiB): it takes from the channel in chunks sized as
 //     if every event had MaxEventSize bytes and sends them as they come, so
 //     it never holds more than MaxTakeBytes + MaxEventSize of events, and at
-//     most MaxTakeStreams (256) take streams are open.
+//     most MaxTakeStreams (256) take streams are open. A take commit that
+//     carries moved events (TakeCommit.puts, the dead-letter move) is one
+//     message of at most MaxRecvMsgSize too, read while the stream has no
+//     other request outstanding; such moves are not counted against
+//     MaxConcurrentPuts, so take streams may hold up to MaxTakeStreams ×
+//     MaxRecvMsgSize of them at once (4 GiB with the defaults: lower
+//     MaxTakeStreams where that matters).
 //   - Stuck consumers: the take lease runs between requests and while the
 //     server is blocked sending a batch to a client that stopped reading;
 //     when it expires the take is rolled back and the stream ends with

@@ -3,9 +3,11 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -185,6 +187,12 @@ func (ts *takeSession) handle(ctx context.Context, r takeReq) error {
 			return statusErr(codes.InvalidArgument, sluicev1.ReasonBadRequest, "take stream: commit before open")
 		}
 		n := ts.held
+		if puts := m.Commit.GetPuts(); len(puts) > 0 {
+			if te := ts.move(ctx, puts); te != nil {
+				ts.rollback() // nothing moved: the taken events go back
+				return ts.send(&sluicev1.TakeResponse{Response: &sluicev1.TakeResponse_Error{Error: te}})
+			}
+		}
 		if ts.txn != nil {
 			// The stream's context, not sctx: a commit under way when the
 			// server begins to stop is finished.
@@ -207,6 +215,58 @@ func (ts *takeSession) handle(ctx context.Context, r takeReq) error {
 	default:
 		return statusErr(codes.InvalidArgument, sluicev1.ReasonBadRequest, "take stream: empty or unknown request")
 	}
+}
+
+// move adds a commit's puts to the stream's transaction (beginning one when
+// none is open: a move of nothing taken is a put), validated as a Put
+// request's entries. A failure is the TakeError to answer.
+func (ts *takeSession) move(ctx context.Context, puts []*sluicev1.ChannelEvents) *sluicev1.TakeError {
+	s := ts.s
+	invalid := func(reason, format string, args ...any) *sluicev1.TakeError {
+		return &sluicev1.TakeError{Code: int32(codes.InvalidArgument), Reason: reason, Message: fmt.Sprintf(format, args...)}
+	}
+	batches := make([][]channel.Event, len(puts))
+	for i, ce := range puts {
+		if ce.GetFirstSequence() != 0 {
+			return invalid(sluicev1.ReasonInvalidProducer, "take commit: entry %d has a first_sequence; a move has no producer sequences", i)
+		}
+		if err := s.checkChannel(ce.GetChannel()); err != nil {
+			st, _ := status.FromError(err)
+			return &sluicev1.TakeError{Code: int32(st.Code()), Reason: reasonOfStatus(st), Message: "take commit: " + st.Message()}
+		}
+		evs := make([]channel.Event, len(ce.GetEvents()))
+		for j, pe := range ce.GetEvents() {
+			ev, err := s.fromProto(pe)
+			if err != nil {
+				return invalid(reasonOf(err), "take commit: channel %q event %d: %v", ce.GetChannel(), j, err)
+			}
+			evs[j] = ev
+		}
+		batches[i] = evs
+	}
+	if ts.txn == nil {
+		txn, err := s.ch.BeginTake(ctx, ts.name)
+		if err != nil {
+			return s.toTakeError("take commit: begin", err)
+		}
+		ts.txn = txn
+	}
+	for i, ce := range puts {
+		if err := ts.txn.Put(ce.GetChannel(), batches[i]...); err != nil {
+			return s.toTakeError("take commit: move", err)
+		}
+	}
+	return nil
+}
+
+// reasonOfStatus is the ErrorInfo reason of a status built by statusErr.
+func reasonOfStatus(st *status.Status) string {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.GetReason()
+		}
+	}
+	return ""
 }
 
 // take takes up to max events into the stream's transaction (beginning one

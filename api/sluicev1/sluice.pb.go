@@ -738,7 +738,18 @@ func (x *TakeNext) GetWait() *durationpb.Duration {
 }
 
 type TakeCommit struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The move (channel.TakeTxn.Put): events to put into channels of the
+	// server, stored atomically with the removal of the taken events, or not
+	// at all. A poison event taken from a work channel is committed with a
+	// copy of it (with a reason header) for a dead-letter channel: it is in
+	// exactly one of the two, also after a crash. first_sequence must be 0
+	// (no producer id: the take commits once). Validated as a Put's entries;
+	// an error (TakeError: NOT_FOUND for an unknown channel or one of
+	// another store, INVALID_ARGUMENT for a bad event, RESOURCE_EXHAUSTED
+	// for a full channel or transaction) ends the transaction with nothing
+	// moved: the taken events are back at the head.
+	Puts          []*ChannelEvents `protobuf:"bytes,1,rep,name=puts,proto3" json:"puts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -771,6 +782,13 @@ func (x *TakeCommit) ProtoReflect() protoreflect.Message {
 // Deprecated: Use TakeCommit.ProtoReflect.Descriptor instead.
 func (*TakeCommit) Descriptor() ([]byte, []int) {
 	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *TakeCommit) GetPuts() []*ChannelEvents {
+	if x != nil {
+		return x.Puts
+	}
+	return nil
 }
 
 type TakeRollback struct {
@@ -1407,9 +1425,10 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\bTakeNext\x12\x1d\n" +
 	"\n" +
 	"max_events\x18\x01 \x01(\rR\tmaxEvents\x12-\n" +
-	"\x04wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"\f\n" +
+	"\x04wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x04wait\":\n" +
 	"\n" +
-	"TakeCommit\"\x0e\n" +
+	"TakeCommit\x12,\n" +
+	"\x04puts\x18\x01 \x03(\v2\x18.sluice.v1.ChannelEventsR\x04puts\"\x0e\n" +
 	"\fTakeRollback\"\f\n" +
 	"\n" +
 	"TakeCancel\"\x9e\x01\n" +
@@ -1504,26 +1523,27 @@ var file_sluice_v1_sluice_proto_depIdxs = []int32{
 	20, // 8: sluice.v1.TakeOpen.wait:type_name -> google.protobuf.Duration
 	20, // 9: sluice.v1.TakeOpen.lease:type_name -> google.protobuf.Duration
 	20, // 10: sluice.v1.TakeNext.wait:type_name -> google.protobuf.Duration
-	14, // 11: sluice.v1.TakeResponse.batch:type_name -> sluice.v1.TakeBatch
-	15, // 12: sluice.v1.TakeResponse.ack:type_name -> sluice.v1.TakeAck
-	16, // 13: sluice.v1.TakeResponse.error:type_name -> sluice.v1.TakeError
-	2,  // 14: sluice.v1.TakeBatch.events:type_name -> sluice.v1.Event
-	20, // 15: sluice.v1.TakeError.retry_delay:type_name -> google.protobuf.Duration
-	19, // 16: sluice.v1.StatsResponse.channels:type_name -> sluice.v1.ChannelStats
-	20, // 17: sluice.v1.ChannelStats.oldest_event_age:type_name -> google.protobuf.Duration
-	5,  // 18: sluice.v1.Sluice.Put:input_type -> sluice.v1.PutRequest
-	7,  // 19: sluice.v1.Sluice.Take:input_type -> sluice.v1.TakeRequest
-	17, // 20: sluice.v1.Sluice.Stats:input_type -> sluice.v1.StatsRequest
-	0,  // 21: sluice.v1.Sluice.Producer:input_type -> sluice.v1.ProducerRequest
-	6,  // 22: sluice.v1.Sluice.Put:output_type -> sluice.v1.PutResponse
-	13, // 23: sluice.v1.Sluice.Take:output_type -> sluice.v1.TakeResponse
-	18, // 24: sluice.v1.Sluice.Stats:output_type -> sluice.v1.StatsResponse
-	1,  // 25: sluice.v1.Sluice.Producer:output_type -> sluice.v1.ProducerResponse
-	22, // [22:26] is the sub-list for method output_type
-	18, // [18:22] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	4,  // 11: sluice.v1.TakeCommit.puts:type_name -> sluice.v1.ChannelEvents
+	14, // 12: sluice.v1.TakeResponse.batch:type_name -> sluice.v1.TakeBatch
+	15, // 13: sluice.v1.TakeResponse.ack:type_name -> sluice.v1.TakeAck
+	16, // 14: sluice.v1.TakeResponse.error:type_name -> sluice.v1.TakeError
+	2,  // 15: sluice.v1.TakeBatch.events:type_name -> sluice.v1.Event
+	20, // 16: sluice.v1.TakeError.retry_delay:type_name -> google.protobuf.Duration
+	19, // 17: sluice.v1.StatsResponse.channels:type_name -> sluice.v1.ChannelStats
+	20, // 18: sluice.v1.ChannelStats.oldest_event_age:type_name -> google.protobuf.Duration
+	5,  // 19: sluice.v1.Sluice.Put:input_type -> sluice.v1.PutRequest
+	7,  // 20: sluice.v1.Sluice.Take:input_type -> sluice.v1.TakeRequest
+	17, // 21: sluice.v1.Sluice.Stats:input_type -> sluice.v1.StatsRequest
+	0,  // 22: sluice.v1.Sluice.Producer:input_type -> sluice.v1.ProducerRequest
+	6,  // 23: sluice.v1.Sluice.Put:output_type -> sluice.v1.PutResponse
+	13, // 24: sluice.v1.Sluice.Take:output_type -> sluice.v1.TakeResponse
+	18, // 25: sluice.v1.Sluice.Stats:output_type -> sluice.v1.StatsResponse
+	1,  // 26: sluice.v1.Sluice.Producer:output_type -> sluice.v1.ProducerResponse
+	23, // [23:27] is the sub-list for method output_type
+	19, // [19:23] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_sluice_proto_init() }

@@ -75,7 +75,7 @@ type SluiceClient interface {
 	//
 	//	client: open{channel, max_events, wait, lease}  server: batch (maybe empty)
 	//	client: next{max_events, wait}                  server: batch (maybe empty)
-	//	client: commit                                  server: ack
+	//	client: commit{puts}                            server: ack
 	//	client: rollback                                server: ack
 	//	client: cancel  (ends the wait of the outstanding open/next early; the
 	//	                 server still answers that request, with what it has)
@@ -173,7 +173,7 @@ type SluiceServer interface {
 	//
 	//	client: open{channel, max_events, wait, lease}  server: batch (maybe empty)
 	//	client: next{max_events, wait}                  server: batch (maybe empty)
-	//	client: commit                                  server: ack
+	//	client: commit{puts}                            server: ack
 	//	client: rollback                                server: ack
 	//	client: cancel  (ends the wait of the outstanding open/next early; the
 	//	                 server still answers that request, with what it has)

@@ -81,6 +81,7 @@ func run(t *testing.T, s *suite) {
 		{"Stats", s.testStats},
 		{"RoundTrip", s.testRoundTrip},
 		{"Offsets", s.testOffsets},
+		{"Move", s.testMove},
 		{"Stress", s.testStress},
 	}
 	for _, tc := range tests {

@@ -27,9 +27,11 @@ type crashModel struct {
 	nextID  int
 	crashed bool
 	// puts and takes are the id sets of put and take txns whose commit
-	// started: each must survive a crash whole or not at all.
+	// started: each must survive a crash whole or not at all. A take with
+	// moved set is a move (TakeTxn.Put): those of its events it also put
+	// into the dead-letter channel.
 	puts  [][]int
-	takes [][]int
+	takes []takeRec
 	// offs is the offset each taken event was delivered with: it must be
 	// the same whenever the event is delivered again, also after a crash.
 	offs    map[int]uint64
@@ -46,7 +48,16 @@ const (
 	evTakeCommitting                // take commit in progress: either
 	evTaken                         // take committed: must never come back
 	evRolledBack                    // put rolled back: must not survive
+	evMoveCommitting                // moved by a take commit in progress: in c1 or in dlq, never both
+	evMoved                         // move committed: in dlq, never again in c1
 )
+
+// takeRec is a take txn whose commit started; moved are those of its
+// events it put into the dead-letter channel.
+type takeRec struct {
+	ids   []int
+	moved map[int]bool
+}
 
 func (m *crashModel) set(ids []int, st evState) bool {
 	m.mu.Lock()
@@ -80,15 +91,16 @@ func (m *crashModel) advance(ids []int, from, to evState) bool {
 }
 
 // committing marks the ids of a txn whose commit starts (evCommitting for a
-// put, evTakeCommitting for a take, moved from evHeld) and records the txn.
-func (m *crashModel) committing(ids []int, take bool) bool {
+// put, evTakeCommitting for a take, moved from evHeld; evMoveCommitting for
+// the ones a take moves) and records the txn.
+func (m *crashModel) committing(ids []int, take bool, moved map[int]bool) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.crashed {
 		return false
 	}
 	if take {
-		m.takes = append(m.takes, ids)
+		m.takes = append(m.takes, takeRec{ids: ids, moved: moved})
 	} else {
 		m.puts = append(m.puts, ids)
 	}
@@ -99,6 +111,9 @@ func (m *crashModel) committing(ids []int, take bool) bool {
 		st := evCommitting
 		if take {
 			st = evTakeCommitting
+			if moved[id] {
+				st = evMoveCommitting
+			}
 		}
 		m.state[id] = st
 		m.hist[id] = append(m.hist[id], st)
@@ -108,44 +123,59 @@ func (m *crashModel) committing(ids []int, take bool) bool {
 
 // checkAtomic reports the first txn that recovery split: a put txn of which
 // some events survived (or were seen by takers, so its commit was durable)
-// must have every event back unless a take of it committed or was
-// committing; a take txn committing at the crash must be redelivered whole
-// or not at all.
-func (m *crashModel) checkAtomic(snapshot map[int]evState, puts, takes [][]int, seen map[int]bool) error {
+// must have every event back (in c1, or in dlq when moved) unless a take of
+// it committed or was committing; a take txn committing at the crash must
+// be redelivered whole or not at all, and a move with it: either every
+// event is back in c1 and none of its moved ones in dlq, or none is in c1
+// and every moved one is in dlq.
+func (m *crashModel) checkAtomic(snapshot map[int]evState, puts [][]int, takes []takeRec, seen, seenD map[int]bool) error {
 	for _, ids := range puts {
 		durable := false
 		for _, id := range ids {
 			switch snapshot[id] {
-			case evAcked, evHeld, evTakeCommitting, evTaken:
+			case evAcked, evHeld, evTakeCommitting, evTaken, evMoveCommitting, evMoved:
 				durable = true
 			}
-			durable = durable || seen[id]
+			durable = durable || seen[id] || seenD[id]
 		}
 		if !durable {
 			continue
 		}
 		for _, id := range ids {
-			if st := snapshot[id]; !seen[id] && st != evTaken && st != evTakeCommitting {
+			if st := snapshot[id]; !seen[id] && !seenD[id] && st != evTaken && st != evTakeCommitting {
 				return fmt.Errorf("put txn of %d events %v came back in part: event %d (state %d, history %v) is missing", len(ids), ids, id, st, m.hist[id])
 			}
 		}
 	}
 	last := map[int]int{} // id -> the last take txn that held it
-	for i, ids := range takes {
-		for _, id := range ids {
+	for i, tr := range takes {
+		for _, id := range tr.ids {
 			last[id] = i
 		}
 	}
-	for i, ids := range takes {
-		n, open := 0, true
-		for _, id := range ids {
-			open = open && snapshot[id] == evTakeCommitting && last[id] == i
+	for i, tr := range takes {
+		n, inD, open := 0, 0, true
+		for _, id := range tr.ids {
+			want := evTakeCommitting
+			if tr.moved[id] {
+				want = evMoveCommitting
+			}
+			open = open && snapshot[id] == want && last[id] == i
 			if seen[id] {
 				n++
 			}
+			if tr.moved[id] && seenD[id] {
+				inD++
+			}
 		}
-		if open && n != 0 && n != len(ids) {
-			return fmt.Errorf("take txn of %d events %v came back in part: %d redelivered", len(ids), ids, n)
+		if !open {
+			continue
+		}
+		if n != 0 && n != len(tr.ids) {
+			return fmt.Errorf("take txn of %d events %v (%d moved) came back in part: %d redelivered", len(tr.ids), tr.ids, len(tr.moved), n)
+		}
+		if (n == 0 && inD != len(tr.moved)) || (n != 0 && inD != 0) {
+			return fmt.Errorf("move of %d events %v (%d moved) came back in part: %d back in c1, %d of the moved ones in dlq", len(tr.ids), tr.ids, len(tr.moved), n, inD)
 		}
 	}
 	return nil
@@ -211,7 +241,8 @@ type crashVariant struct {
 func runCrashSeed(t *testing.T, seed uint64, v crashVariant) {
 	rng := rand.New(rand.NewPCG(seed, 0x5105e+v.seedRand))
 	fs := vfs.NewCrashableMem()
-	o := testFileOptions(fs, 1+rng.IntN(3), channel.ChannelConfig{Name: "c1", Capacity: 5000, TransactionCapacity: 200})
+	o := testFileOptions(fs, 1+rng.IntN(3), channel.ChannelConfig{Name: "c1", Capacity: 5000, TransactionCapacity: 200},
+		channel.ChannelConfig{Name: "dlq", Capacity: 5000, TransactionCapacity: 200})
 	o.CheckpointBytes = int64(16<<10 + rng.IntN(64<<10))
 	if v.setup != nil {
 		v.setup(rng, &o)
@@ -279,6 +310,19 @@ func runCrashSeed(t *testing.T, seed uint64, v crashVariant) {
 			t.Fatalf("round %d: reopen after crash: %v", round, err)
 		}
 		got, gotOffs := drainOffsets(t, s2, "c1")
+		gotD, _ := drainOffsets(t, s2, "dlq")
+		seenD := map[int]bool{}
+		for _, id := range gotD {
+			if seenD[id] {
+				t.Fatalf("round %d: event %d moved into dlq twice", round, id)
+			}
+			seenD[id] = true
+			switch st := snapshot[id]; st {
+			case evMoveCommitting, evMoved:
+			default:
+				t.Fatalf("round %d: event %d is in dlq but no move of it committed (state %d, history %v)", round, id, st, m.hist[id])
+			}
+		}
 		if m.offsErr != nil {
 			t.Fatalf("round %d: before the crash: %v", round, m.offsErr)
 		}
@@ -300,9 +344,16 @@ func runCrashSeed(t *testing.T, seed uint64, v crashVariant) {
 				t.Fatalf("round %d: uncommitted put of event %d is visible", round, id)
 			case st == evTaken:
 				t.Fatalf("round %d: committed take of event %d delivered again", round, id)
+			case st == evMoved:
+				t.Fatalf("round %d: event %d moved by a committed take is back in c1", round, id)
+			case seenD[id]:
+				t.Fatalf("round %d: event %d is in c1 and in dlq (state %d, history %v)", round, id, st, m.hist[id])
 			}
 		}
 		for id, st := range snapshot {
+			if (st == evMoved && !seenD[id]) || (st == evMoveCommitting && !seen[id] && !seenD[id]) {
+				t.Fatalf("round %d: event %d (state %d, history %v) is neither in c1 nor in dlq after its move", round, id, st, m.hist[id])
+			}
 			if (st == evAcked || st == evHeld) && !seen[id] {
 				s2.Close()
 				t.Log(explainLoss(o, id), " history ", m.hist[id])
@@ -310,7 +361,7 @@ func runCrashSeed(t *testing.T, seed uint64, v crashVariant) {
 					round, id, st, len(o.DataDirs), workers, bgCkpt, unsynced, len(got), s.checkpointCount.Load())
 			}
 		}
-		if err := m.checkAtomic(snapshot, puts, takes, seen); err != nil {
+		if err := m.checkAtomic(snapshot, puts, takes, seen, seenD); err != nil {
 			t.Fatalf("round %d: %v (dirs %d, workers %d, unsynced %d%%)", round, err, len(o.DataDirs), workers, unsynced)
 		}
 		if st, _ := s2.Stats(context.Background(), "c1"); st.CorruptEventsSkipped != 0 {
@@ -363,7 +414,7 @@ func crashWorker(ctx context.Context, s *Store, m *crashModel, rng *rand.Rand, t
 				m.set(ids, evRolledBack)
 				continue
 			}
-			if !m.committing(ids, false) {
+			if !m.committing(ids, false, nil) {
 				return
 			}
 			if err := tx.Commit(context.Background()); err != nil {
@@ -397,6 +448,31 @@ func crashWorker(ctx context.Context, s *Store, m *crashModel, rng *rand.Rand, t
 		if !m.set(ids, evHeld) {
 			return
 		}
+		var moved map[int]bool
+		if len(evs) > 0 && rng.IntN(4) == 0 {
+			// A move: some of the taken events (or all) go to dlq in the
+			// take's commit, the others are just taken.
+			moved = map[int]bool{}
+			for i, e := range evs {
+				if rng.IntN(3) != 0 {
+					continue
+				}
+				d := channel.Event{Body: e.Body} // plain ones stay plain (evID)
+				if id, ok := e.Headers["id"]; ok {
+					d.Headers = map[string]string{"id": id, "dlq.reason": "poison"}
+					if rng.IntN(3) == 0 {
+						d.Headers["pad"] = string(make([]byte, rng.IntN(3000)))
+					}
+				}
+				if err := tx.Put("dlq", d); err != nil {
+					tx.Rollback()
+					m.advance(ids, evHeld, evAcked)
+					moved = nil
+					break
+				}
+				moved[ids[i]] = true
+			}
+		}
 		switch rng.IntN(4) {
 		case 0:
 			// Back in the queue from the moment Rollback starts; marking it
@@ -410,11 +486,12 @@ func crashWorker(ctx context.Context, s *Store, m *crashModel, rng *rand.Rand, t
 			time.Sleep(time.Duration(rng.IntN(5)) * time.Millisecond)
 			fallthrough
 		default:
-			if !m.committing(ids, true) {
+			if !m.committing(ids, true, moved) {
 				return
 			}
 			if err := tx.Commit(context.Background()); err == nil {
 				m.advance(ids, evTakeCommitting, evTaken)
+				m.advance(ids, evMoveCommitting, evMoved)
 			} // else: either outcome is allowed; leave it "committing".
 		}
 	}

@@ -268,8 +268,11 @@ func (s *Store) reportTorn(torn []TornTxn) {
 			s.tornEvents.Add(int64(t.Found))
 		} else {
 			outcome = "nothing of it was applied"
-			if t.Kind == "take" {
+			switch t.Kind {
+			case "take":
 				outcome = "its events stay queued and are delivered again"
+			case "move":
+				outcome = "nothing was moved: its taken events stay queued and are delivered again, its put events were dropped"
 			}
 		}
 		s.log.Error("file channel: torn transaction dropped whole: its commit record reached the disk, some of its records did not",

@@ -18,7 +18,8 @@ import (
 // checkpoint's in-flight entry) hold; a transaction that does not add up is
 // torn, and is dropped whole: a put's events are not queued and its producer
 // sequence is not recorded (a retry is stored), a take's events stay queued
-// (they are delivered again). Each is reported in the log, in StoreStats and
+// (they are delivered again), and a move is neither: its taken events stay
+// queued and its put events are not stored. Each is reported in the log, in StoreStats and
 // by `sluice verify`.
 //
 // Only commits after the checkpoint replay starts from are judged (every
@@ -32,7 +33,8 @@ import (
 // TornTxn is a committed transaction whose records the WAL does not all hold.
 type TornTxn struct {
 	TxnID uint64
-	// Kind is "put", "take", or "unknown" when none of its records is left.
+	// Kind is "put", "take", "move" (a take that put events, TakeTxn.Put),
+	// or "unknown" when none of its records is left.
 	Kind string
 	// Expected is the event count the commit record names; Found is how many
 	// events its readable records (and the checkpoint) hold.
@@ -151,6 +153,8 @@ func (a *TxnAudit) commit(rec wal.Record, ptr wal.Pointer, info commitInfo, err 
 	}
 	torn := TornTxn{TxnID: rec.TxnID, Kind: "unknown", Expected: info.events, Found: t.events, Commit: ptr, WOID: rec.WOID}
 	switch {
+	case t.put && t.take:
+		torn.Kind = "move"
 	case t.put:
 		torn.Kind = "put"
 	case t.take:

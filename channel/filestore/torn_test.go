@@ -267,3 +267,65 @@ func TestFileTornPerEventPutDroppedWhole(t *testing.T) {
 		t.Fatalf("after the torn put: %d lines, want 1..250", len(got))
 	}
 }
+
+// A move (a take that put events, TakeTxn.Put) whose commit record
+// survived while an earlier page of its put records did not is dropped
+// whole: nothing was moved, every taken event is delivered again from the
+// work channel and none reaches the dead-letter channel. The torn audit
+// counts the take record's events and the put records against the one
+// commit record, and reports the txn as a move.
+func TestFileTornMoveDroppedWhole(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	o := testFileOptions(fs, 1, channel.ChannelConfig{Name: "c1", Capacity: 10_000, TransactionCapacity: 1000},
+		channel.ChannelConfig{Name: "dlq", Capacity: 10_000, TransactionCapacity: 1000})
+	s := mustOpen(t, o)
+	putRange(t, s, "c1", 0, 200, 200)
+	if err := s.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	tx, _ := s.BeginTake(context.Background(), "c1")
+	evs, err := tx.Take(context.Background(), 200)
+	if err != nil || len(evs) != 200 {
+		t.Fatalf("take: %d events, %v", len(evs), err)
+	}
+	for _, e := range evs {
+		d := channel.Event{Headers: map[string]string{"reason": "poison"}, Body: e.Body}
+		if err := tx.Put("dlq", d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	txn := tx.(*fileTake).id
+	if err := tx.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	clone := killClone(fs)
+	s.Close()
+	o.FS = clone
+	tearTxn(t, o, clone, txn)
+
+	// The audit `sluice verify` runs sees the torn move.
+	w, err := wal.Open(wal.Options{FS: clone, Dirs: o.DataDirs, SegmentSize: o.SegmentSize, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	audit := NewTxnAudit(0)
+	if _, err := w.Replay(nil, func(rec wal.Record, ptr wal.Pointer) error { audit.Record(rec, ptr); return nil }, nil); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if torn := audit.Torn(); len(torn) != 1 || torn[0].Kind != "move" || torn[0].TxnID != txn || torn[0].Expected != 400 {
+		t.Fatalf("audit: torn %v, want the move txn %d counting 400 events", torn, txn)
+	}
+
+	s2 := mustOpen(t, o)
+	defer s2.Close()
+	if st := s2.StoreStats(); st.TornTxns != 1 || st.TornEventsDropped != 0 {
+		t.Fatalf("StoreStats: torn txns %d, dropped %d; want 1, 0 (a torn move loses nothing)", st.TornTxns, st.TornEventsDropped)
+	}
+	if got := drain(t, s2, "dlq"); len(got) != 0 {
+		t.Fatalf("dlq holds %d events of a torn move", len(got))
+	}
+	if got := drain(t, s2, "c1"); !slices.Equal(got, seq(0, 200)) {
+		t.Fatalf("torn move: c1 has %d events, want all 200 again", len(got))
+	}
+}

@@ -68,6 +68,10 @@ type filePut struct {
 	// must make every one of them durable, not only the segment holding the
 	// commit record (an earlier segment's failed fsync must fail the commit).
 	toks []wal.SyncToken
+	// take is set when the put is the move part of a take txn
+	// (fileTake.Put): it shares the take's txn id, and its commit batch
+	// carries the take record before the one commit record of both.
+	take *fileTake
 }
 
 // seqSpan says that the put txn's events from index at (up to the next
@@ -88,6 +92,11 @@ func (s *Store) BeginPut(ctx context.Context, opts channel.PutOptions) (channel.
 	if closed {
 		return nil, channel.ErrClosed
 	}
+	return s.newPut(opts, s.nextTxn.Add(1), int(s.nextDir.Add(1)%uint64(s.wal.NumDirs()))), nil
+}
+
+// newPut returns a put txn with pooled buffers.
+func (s *Store) newPut(opts channel.PutOptions, id uint64, dir int) *filePut {
 	buf := s.putBufs.Get().(*putBuffers)
 	return &filePut{
 		s:        s,
@@ -95,12 +104,12 @@ func (s *Store) BeginPut(ctx context.Context, opts channel.PutOptions) (channel.
 		sizes:    buf.sizes[:0],
 		ptrs:     buf.ptrs[:0],
 		runs:     buf.runs[:0],
-		id:       s.nextTxn.Add(1),
-		dir:      int(s.nextDir.Add(1) % uint64(s.wal.NumDirs())),
+		id:       id,
+		dir:      dir,
 		opts:     opts,
 		perChan:  make(map[*fileChan]int64, 1),
 		perChanB: make(map[*fileChan]int64, 1),
-	}, nil
+	}
 }
 
 func (p *filePut) Put(name string, events ...channel.Event) error {
@@ -302,11 +311,20 @@ func (p *filePut) extend(c *fileChan, sizes []uint32) {
 // respect to checkpoints.
 func (p *filePut) flush(commit bool) error {
 	s := p.s
+	trailer := 0 // records after the txn's events in the batch
 	if commit {
 		info := commitInfo{producer: p.opts.ProducerID, sequence: p.seq,
 			events: uint64(len(p.sizes)), skip: uint64(p.skip)}
+		if t := p.take; t != nil && len(t.entries) > 0 {
+			// A move: the take record and the put records share the
+			// one commit record, which counts both (torn.go).
+			p.buf.batch.Add(wal.RecordTake, p.id, t.takePayload())
+			info.events += uint64(len(t.entries))
+			trailer++
+		}
 		p.buf.scratch = appendCommitPayload(p.buf.scratch[:0], info)
 		p.buf.batch.Add(wal.RecordCommit, p.id, p.buf.scratch)
+		trailer++
 	}
 	if p.buf.batch.Count() == 0 {
 		return nil
@@ -319,11 +337,16 @@ func (p *filePut) flush(commit bool) error {
 		s.cpMu.RUnlock()
 		return channel.ErrClosed
 	}
-	if !p.registered && p.id < s.txnFloor.Load() {
+	if !p.registered && p.id < s.txnFloor.Load() && (p.take == nil || len(p.take.entries) == 0) {
 		// Begun before the last checkpoint but not in it: a new id, so
-		// that replay can refuse records of older txns (checkTxn).
+		// that replay can refuse records of older txns (checkTxn). (A
+		// move whose take holds events is in s.takes under this id, so
+		// it was in that checkpoint or begun after it.)
 		p.id = s.nextTxn.Add(1)
 		p.renumbered = true
+		if p.take != nil {
+			p.take.id = p.id
+		}
 	}
 	if p.renumbered {
 		// Also later batches: a Put call that flushed mid-way goes on
@@ -359,7 +382,7 @@ func (p *filePut) flush(commit bool) error {
 	s.walBytes.Add(int64(p.buf.batch.Len()))
 	s.walTotal.Add(int64(p.buf.batch.Len()))
 	if commit {
-		ptrs = ptrs[:len(ptrs)-1] // the commit record's: not an event
+		ptrs = ptrs[:len(ptrs)-trailer] // the take and commit records': not events
 	}
 	s.mu.Lock()
 	for i := len(p.ptrs); i < len(ptrs); {
@@ -381,6 +404,9 @@ func (p *filePut) flush(commit bool) error {
 	if commit {
 		p.dropSkipped()
 		p.committing = true
+		if p.take != nil {
+			p.take.committing = true // a checkpoint sees both or neither
+		}
 	}
 	s.mu.Unlock()
 	s.cpMu.RUnlock()
@@ -797,6 +823,38 @@ type fileTake struct {
 	ptrs       []wal.Pointer // read scratch
 	committing bool
 	done       bool
+	// mv holds the events Put adds (a move, see Put): a put txn with the
+	// take's id, committed by the take's commit. nil until the first Put.
+	mv *filePut
+}
+
+// Put implements channel.TakeTxn: the events are written as put records of
+// this txn (its id), and the take's commit writes the take record and one
+// commit record for both, through the ordered commit path of puts
+// (orderMu, offsets, the publication gate). Replay applies a txn's puts and
+// takes at its commit record, so the move is all or none after any crash;
+// the torn audit counts both kinds of record against the commit's count.
+func (t *fileTake) Put(name string, events ...channel.Event) error {
+	if t.done {
+		return channel.ErrTxnDone
+	}
+	if t.committing {
+		return fmt.Errorf("put after commit started: %w", channel.ErrTxnDone)
+	}
+	if t.mv == nil {
+		t.mv = t.s.newPut(channel.PutOptions{}, t.id, t.dir)
+		t.mv.take = t
+	}
+	return t.mv.put(name, events)
+}
+
+// takePayload encodes the take record of the txn's entries.
+func (t *fileTake) takePayload() []byte {
+	recs := make([]takeEntryRec, len(t.entries))
+	for i, e := range t.entries {
+		recs[i] = takeEntryRec{ptr: uint64(e.ptr), size: e.size}
+	}
+	return appendTakePayload(nil, t.ch.cfg.Name, recs)
 }
 
 // BeginTake implements Channel.
@@ -858,8 +916,13 @@ func (t *fileTake) Take(ctx context.Context, max int) ([]channel.Event, error) {
 		}
 		got := t.entries[first:]
 		if len(got) > 0 {
-			if first == 0 && t.id < s.txnFloor.Load() {
+			if first == 0 && t.id < s.txnFloor.Load() && (t.mv == nil || !t.mv.registered) {
 				t.id = s.nextTxn.Add(1) // as filePut.flush
+				if t.mv != nil {
+					// Its records are not written yet; those it encoded
+					// get the new id at its first flush.
+					t.mv.id, t.mv.renumbered = t.id, true
+				}
 			}
 			c.inTakes += int64(len(got))
 			s.takes[t.id] = t
@@ -952,23 +1015,26 @@ func (t *fileTake) Commit(ctx context.Context) error {
 	if t.done {
 		return channel.ErrTxnDone
 	}
+	if t.mv != nil && len(t.mv.sizes) > 0 {
+		return t.commitMove(ctx)
+	}
+	if t.mv != nil { // Put calls that added nothing
+		t.mv.rollback(false)
+		t.mv.release()
+	}
 	if len(t.entries) == 0 {
 		t.done = true
 		return nil
 	}
-	s, c := t.s, t.ch
+	s := t.s
 	if !s.commitStart() {
 		t.rollback(true)
 		return channel.ErrClosed
 	}
 	defer s.commits.Done()
-	recs := make([]takeEntryRec, len(t.entries))
-	for i, e := range t.entries {
-		recs[i] = takeEntryRec{ptr: uint64(e.ptr), size: e.size}
-	}
 	var b wal.Batch
-	b.Add(wal.RecordTake, t.id, appendTakePayload(nil, c.cfg.Name, recs))
-	b.Add(wal.RecordCommit, t.id, appendCommitPayload(nil, commitInfo{events: uint64(len(recs))}))
+	b.Add(wal.RecordTake, t.id, t.takePayload())
+	b.Add(wal.RecordCommit, t.id, appendCommitPayload(nil, commitInfo{events: uint64(len(t.entries))}))
 	s.cpMu.RLock()
 	_, tok, err := s.wal.Write(t.dir, &b, nil)
 	written := err == nil
@@ -998,6 +1064,67 @@ func (t *fileTake) Commit(ctx context.Context) error {
 		t.rollback(false)
 		return fmt.Errorf("file channel: commit take txn %d: %w", t.id, walError(err))
 	}
+	t.finish()
+	return nil
+}
+
+// commitMove commits a take txn with a move part (Put): the put's commit
+// path with the take record in its final batch. On any failure the whole
+// txn is rolled back: the taken events go back to the head, nothing put is
+// stored.
+func (t *fileTake) commitMove(ctx context.Context) error {
+	s, p := t.s, t.mv
+	defer p.release()
+	fail := func(closing bool) {
+		p.rollback(closing)
+		t.rollback(closing)
+	}
+	if !s.commitStart() {
+		fail(true)
+		return channel.ErrClosed
+	}
+	defer s.commits.Done()
+	if err := s.checkDiskSpace(); err != nil {
+		fail(false)
+		return err
+	}
+	if err := s.reserve(ctx, p.perChan, p.perChanB); err != nil {
+		fail(false)
+		return fmt.Errorf("file channel: commit take txn %d (move): %w", t.id, err)
+	}
+	if err := p.flush(true); err != nil {
+		s.unreserve(p.perChan, p.perChanB)
+		fail(false)
+		return fmt.Errorf("file channel: commit take txn %d (move): %w", t.id, err)
+	}
+	// As in filePut.Commit: from here the fdatasync decides.
+	if err := p.syncAll(); err != nil {
+		s.unreserve(p.perChan, p.perChanB)
+		s.mu.Lock()
+		p.committing, t.committing = false, false
+		s.mu.Unlock()
+		// Before the taken events go back and before the offsets are
+		// skipped: a later take of them comes after the rollback record.
+		err = s.retract(p.dir, p.id, "move", err)
+		p.retracted = true
+		fail(false)
+		p.publish(false)
+		return fmt.Errorf("file channel: commit take txn %d (move): %w", t.id, err)
+	}
+	p.publish(true)
+	p.done = true
+	if len(t.entries) == 0 {
+		t.done = true
+		return nil
+	}
+	t.finish()
+	return nil
+}
+
+// finish releases a committed take's events: their WAL records are no
+// longer live and their room in the channel is free.
+func (t *fileTake) finish() {
+	s, c := t.s, t.ch
 	var bytes int64
 	for _, e := range t.entries {
 		bytes += int64(e.size)
@@ -1022,12 +1149,15 @@ func (t *fileTake) Commit(ctx context.Context) error {
 	s.cpMu.RUnlock()
 	t.done = true
 	s.maybeKickCheckpoint()
-	return nil
 }
 
 func (t *fileTake) Rollback() error {
 	if t.done {
 		return nil
+	}
+	if t.mv != nil {
+		t.mv.rollback(false)
+		t.mv.release()
 	}
 	t.rollback(false)
 	return nil

@@ -417,7 +417,12 @@ func (p *memPut) Rollback() error {
 // Commit implements PutTxn. When a channel is full it waits up to that
 // channel's KeepAlive (counted from the first time a full channel is met)
 // for take commits to free room, or until ctx is done.
-func (p *memPut) Commit(ctx context.Context) error {
+func (p *memPut) Commit(ctx context.Context) error { return p.commit(ctx, nil) }
+
+// commit commits the put; with also set (a move: memTake.Put), also is
+// called under m.mu right before the events are queued, and an error from
+// it fails the commit with nothing stored.
+func (p *memPut) commit(ctx context.Context, also func() error) error {
 	if p.done {
 		return channel.ErrTxnDone
 	}
@@ -469,6 +474,12 @@ func (p *memPut) Commit(ctx context.Context) error {
 		}
 		full := p.firstFull()
 		if full == nil {
+			if also != nil {
+				if err := also(); err != nil {
+					m.mu.Unlock()
+					return err
+				}
+			}
 			p.applyLocked()
 			m.mu.Unlock()
 			return nil
@@ -567,6 +578,26 @@ type memTake struct {
 	bytes  int64
 	done   bool
 	closed bool // rolled back by Close
+
+	// mv holds the events Put adds (a move), queued by Commit together
+	// with the removal of the held events. Used by the txn's goroutine only.
+	mv *memPut
+}
+
+// Put implements TakeTxn: the events are stored at Commit, atomically with
+// the removal of the taken events.
+func (t *memTake) Put(name string, events ...channel.Event) error {
+	t.m.mu.Lock()
+	err := t.usableLocked()
+	t.m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if t.mv == nil {
+		t.mv = &memPut{m: t.m}
+	}
+	_, err = t.mv.put(name, 0, events)
+	return err
 }
 
 // Take implements TakeTxn.
@@ -653,15 +684,38 @@ func (t *memTake) usableLocked() error {
 // Commit implements TakeTxn: the events are gone for good and their room is
 // released.
 func (t *memTake) Commit(ctx context.Context) error {
-	m, c := t.m, t.c
+	if mv := t.mv; mv != nil && mv.n > 0 {
+		t.mv = nil
+		err := mv.commit(ctx, func() error { // m.mu held
+			if err := t.usableLocked(); err != nil {
+				return err
+			}
+			t.commitLocked()
+			return nil
+		})
+		if err != nil {
+			t.Rollback() // the taken events go back (a no-op if Close did it)
+			return err
+		}
+		return nil
+	}
+	t.mv = nil
+	m := t.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := t.usableLocked(); err != nil {
 		return err
 	}
+	t.commitLocked()
+	return nil
+}
+
+// commitLocked removes the held events for good. Called with m.mu held.
+func (t *memTake) commitLocked() {
+	m, c := t.m, t.c
 	t.done = true
 	if len(t.held) == 0 {
-		return nil
+		return
 	}
 	c.inflight -= int64(len(t.held))
 	c.inflightBytes -= t.bytes
@@ -669,11 +723,11 @@ func (t *memTake) Commit(ctx context.Context) error {
 	delete(m.takes, t)
 	t.held = nil
 	c.wakePutters()
-	return nil
 }
 
 // Rollback implements TakeTxn.
 func (t *memTake) Rollback() error {
+	t.mv = nil
 	t.m.mu.Lock()
 	defer t.m.mu.Unlock()
 	if t.done || t.closed {

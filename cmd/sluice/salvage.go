@@ -143,11 +143,8 @@ func (s *salvageState) record(rec wal.Record, p wal.Pointer) {
 		for _, q := range t.takes {
 			s.taken[q] = true
 		}
-		if t.hasTake {
-			s.done[rec.TxnID] = salvageDone{takes: t.takes}
-			return
-		}
-		// A per-event put stores all but its first skip events (its
+		// A take that put events (a move, TakeTxn.Put) applies both at
+		// its commit, as replay does. A per-event put stores all but its first skip events (its
 		// producer had committed them before). Counted from the first
 		// record seen: should records be missing, a duplicate may be
 		// copied, never an event lost.
@@ -157,14 +154,14 @@ func (s *salvageState) record(rec wal.Record, p wal.Pointer) {
 				s.committed = append(s.committed, sp)
 			}
 		}
-		s.done[rec.TxnID] = salvageDone{start: start, end: len(s.committed)}
+		s.done[rec.TxnID] = salvageDone{start: start, end: len(s.committed), takes: t.takes}
 		for bp, berr := range t.bad {
 			if uint64(t.badIdx[bp]) >= skip {
 				s.bad[bp] = berr
 			}
 		}
-		if err == nil && events > uint64(len(t.puts)+t.unreadable) {
-			n := events - uint64(len(t.puts)+t.unreadable)
+		if found := uint64(len(t.puts) + t.unreadable + len(t.takes)); err == nil && events > found && len(t.puts)+t.unreadable > 0 {
+			n := events - found
 			s.lost = append(s.lost, fmt.Sprintf("committed put transaction %d (commit record %s): %d of its %d events have no readable put record (damaged range)", rec.TxnID, p, n, events))
 		}
 	case wal.RecordRollback:

@@ -30,15 +30,22 @@ import (
 // stores are being opened.
 var ErrRecovering = fmt.Errorf("%w: stores are recovering, retry shortly", channel.ErrClosed)
 
-// CrossStoreError is a put transaction that names channels of two stores.
+// CrossStoreError is a put transaction that names channels of two stores,
+// or a take transaction that would move events (TakeTxn.Put) into a channel
+// of another store.
 type CrossStoreError struct {
-	First, Second           string // channel names
+	First, Second           string // channel names (a move: from, to)
 	FirstStore, SecondStore string // store descriptions
+	Move                    bool
 }
 
 func (e *CrossStoreError) Error() string {
-	return fmt.Sprintf("one put transaction cannot cover channels %q (%s) and %q (%s): they are in different stores; "+
-		"only file channels with the same dataDirs and checkpointDir share a store", e.First, e.FirstStore, e.Second, e.SecondStore)
+	what, join := "one put transaction cannot cover channels", "and"
+	if e.Move {
+		what, join = "one take transaction cannot move events from channel", "to"
+	}
+	return fmt.Sprintf("%s %q (%s) %s %q (%s): they are in different stores; "+
+		"only file channels with the same dataDirs and checkpointDir share a store", what, e.First, e.FirstStore, join, e.Second, e.SecondStore)
 }
 
 // GRPCStatus makes the server answer INVALID_ARGUMENT.
@@ -137,13 +144,53 @@ func (r *Router) BeginPut(ctx context.Context, opts channel.PutOptions) (channel
 	return &put{r: r, stores: stores, ctx: ctx, opts: opts, idx: -1}, nil
 }
 
-// BeginTake implements channel.Store.
+// BeginTake implements channel.Store. With one store its take txn is
+// returned as is; with several, Put (a move) is checked to stay in the
+// take's store.
 func (r *Router) BeginTake(ctx context.Context, name string) (channel.TakeTxn, error) {
+	stores, err := r.get()
+	if err != nil {
+		return nil, err
+	}
 	s, err := r.store(name)
 	if err != nil {
 		return nil, err
 	}
-	return s.BeginTake(ctx, name)
+	txn, err := s.BeginTake(ctx, name)
+	if err != nil || len(stores) == 1 {
+		return txn, err
+	}
+	return &take{TakeTxn: txn, r: r, from: name}, nil
+}
+
+// take is a take transaction of one of several stores.
+type take struct {
+	channel.TakeTxn
+	r    *Router
+	from string
+}
+
+// Put implements channel.TakeTxn: a move stays in one store.
+func (t *take) Put(name string, events ...channel.Event) error {
+	i, ok := t.r.owner[name]
+	if !ok {
+		if name == "" {
+			return fmt.Errorf("%w: empty channel name", channel.ErrUnknownChannel)
+		}
+		return fmt.Errorf("%w %q", channel.ErrUnknownChannel, name)
+	}
+	if j := t.r.owner[t.from]; i != j {
+		return &CrossStoreError{First: t.from, Second: name, FirstStore: t.r.descr[j], SecondStore: t.r.descr[i], Move: true}
+	}
+	return t.TakeTxn.Put(name, events...)
+}
+
+// ExtendLease passes a remote take's lease extension on.
+func (t *take) ExtendLease(ctx context.Context) error {
+	if le, ok := t.TakeTxn.(channel.LeaseExtender); ok {
+		return le.ExtendLease(ctx)
+	}
+	return nil
 }
 
 // Stats implements channel.Store.

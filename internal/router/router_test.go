@@ -98,8 +98,29 @@ func TestRouter(t *testing.T) {
 		t.Fatal(err)
 	}
 	evs, err := tk.Take(ctx, 10)
-	if err != nil || len(evs) != 1 || tk.Commit(ctx) != nil {
+	if err != nil || len(evs) != 1 {
 		t.Fatalf("take: %v %v", evs, err)
+	}
+	// A move stays in the take's store: into c (the other store) it is
+	// refused and the txn stays usable; into a (the same store) it commits
+	// with the take.
+	err = tk.Put("c", evs[0])
+	if !errors.As(err, &cse) || !cse.Move || status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("cross-store move: %v", err)
+	}
+	if err := tk.Put("zz", evs[0]); !errors.Is(err, channel.ErrUnknownChannel) {
+		t.Errorf("move to an unknown channel: %v", err)
+	}
+	if err := tk.Put("a", evs[0]); err != nil {
+		t.Fatalf("move within the store: %v", err)
+	}
+	if err := tk.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for n, want := range map[string]int64{"a": 2, "b": 0, "c": 0} {
+		if st, _ := r.Stats(ctx, n); st.Size != want {
+			t.Errorf("after the move %s holds %d events, want %d", n, st.Size, want)
+		}
 	}
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
