@@ -141,13 +141,19 @@ func Build(cfg *config.Config, opts Options) (*Agent, error) {
 	for _, c := range cfg.Sinks {
 		s := a.setup(c, config.KindSink, c.Channels, limits)
 		s.Sink = &SinkCounters{}
+		dead, err := readDeadLetter(s, c.Channels[0], limits, storeOf)
+		if err != nil {
+			fail(err)
+			continue
+		}
+		s.deadLetter = dead.Channel
 		f, ok := opts.Registry.sinks[lookupKey(c.Type)]
 		if !ok {
 			fail(s.Conf.Errorf("type", "%s", opts.Registry.unknownType(config.KindSink, c.Type)))
 			continue
 		}
 		var sink Sink
-		err := safely("sink factory "+c.Type, func() (err error) { sink, err = f(s); return err })
+		err = safely("sink factory "+c.Type, func() (err error) { sink, err = f(s); return err })
 		if err != nil {
 			fail(err)
 			continue
@@ -155,7 +161,8 @@ func Build(cfg *config.Config, opts Options) (*Agent, error) {
 		a.unread(c, s.Conf)
 		sinkCounters[c.Name] = s.Sink
 		members[c.Name] = &member{name: c.Name, sink: sink, log: s.Log,
-			in: &Input{channel: c.Channels[0], c: s.Sink, idle: opts.IdleWait, grace: opts.StopGrace}}
+			in: &Input{channel: c.Channels[0], sink: c.Name, c: s.Sink, idle: opts.IdleWait, grace: opts.StopGrace,
+				dead: dead, log: s.Log, now: opts.Now}}
 	}
 	grouped := map[string]bool{}
 	for _, g := range cfg.SinkGroups {
@@ -251,6 +258,40 @@ func Build(cfg *config.Config, opts Options) (*Agent, error) {
 		return nil, errors.Join(errs...)
 	}
 	return a, nil
+}
+
+// readDeadLetter reads a sink's deadLetter.* keys: the channel must be
+// another channel of the agent in the store of the sink's channel (the
+// move commits with the take).
+func readDeadLetter(s *Setup, from string, limits map[string]channel.ChannelConfig, storeOf map[string]int) (DeadLetter, error) {
+	var d DeadLetter
+	d.Channel = s.Conf.String("deadLetter.channel", "")
+	n, err := s.Conf.Int("deadLetter.maxAttempts", 0, 0, 1_000_000)
+	if err != nil {
+		return d, err
+	}
+	d.MaxAttempts = int(n)
+	switch {
+	case d.Channel == "" && d.MaxAttempts > 0:
+		return d, s.Conf.Errorf("deadLetter.maxAttempts", "deadLetter.maxAttempts needs deadLetter.channel: where would the events go?")
+	case d.Channel == "":
+		return d, nil
+	case d.Channel == from:
+		return d, s.Conf.Errorf("deadLetter.channel", "the dead-letter channel %s is the sink's own channel: a refused event would come straight back; name another channel", d.Channel)
+	}
+	if _, ok := limits[d.Channel]; !ok {
+		names := make([]string, 0, len(limits))
+		for n := range limits {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		return d, s.Conf.Errorf("deadLetter.channel", "dead-letter channel %q is not a channel of this agent (channels: %v)", d.Channel, names)
+	}
+	if storeOf[d.Channel] != storeOf[from] {
+		return d, s.Conf.Errorf("deadLetter.channel", "dead-letter channel %s is in another store than the sink's channel %s: the move commits with the take, in one store; "+
+			"give both file channels the same dataDirs and checkpointDir (or make both memory channels)", d.Channel, from)
+	}
+	return d, nil
 }
 
 func (a *Agent) setup(c *config.Component, kind string, channels []string, limits map[string]channel.ChannelConfig) *Setup {

@@ -40,6 +40,7 @@ type harness struct {
 	release chan struct{} // closed: collect writes proceed (nil: never block)
 	flakyN  int
 	runs    atomic.Int64
+	extra   func(r *agent.Registry) // more test types (deadletter_test.go)
 }
 
 func newHarness() *harness {
@@ -73,6 +74,9 @@ func (h *harness) registry() *agent.Registry {
 		return &flaky{h: h}, err
 	}, "flaky")
 	r.Source(func(s *agent.Setup) (agent.Source, error) { return &hold{h: h}, nil }, "hold")
+	if h.extra != nil {
+		h.extra(r)
+	}
 	return r
 }
 

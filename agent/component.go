@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/sluicehq/sluice/channel"
@@ -107,6 +108,17 @@ type Setup struct {
 
 	limits map[string]channel.ChannelConfig
 	checks *[]batchCheck
+	// deadLetter is a sink's dead-letter channel (deadLetter.channel):
+	// its batches move there, so BatchSize checks it too.
+	deadLetter string
+}
+
+// checked are the channels a batch size is checked against.
+func (s *Setup) checked() []string {
+	if s.deadLetter == "" {
+		return s.Channels
+	}
+	return append(slices.Clone(s.Channels), s.deadLetter)
 }
 
 // batchCheck is a batch size to check against a channel's
@@ -149,13 +161,13 @@ func (s *Setup) BatchSize(prop string, def int64) (int, error) {
 			"(set %s to at most %d, or raise transactionCapacity of channel %s; Flume would silently drop the %s)",
 			kind, s.Name, n, txnCap, ch, s.Conf.Key(prop), txnCap, ch, kind)
 	}
-	for _, ch := range s.Channels {
+	for _, ch := range s.checked() {
 		if c, ok := s.limits[ch]; ok && int64(c.TransactionCapacity) < n {
 			return 0, errFor(ch, c.TransactionCapacity)
 		}
 	}
 	if s.checks != nil {
-		*s.checks = append(*s.checks, batchCheck{kind: kind, name: s.Name, prop: prop, size: int(n), channels: s.Channels, err: errFor})
+		*s.checks = append(*s.checks, batchCheck{kind: kind, name: s.Name, prop: prop, size: int(n), channels: s.checked(), err: errFor})
 	}
 	return int(n), nil
 }

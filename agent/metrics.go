@@ -43,6 +43,7 @@ type SinkCounters struct {
 	ConnectionFailed  atomic.Int64
 	ChannelReadFail   atomic.Int64 // take or commit errors
 	EventWriteFail    atomic.Int64 // failed writes (one per failed batch)
+	EventDeadLetter   atomic.Int64 // events moved to the dead-letter channel (Sluice)
 	ProcessFailures   atomic.Int64 // Process calls that failed or panicked (Sluice)
 }
 
@@ -93,6 +94,7 @@ func sinkMetrics(c *SinkCounters) []metric {
 		{"ChannelReadFail", "channel_read_fail_total", "Take or commit errors.", false, c.ChannelReadFail.Load},
 		{"EventWriteFail", "event_write_fail_total", "Failed writes (one per failed batch).", false, c.EventWriteFail.Load},
 		{"SinkProcessFailCount", "process_fail_total", "Process calls that failed or panicked.", false, c.ProcessFailures.Load},
+		{"EventDeadLetterCount", "event_dead_letter_total", "Events moved to the dead-letter channel.", false, c.EventDeadLetter.Load},
 	}
 }
 
